@@ -1,0 +1,47 @@
+//! Every environment variable ferry reads or sets, declared once.
+
+/// Extra plugin directories, `:`-separated, searched after `--plugin-dir`.
+pub const FERRY_PLUGIN_PATH: &str = "FERRY_PLUGIN_PATH";
+/// The user configuration file (default: `<config dir>/ferry/config.toml`).
+pub const FERRY_CONFIG: &str = "FERRY_CONFIG";
+/// The stack to use when `--stack` is not given.
+pub const FERRY_STACK: &str = "FERRY_STACK";
+/// Log filter in `RUST_LOG` syntax, for ferry only (`RUST_LOG` works too).
+pub const FERRY_LOG: &str = "FERRY_LOG";
+
+// The step environment: what a step's command sees. Documented in the README; stable.
+
+/// The run's id.
+pub const FERRY_RUN_ID: &str = "FERRY_RUN_ID";
+/// The pipeline's name.
+pub const FERRY_PIPELINE: &str = "FERRY_PIPELINE";
+/// The step's name.
+pub const FERRY_STEP: &str = "FERRY_STEP";
+/// 1 for the first attempt, 2 for the first retry, ...
+pub const FERRY_ATTEMPT: &str = "FERRY_ATTEMPT";
+/// Where the step writes its outputs; everything in it is saved to the store.
+pub const FERRY_OUTPUT_DIR: &str = "FERRY_OUTPUT_DIR";
+/// The step's private scratch directory (also `TMPDIR`), removed after the run.
+pub const FERRY_WORK_DIR: &str = "FERRY_WORK_DIR";
+/// Directory holding one sub-directory per input step with that step's outputs.
+pub const FERRY_INPUTS_DIR: &str = "FERRY_INPUTS_DIR";
+/// Prefix of per-input variables: `FERRY_INPUT_<STEP>` is the outputs of input step `<step>`
+/// (upper-cased, `-` as `_`).
+pub const FERRY_INPUT_PREFIX: &str = "FERRY_INPUT_";
+/// Prefix of parameter variables: `FERRY_PARAM_<NAME>` (upper-cased).
+pub const FERRY_PARAM_PREFIX: &str = "FERRY_PARAM_";
+/// The project root: where ferry.toml is, or where the code package was unpacked.
+pub const FERRY_PROJECT_DIR: &str = "FERRY_PROJECT_DIR";
+
+/// The name a per-step variable gets for a step or parameter name.
+pub fn env_suffix(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,212 @@
+//! A live run's shared state: its record, its event log and its cancel switch.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::{Condvar, Mutex};
+use std::time::Duration;
+
+use chrono::Utc;
+
+use crate::abi::PluginError;
+use crate::run::{Event, LogStream, RunRecord, StepStatus};
+use crate::store::{Store, layout};
+
+/// Events kept in memory per run for late subscribers. Beyond this the oldest are dropped
+/// (the full logs are in the store), so a chatty step cannot exhaust memory.
+const EVENT_BUFFER: usize = 100_000;
+
+#[derive(Default)]
+struct EventLog {
+    events: VecDeque<Event>,
+    /// Events dropped from the front so far.
+    dropped: usize,
+    finished: bool,
+}
+
+pub(super) struct RunState {
+    record: Mutex<RunRecord>,
+    log: Mutex<EventLog>,
+    changed: Condvar,
+    /// Serialises record writes so an older snapshot never overwrites a newer one.
+    write_lock: Mutex<()>,
+    cancel: tokio::sync::watch::Sender<bool>,
+}
+
+impl RunState {
+    pub fn new(record: RunRecord) -> Self {
+        Self {
+            record: Mutex::new(record),
+            log: Mutex::new(EventLog::default()),
+            changed: Condvar::new(),
+            write_lock: Mutex::new(()),
+            cancel: tokio::sync::watch::channel(false).0,
+        }
+    }
+
+    pub fn record(&self) -> RunRecord {
+        self.record.lock().expect("record lock").clone()
+    }
+
+    pub fn update<T>(&self, f: impl FnOnce(&mut RunRecord) -> T) -> T {
+        f(&mut self.record.lock().expect("record lock"))
+    }
+
+    /// Write the current record to the store (blocking).
+    pub fn write_record(&self, store: &Store) -> Result<(), PluginError> {
+        let _serial = self.write_lock.lock().expect("write lock");
+        let record = self.record();
+        store.put_json(&layout::run_record(&record.run_id), &record)?;
+        Ok(())
+    }
+
+    pub fn emit(&self, event: Event) {
+        let mut log = self.log.lock().expect("event log lock");
+        log.events.push_back(event);
+        if log.events.len() > EVENT_BUFFER {
+            log.events.pop_front();
+            log.dropped += 1;
+        }
+        drop(log);
+        self.changed.notify_all();
+    }
+
+    pub fn finish(&self) {
+        self.log.lock().expect("event log lock").finished = true;
+        self.changed.notify_all();
+    }
+
+    pub fn cancel(&self) {
+        self.cancel.send_replace(true);
+    }
+
+    pub fn cancelled(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.cancel.subscribe()
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        *self.cancel.borrow()
+    }
+
+    /// Replay events so far and, with `follow`, wait for more until the run (or the step)
+    /// ends or the sink asks to stop.
+    pub fn stream(&self, step: Option<&str>, follow: bool, sink: &mut dyn FnMut(Event) -> bool) {
+        let mut cursor = 0usize;
+        loop {
+            let (batch, skipped, finished) = {
+                let mut log = self.log.lock().expect("event log lock");
+                while follow && !log.finished && cursor >= log.dropped + log.events.len() {
+                    log = self
+                        .changed
+                        .wait_timeout(log, Duration::from_millis(500))
+                        .expect("event log lock")
+                        .0;
+                }
+                let skipped = log.dropped.saturating_sub(cursor);
+                cursor = cursor.max(log.dropped);
+                let batch: Vec<Event> = log
+                    .events
+                    .iter()
+                    .skip(cursor - log.dropped)
+                    .filter(|e| step.is_none() || e.step() == step)
+                    .cloned()
+                    .collect();
+                cursor = log.dropped + log.events.len();
+                (batch, skipped, log.finished)
+            };
+            if skipped > 0 {
+                let notice = Event::Notice {
+                    step: step.map(str::to_string),
+                    text: format!(
+                        "{skipped} earlier events were not kept in memory; the full logs are in the store (`ferry logs`)"
+                    ),
+                    time: Utc::now(),
+                };
+                if !sink(notice) {
+                    return;
+                }
+            }
+            let mut step_done = false;
+            for event in batch {
+                if let (Some(_), Event::StepStatus { status, .. }) = (step, &event) {
+                    step_done |= status.is_finished();
+                }
+                if !sink(event) {
+                    return;
+                }
+            }
+            if !follow || finished || step_done {
+                return;
+            }
+        }
+    }
+}
+
+/// Events of a run this process does not run: logs and statuses from the store. With
+/// `follow`, polls the record and delivers each step's log once the step has ended.
+pub(super) fn stream_stored(
+    store: &Store,
+    run_id: &str,
+    step: Option<&str>,
+    follow: bool,
+    sink: &mut dyn FnMut(Event) -> bool,
+    read_record: impl Fn() -> Result<RunRecord, PluginError>,
+) -> Result<(), PluginError> {
+    let mut delivered: HashSet<String> = HashSet::new();
+    loop {
+        let record = read_record()?;
+        if let Some(step) = step
+            && !record.steps.contains_key(step)
+        {
+            let known: Vec<&str> = record.step_order.iter().map(String::as_str).collect();
+            let hint = crate::suggest::did_you_mean(step, known.iter().copied())
+                .map(|s| format!("did you mean `{s}`?"))
+                .unwrap_or_else(|| format!("its steps are: {}", known.join(", ")));
+            return Err(PluginError::not_found(format!(
+                "run `{run_id}` has no step `{step}`; {hint}"
+            )));
+        }
+        for (name, step_record) in record.ordered_steps() {
+            if step.is_some_and(|s| s != name) || delivered.contains(name) {
+                continue;
+            }
+            if !step_record.status.is_finished() {
+                continue;
+            }
+            delivered.insert(name.to_string());
+            if step_record.status != StepStatus::Cached && step_record.status != StepStatus::Skipped
+            {
+                match store.get_bytes(&layout::step_log(run_id, name)) {
+                    Ok(bytes) => {
+                        for line in String::from_utf8_lossy(&bytes).lines() {
+                            let event = Event::Log {
+                                step: name.to_string(),
+                                stream: LogStream::Stdout,
+                                line: line.to_string(),
+                                time: step_record.finished_at.unwrap_or_else(Utc::now),
+                            };
+                            if !sink(event) {
+                                return Ok(());
+                            }
+                        }
+                    }
+                    Err(e) if e.kind == crate::abi::ErrorKind::NOT_FOUND => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            let status = Event::StepStatus {
+                step: name.to_string(),
+                status: step_record.status,
+                time: step_record.finished_at.unwrap_or_else(Utc::now),
+            };
+            if !sink(status) {
+                return Ok(());
+            }
+        }
+        let step_finished = step
+            .and_then(|s| record.steps.get(s))
+            .is_some_and(|r| r.status.is_finished());
+        if !follow || record.status.is_finished() || step_finished {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}

@@ -1,0 +1,64 @@
+//! The run plan: everything an orchestrator needs to run a pipeline, as one JSON document.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::abi::{JSON_SCHEMA_VERSION, PluginError};
+use crate::pipeline::Pipeline;
+
+/// Which code a run uses.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CodeInfo {
+    /// blake3 digest of the project's files (see `code::tree_digest`).
+    pub digest: Option<String>,
+    /// The store key of the code package, for orchestrators that ship code elsewhere.
+    pub package_key: Option<String>,
+}
+
+/// What `submit` receives. Serialised with a schema version so it can grow.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunPlan {
+    pub schema_version: u32,
+    pub run_id: String,
+    pub pipeline: Pipeline,
+    /// The pipeline file, relative to the project root.
+    pub pipeline_file: PathBuf,
+    /// Resolved pipeline parameters (defaults merged with `--param`).
+    pub params: BTreeMap<String, String>,
+    /// Where the project lives on the submitting machine.
+    pub project_root: PathBuf,
+    /// Directory steps run in, relative to the project root (the pipeline file's directory).
+    pub working_dir: PathBuf,
+    /// The stack's name, for the record.
+    pub stack: String,
+    pub code: CodeInfo,
+    /// `--no-cache`: run every step even when a cached result exists.
+    pub no_cache: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+impl RunPlan {
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("run plans serialise")
+    }
+
+    pub fn from_json(text: &str) -> Result<Self, PluginError> {
+        #[derive(Deserialize)]
+        struct Version {
+            schema_version: u32,
+        }
+        let version: Version = serde_json::from_str(text)
+            .map_err(|e| PluginError::invalid_input(format!("malformed run plan: {e}")))?;
+        if version.schema_version > JSON_SCHEMA_VERSION {
+            return Err(PluginError::invalid_input(format!(
+                "the run plan uses schema version {} but this plugin understands up to {JSON_SCHEMA_VERSION}; upgrade the plugin",
+                version.schema_version
+            )));
+        }
+        serde_json::from_str(text)
+            .map_err(|e| PluginError::invalid_input(format!("malformed run plan: {e}")))
+    }
+}

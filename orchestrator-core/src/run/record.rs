@@ -1,0 +1,266 @@
+//! The run record, `runs/<run-id>/run.json`: the one source of truth about a run.
+//!
+//! Any machine that can read the store can list and inspect runs, so the record carries
+//! everything `ferry runs show` prints. Fields are only ever added (with `#[serde(default)]`),
+//! so records written by older ferry versions stay readable.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::RunPlan;
+use crate::abi::JSON_SCHEMA_VERSION;
+
+macro_rules! status_enum {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[serde(rename_all = "lowercase")]
+        pub enum $name { $($(#[$vmeta])* $variant),+ }
+
+        impl $name {
+            pub fn as_str(self) -> &'static str {
+                match self { $(Self::$variant => $text),+ }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                match s {
+                    $($text => Ok(Self::$variant),)+
+                    other => Err(format!("unknown status `{other}`")),
+                }
+            }
+        }
+    };
+}
+
+status_enum! {
+    /// Where a run is in its life.
+    RunStatus {
+        Pending => "pending",
+        Running => "running",
+        Succeeded => "succeeded",
+        Failed => "failed",
+        Cancelled => "cancelled",
+    }
+}
+
+status_enum! {
+    /// Where a step is in its life.
+    StepStatus {
+        Pending => "pending",
+        Running => "running",
+        Succeeded => "succeeded",
+        Failed => "failed",
+        Cancelled => "cancelled",
+        /// Not run because a step it depends on failed or was cancelled.
+        Skipped => "skipped",
+        /// Not run: an earlier identical step's outputs were reused.
+        Cached => "cached",
+    }
+}
+
+impl RunStatus {
+    pub fn is_finished(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled)
+    }
+}
+
+impl StepStatus {
+    pub fn is_finished(self) -> bool {
+        !matches!(self, Self::Pending | Self::Running)
+    }
+
+    /// Whether downstream steps may use this step's outputs.
+    pub fn is_success(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Cached)
+    }
+}
+
+/// A step of a given run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepRef {
+    pub run_id: String,
+    pub step: String,
+}
+
+/// One output file a step produced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputFile {
+    /// Path relative to the step's output directory.
+    pub path: String,
+    pub size: u64,
+    /// blake3 of the content.
+    pub digest: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepRecord {
+    pub status: StepStatus,
+    #[serde(default)]
+    pub attempts: u32,
+    #[serde(default)]
+    pub started_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub finished_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub exit_code: Option<i32>,
+    /// Why the step failed, was skipped or cancelled, in words a user can act on.
+    #[serde(default)]
+    pub error: Option<String>,
+    #[serde(default)]
+    pub cache_key: Option<String>,
+    /// Set when the step was a cache hit: whose outputs it reuses.
+    #[serde(default)]
+    pub outputs_from: Option<StepRef>,
+    #[serde(default)]
+    pub outputs: Vec<OutputFile>,
+}
+
+impl StepRecord {
+    pub fn pending() -> Self {
+        Self {
+            status: StepStatus::Pending,
+            attempts: 0,
+            started_at: None,
+            finished_at: None,
+            exit_code: None,
+            error: None,
+            cache_key: None,
+            outputs_from: None,
+            outputs: Vec::new(),
+        }
+    }
+
+    /// The run and step whose stored outputs hold this step's results.
+    pub fn outputs_location(&self, run_id: &str, step: &str) -> StepRef {
+        self.outputs_from.clone().unwrap_or_else(|| StepRef {
+            run_id: run_id.to_string(),
+            step: step.to_string(),
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub schema_version: u32,
+    pub run_id: String,
+    pub pipeline: String,
+    #[serde(default)]
+    pub pipeline_file: Option<String>,
+    pub stack: String,
+    /// The orchestrator that ran it (`local`, `kubernetes`, ...).
+    pub orchestrator: String,
+    #[serde(default)]
+    pub code_digest: Option<String>,
+    #[serde(default)]
+    pub params: BTreeMap<String, String>,
+    pub status: RunStatus,
+    pub created_at: DateTime<Utc>,
+    #[serde(default)]
+    pub started_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Last time the orchestrator proved it was alive; a running record whose heartbeat is
+    /// stale belongs to an orchestrator that died.
+    #[serde(default)]
+    pub heartbeat_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub error: Option<String>,
+    /// Host name and process id of the orchestrator, for "who is running this?".
+    #[serde(default)]
+    pub host: Option<String>,
+    #[serde(default)]
+    pub pid: Option<u32>,
+    /// Steps in pipeline order.
+    pub steps: BTreeMap<String, StepRecord>,
+    /// Step names in pipeline (file) order; `steps` is a map for easy lookup.
+    #[serde(default)]
+    pub step_order: Vec<String>,
+}
+
+impl RunRecord {
+    /// A fresh record for a plan: every step pending.
+    pub fn new(plan: &RunPlan, orchestrator: &str) -> Self {
+        Self {
+            schema_version: JSON_SCHEMA_VERSION,
+            run_id: plan.run_id.clone(),
+            pipeline: plan.pipeline.name.clone(),
+            pipeline_file: Some(plan.pipeline_file.display().to_string()),
+            stack: plan.stack.clone(),
+            orchestrator: orchestrator.to_string(),
+            code_digest: plan.code.digest.clone(),
+            params: plan.params.clone(),
+            status: RunStatus::Pending,
+            created_at: plan.created_at,
+            started_at: None,
+            finished_at: None,
+            heartbeat_at: None,
+            error: None,
+            host: None,
+            pid: None,
+            steps: plan
+                .pipeline
+                .steps
+                .iter()
+                .map(|s| (s.name.clone(), StepRecord::pending()))
+                .collect(),
+            step_order: plan.pipeline.steps.iter().map(|s| s.name.clone()).collect(),
+        }
+    }
+
+    /// Steps in pipeline order (falls back to name order for records without `step_order`).
+    pub fn ordered_steps(&self) -> Vec<(&str, &StepRecord)> {
+        if self.step_order.len() == self.steps.len() {
+            self.step_order
+                .iter()
+                .filter_map(|name| self.steps.get(name).map(|r| (name.as_str(), r)))
+                .collect()
+        } else {
+            self.steps.iter().map(|(k, v)| (k.as_str(), v)).collect()
+        }
+    }
+
+    pub fn duration(&self) -> Option<chrono::Duration> {
+        Some(self.finished_at? - self.started_at?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_round_trip_as_lowercase_words() {
+        for status in [StepStatus::Cached, StepStatus::Skipped, StepStatus::Running] {
+            assert_eq!(status.as_str().parse::<StepStatus>().unwrap(), status);
+            assert_eq!(
+                serde_json::to_string(&status).unwrap(),
+                format!("\"{status}\"")
+            );
+        }
+        assert!(RunStatus::Cancelled.is_finished());
+        assert!(!RunStatus::Running.is_finished());
+    }
+
+    #[test]
+    fn a_minimal_old_record_still_parses() {
+        let text = r#"{"schema_version":1,"run_id":"r","pipeline":"p","stack":"local",
+            "orchestrator":"local","status":"succeeded","created_at":"2026-01-01T00:00:00Z",
+            "steps":{"a":{"status":"succeeded"}}}"#;
+        let record: RunRecord = serde_json::from_str(text).unwrap();
+        assert_eq!(record.steps["a"].status, StepStatus::Succeeded);
+        assert_eq!(record.ordered_steps().len(), 1);
+    }
+}

@@ -1,0 +1,350 @@
+//! Artifact stores on top of the `object_store` crate: the local folder, memory, and (in their
+//! own plugin crates) S3 and GCS all share this code and differ only in how they build the
+//! `ObjectStore`.
+
+use std::io::Read;
+use std::marker::PhantomData;
+use std::path::Path;
+use std::sync::Arc;
+
+use futures::TryStreamExt;
+use object_store::{
+    ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart, path::Path as ObjectPath,
+};
+use tokio::runtime::Runtime;
+
+use super::{ListResult, ObjectInfo, Result, validate_key, validate_prefix};
+use crate::abi::{ErrorKind, PluginError};
+use crate::sdk::{PluginConfig, PluginInfo, StorePlugin};
+
+/// Files up to this size go up in one request; larger ones as parallel multipart uploads.
+const SINGLE_PUT_LIMIT: u64 = 16 * 1024 * 1024;
+/// Multipart chunk size (S3's minimum part size is 5 MiB).
+const PART_SIZE: usize = 8 * 1024 * 1024;
+/// Parts in flight at once per upload.
+const MAX_CONCURRENT_PARTS: usize = 8;
+
+/// How a particular backend builds its `ObjectStore` from settings.
+pub trait ObjectStoreConfig: Send + Sync + 'static {
+    fn info() -> PluginInfo;
+
+    /// Check settings without connecting; by default only declared keys are accepted.
+    fn validate(config: &PluginConfig) -> Result<()> {
+        config.check_keys(&Self::info())
+    }
+
+    fn build(config: &PluginConfig) -> Result<ObjectStoreBackend>;
+}
+
+/// A [`StorePlugin`] for any [`ObjectStoreConfig`]: `export_store_plugin!(ObjectStorePlugin<S3>)`.
+pub struct ObjectStorePlugin<C> {
+    backend: ObjectStoreBackend,
+    _config: PhantomData<fn() -> C>,
+}
+
+impl<C: ObjectStoreConfig> StorePlugin for ObjectStorePlugin<C> {
+    fn info() -> PluginInfo {
+        C::info()
+    }
+
+    fn validate(config: &PluginConfig) -> Result<()> {
+        C::validate(config)
+    }
+
+    fn new(config: PluginConfig) -> Result<Self> {
+        Ok(Self {
+            backend: C::build(&config)?,
+            _config: PhantomData,
+        })
+    }
+
+    fn url(&self) -> String {
+        self.backend.url.clone()
+    }
+
+    fn put_file(&self, key: &str, path: &Path) -> Result<ObjectInfo> {
+        self.backend.put_file(key, path)
+    }
+
+    fn get_file(&self, key: &str, path: &Path) -> Result<ObjectInfo> {
+        self.backend.get_file(key, path)
+    }
+
+    fn put_bytes(&self, key: &str, data: &[u8]) -> Result<ObjectInfo> {
+        self.backend.put_bytes(key, data)
+    }
+
+    fn get_bytes(&self, key: &str) -> Result<Vec<u8>> {
+        self.backend.get_bytes(key)
+    }
+
+    fn head(&self, key: &str) -> Result<ObjectInfo> {
+        self.backend.head(key)
+    }
+
+    fn list(&self, prefix: &str, recursive: bool) -> Result<ListResult> {
+        self.backend.list(prefix, recursive)
+    }
+
+    fn delete(&self, key: &str) -> Result<()> {
+        self.backend.delete(key)
+    }
+}
+
+/// An `ObjectStore` with a key prefix and the runtime that drives it.
+pub struct ObjectStoreBackend {
+    store: Arc<dyn ObjectStore>,
+    /// Prepended to every key, without a trailing `/`; empty for the root.
+    prefix: String,
+    /// Shown to users; must not contain credentials.
+    url: String,
+    runtime: Runtime,
+}
+
+impl ObjectStoreBackend {
+    pub fn new(store: Arc<dyn ObjectStore>, prefix: &str, url: impl Into<String>) -> Result<Self> {
+        // The plugin owns its runtime: the host's runtime (if any) lives in another copy of
+        // tokio, and calls arrive on arbitrary host threads.
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("ferry-store")
+            .enable_all()
+            .build()
+            .map_err(|e| PluginError::other(format!("cannot start the store's runtime: {e}")))?;
+        Ok(Self {
+            store,
+            prefix: prefix.trim_matches('/').to_string(),
+            url: url.into(),
+            runtime,
+        })
+    }
+
+    fn path(&self, key: &str) -> Result<ObjectPath> {
+        validate_key(key)?;
+        let full = if self.prefix.is_empty() {
+            key.to_string()
+        } else {
+            format!("{}/{key}", self.prefix)
+        };
+        ObjectPath::parse(&full).map_err(|e| {
+            PluginError::invalid_input(format!("object key `{key}` is not usable: {e}"))
+        })
+    }
+
+    fn key_of(&self, path: &ObjectPath) -> String {
+        let full = path.as_ref();
+        if self.prefix.is_empty() {
+            full.to_string()
+        } else {
+            full.strip_prefix(&self.prefix)
+                .map(|rest| rest.trim_start_matches('/').to_string())
+                .unwrap_or_else(|| full.to_string())
+        }
+    }
+
+    fn error(&self, op: &str, key: &str, error: object_store::Error) -> PluginError {
+        let kind = match &error {
+            object_store::Error::NotFound { .. } => ErrorKind::NOT_FOUND,
+            object_store::Error::AlreadyExists { .. } => ErrorKind::ALREADY_EXISTS,
+            object_store::Error::PermissionDenied { .. } => ErrorKind::PERMISSION_DENIED,
+            object_store::Error::Unauthenticated { .. } => ErrorKind::UNAUTHENTICATED,
+            object_store::Error::NotSupported { .. }
+            | object_store::Error::NotImplemented { .. } => ErrorKind::UNSUPPORTED,
+            object_store::Error::InvalidPath { .. } => ErrorKind::INVALID_INPUT,
+            _ => ErrorKind::OTHER,
+        };
+        PluginError::new(
+            kind,
+            format!("cannot {op} `{key}` in {}: {error}", self.url),
+        )
+    }
+
+    fn info(&self, key: &str, meta: object_store::ObjectMeta) -> ObjectInfo {
+        ObjectInfo {
+            key: key.to_string(),
+            size: meta.size,
+            digest: meta.e_tag,
+            modified: meta.last_modified,
+        }
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub fn put_file(&self, key: &str, path: &Path) -> Result<ObjectInfo> {
+        let location = self.path(key)?;
+        let io_error = |e: std::io::Error| {
+            PluginError::new(
+                if e.kind() == std::io::ErrorKind::NotFound {
+                    ErrorKind::NOT_FOUND
+                } else {
+                    ErrorKind::OTHER
+                },
+                format!(
+                    "cannot read {} to upload it as `{key}`: {e}",
+                    path.display()
+                ),
+            )
+        };
+        let mut file = std::fs::File::open(path).map_err(io_error)?;
+        let size = file.metadata().map_err(io_error)?.len();
+        if size <= SINGLE_PUT_LIMIT {
+            let mut data = Vec::with_capacity(size as usize);
+            file.read_to_end(&mut data).map_err(io_error)?;
+            return self.put_bytes(key, &data);
+        }
+        self.runtime.block_on(async {
+            let upload = self
+                .store
+                .put_multipart(&location)
+                .await
+                .map_err(|e| self.error("upload", key, e))?;
+            let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
+            let mut buffer = vec![0u8; PART_SIZE];
+            loop {
+                let read = file.read(&mut buffer).map_err(io_error)?;
+                if read == 0 {
+                    break;
+                }
+                writer
+                    .wait_for_capacity(MAX_CONCURRENT_PARTS)
+                    .await
+                    .map_err(|e| self.error("upload", key, e))?;
+                writer.write(&buffer[..read]);
+            }
+            writer
+                .finish()
+                .await
+                .map_err(|e| self.error("upload", key, e))?;
+            Ok::<_, PluginError>(())
+        })?;
+        self.head(key)
+    }
+
+    pub fn get_file(&self, key: &str, path: &Path) -> Result<ObjectInfo> {
+        let location = self.path(key)?;
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let io_error = |e: std::io::Error| {
+            PluginError::other(format!("cannot write `{key}` to {}: {e}", path.display()))
+        };
+        std::fs::create_dir_all(dir).map_err(io_error)?;
+        // Download next to the destination and rename: a failed download never leaves a
+        // partial file under the final name.
+        let mut temp = tempfile::NamedTempFile::new_in(dir).map_err(io_error)?;
+        let meta = self.runtime.block_on(async {
+            let result = self
+                .store
+                .get(&location)
+                .await
+                .map_err(|e| self.error("download", key, e))?;
+            let meta = result.meta.clone();
+            let mut stream = result.into_stream();
+            while let Some(chunk) = stream
+                .try_next()
+                .await
+                .map_err(|e| self.error("download", key, e))?
+            {
+                std::io::Write::write_all(temp.as_file_mut(), &chunk).map_err(io_error)?;
+            }
+            Ok::<_, PluginError>(meta)
+        })?;
+        temp.persist(path).map_err(|e| io_error(e.error))?;
+        Ok(self.info(key, meta))
+    }
+
+    pub fn put_bytes(&self, key: &str, data: &[u8]) -> Result<ObjectInfo> {
+        let location = self.path(key)?;
+        let payload = PutPayload::from(data.to_vec());
+        let size = data.len() as u64;
+        let result = self
+            .runtime
+            .block_on(self.store.put(&location, payload))
+            .map_err(|e| self.error("upload", key, e))?;
+        Ok(ObjectInfo {
+            key: key.to_string(),
+            size,
+            digest: result.e_tag,
+            modified: chrono::Utc::now(),
+        })
+    }
+
+    pub fn get_bytes(&self, key: &str) -> Result<Vec<u8>> {
+        let location = self.path(key)?;
+        self.runtime
+            .block_on(async {
+                self.store
+                    .get(&location)
+                    .await?
+                    .bytes()
+                    .await
+                    .map(|b| b.to_vec())
+            })
+            .map_err(|e| self.error("read", key, e))
+    }
+
+    pub fn head(&self, key: &str) -> Result<ObjectInfo> {
+        let location = self.path(key)?;
+        let meta = self
+            .runtime
+            .block_on(self.store.head(&location))
+            .map_err(|e| self.error("look up", key, e))?;
+        Ok(self.info(key, meta))
+    }
+
+    pub fn list(&self, prefix: &str, recursive: bool) -> Result<ListResult> {
+        validate_prefix(prefix)?;
+        let trimmed = prefix.trim_end_matches('/');
+        let location = match (self.prefix.is_empty(), trimmed.is_empty()) {
+            (true, true) => None,
+            (true, false) => Some(trimmed.to_string()),
+            (false, true) => Some(self.prefix.clone()),
+            (false, false) => Some(format!("{}/{trimmed}", self.prefix)),
+        };
+        let location = location
+            .map(|l| ObjectPath::parse(&l))
+            .transpose()
+            .map_err(|e| {
+                PluginError::invalid_input(format!("prefix `{prefix}` is not usable: {e}"))
+            })?;
+        let mut listing = ListResult::default();
+        if recursive {
+            let metas: Vec<object_store::ObjectMeta> = self
+                .runtime
+                .block_on(self.store.list(location.as_ref()).try_collect())
+                .map_err(|e| self.error("list", prefix, e))?;
+            for meta in metas {
+                let key = self.key_of(&meta.location);
+                listing.objects.push(self.info(&key, meta));
+            }
+        } else {
+            let result = self
+                .runtime
+                .block_on(self.store.list_with_delimiter(location.as_ref()))
+                .map_err(|e| self.error("list", prefix, e))?;
+            for meta in result.objects {
+                let key = self.key_of(&meta.location);
+                listing.objects.push(self.info(&key, meta));
+            }
+            listing.prefixes = result
+                .common_prefixes
+                .iter()
+                .map(|p| self.key_of(p))
+                .collect();
+        }
+        listing.objects.sort_by(|a, b| a.key.cmp(&b.key));
+        listing.prefixes.sort();
+        Ok(listing)
+    }
+
+    pub fn delete(&self, key: &str) -> Result<()> {
+        let location = self.path(key)?;
+        match self.runtime.block_on(self.store.delete(&location)) {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.error("delete", key, e)),
+        }
+    }
+}
