@@ -1,1 +1,70 @@
-fn main() {}
+//! `ferry`: run pipelines on your laptop today and on Kubernetes tomorrow.
+
+mod args;
+mod commands;
+mod context;
+mod output;
+mod progress;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use args::{Cli, Command};
+use context::Context;
+
+/// Exit codes beyond 0/1: 2 is clap's usage error, 130 a cancelled run (as for Ctrl-C).
+pub const EXIT_CANCELLED: u8 = 130;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.global.verbose);
+    let verbose = cli.global.verbose;
+    match dispatch(cli) {
+        Ok(code) => code,
+        Err(error) => {
+            output::print_error(&error, verbose);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    // Commands that need no configuration run before any is loaded.
+    match cli.command {
+        Command::Completions(args) => return commands::completions::run(args),
+        Command::Init(args) => return commands::init::run(&cli.global, args),
+        _ => {}
+    }
+    let ctx = Context::load(&cli.global)?;
+    match cli.command {
+        Command::Run(args) => commands::run::run(&ctx, args),
+        Command::Render(args) => commands::run::render(&ctx, args),
+        Command::Validate(args) => commands::validate::run(&ctx, args),
+        Command::Runs(command) => commands::runs::run(&ctx, command),
+        Command::Logs(args) => commands::logs::run(&ctx, args),
+        Command::Artifacts(command) => commands::artifacts::run(&ctx, command),
+        Command::Stack(command) => commands::stack::run(&ctx, command),
+        Command::Plugins(command) => commands::plugins::run(&ctx, command),
+        Command::Completions(_) | Command::Init(_) => unreachable!("handled above"),
+    }
+}
+
+fn init_tracing(verbose: u8) {
+    use tracing_subscriber::EnvFilter;
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = std::env::var(orchestrator_core::env_vars::FERRY_LOG)
+        .ok()
+        .and_then(|f| EnvFilter::try_new(f).ok())
+        .or_else(|| EnvFilter::try_from_default_env().ok())
+        .unwrap_or_else(|| EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}

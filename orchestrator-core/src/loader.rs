@@ -231,13 +231,23 @@ pub fn load(path: &Path) -> Result<LoadedPlugin, LoadError> {
     let module = header
         .init_root_module::<PluginModuleRef>()
         .map_err(|e| classify(&path, e))?;
-    let metadata = (module.metadata())()
-        .into_result()
-        .map_err(|e| LoadError::Broken {
-            path: path.clone(),
-            message: e.message().to_string(),
-        })?;
-    let description = PluginDescription {
+    let description = describe_module(module).map_err(|e| LoadError::Broken {
+        path: path.clone(),
+        message: e.message().to_string(),
+    })?;
+    Ok(LoadedPlugin {
+        path,
+        description,
+        module,
+    })
+}
+
+/// Read a module's metadata into plain Rust.
+pub fn describe_module(
+    module: PluginModuleRef,
+) -> Result<PluginDescription, crate::abi::PluginError> {
+    let metadata = (module.metadata())().into_result()?;
+    Ok(PluginDescription {
         name: metadata.name.into_string(),
         kind: metadata.kind,
         version: metadata.version.into_string(),
@@ -248,11 +258,6 @@ pub fn load(path: &Path) -> Result<LoadedPlugin, LoadError> {
             .into_iter()
             .map(|k| (k.key.into_string(), k.doc.into_string()))
             .collect(),
-    };
-    Ok(LoadedPlugin {
-        path,
-        description,
-        module,
     })
 }
 
@@ -442,7 +447,7 @@ mod tests {
     fn the_export_macro_uses_abi_stables_symbol_name() {
         assert_eq!(
             abi_stable::library::ROOT_MODULE_LOADER_NAME,
-            "_as_root_module_loader_lib_header",
+            "_1as_0lib_1header_0root_bmodule_bloader",
             "update the static's name in sdk::__export_root_module"
         );
     }

@@ -462,7 +462,7 @@ macro_rules! export_orchestrator_plugin {
 macro_rules! __export_root_module {
     ($root:expr) => {
         #[unsafe(no_mangle)]
-        pub static _as_root_module_loader_lib_header:
+        pub static _1as_0lib_1header_0root_bmodule_bloader:
             $crate::__private::abi_stable::library::LibHeader = {
             extern "C" fn erased_root_module()
             -> $crate::__private::abi_stable::library::RootModuleResult {

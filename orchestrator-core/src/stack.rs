@@ -25,6 +25,18 @@ use crate::store::memory::MemoryStore;
 pub const BUILTIN_STORES: &[&str] = &["local", "memory"];
 pub const BUILTIN_ORCHESTRATORS: &[&str] = &["local"];
 
+/// Metadata of the built-in plugins, for `ferry plugins list`.
+pub fn builtin_plugins() -> Vec<loader::PluginDescription> {
+    [
+        sdk::orchestrator_module::<crate::local::LocalOrchestrator>(),
+        sdk::store_module::<LocalStore>(),
+        sdk::store_module::<MemoryStore>(),
+    ]
+    .into_iter()
+    .filter_map(|module| loader::describe_module(module).ok())
+    .collect()
+}
+
 /// Where a stack component comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Origin {

@@ -495,6 +495,9 @@ async fn try_run_step(
             s.outputs = outputs.clone();
         }
     });
+    if let Err(reason) = &result {
+        ctx.state.emit(notice(Some(name), reason.clone()));
+    }
     set_step_status(ctx, name, status, result.err());
     write_record(ctx).await?;
     Ok(Outcome { status, outputs })

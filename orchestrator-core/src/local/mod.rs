@@ -25,7 +25,8 @@ pub use settings::LocalSettings;
 pub struct LocalOrchestrator {
     store: Store,
     settings: LocalSettings,
-    runtime: tokio::runtime::Runtime,
+    /// Always `Some` until dropped; see the `Drop` impl.
+    runtime: Option<tokio::runtime::Runtime>,
     runs: Mutex<HashMap<String, Arc<RunState>>>,
 }
 
@@ -55,7 +56,7 @@ impl OrchestratorPlugin for LocalOrchestrator {
         Ok(Self {
             store,
             settings,
-            runtime,
+            runtime: Some(runtime),
             runs: Mutex::new(HashMap::new()),
         })
     }
@@ -92,6 +93,8 @@ impl OrchestratorPlugin for LocalOrchestrator {
         let store = self.store.clone();
         let settings = self.settings.clone();
         self.runtime
+            .as_ref()
+            .expect("runtime lives until drop")
             .spawn(executor::execute(plan, state, store, settings));
         Ok(run_id)
     }
@@ -132,6 +135,15 @@ impl OrchestratorPlugin for LocalOrchestrator {
             )));
         }
         executor::cancel_foreign(&record)
+    }
+}
+
+impl Drop for LocalOrchestrator {
+    fn drop(&mut self) {
+        // Never block in drop: the host may drop the orchestrator on an async thread.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
     }
 }
 

@@ -98,7 +98,18 @@ pub struct ObjectStoreBackend {
     prefix: String,
     /// Shown to users; must not contain credentials.
     url: String,
-    runtime: Runtime,
+    /// Always `Some` until dropped; see the `Drop` impl.
+    runtime: Option<Runtime>,
+}
+
+impl Drop for ObjectStoreBackend {
+    fn drop(&mut self) {
+        // The last handle may be dropped on an async thread of the host (a store handed to an
+        // orchestrator); a blocking shutdown would panic there.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 impl ObjectStoreBackend {
@@ -115,8 +126,12 @@ impl ObjectStoreBackend {
             store,
             prefix: prefix.trim_matches('/').to_string(),
             url: url.into(),
-            runtime,
+            runtime: Some(runtime),
         })
+    }
+
+    fn runtime(&self) -> &Runtime {
+        self.runtime.as_ref().expect("runtime lives until drop")
     }
 
     fn path(&self, key: &str) -> Result<ObjectPath> {
@@ -194,7 +209,7 @@ impl ObjectStoreBackend {
             file.read_to_end(&mut data).map_err(io_error)?;
             return self.put_bytes(key, &data);
         }
-        self.runtime.block_on(async {
+        self.runtime().block_on(async {
             let upload = self
                 .store
                 .put_multipart(&location)
@@ -235,7 +250,7 @@ impl ObjectStoreBackend {
         // Download next to the destination and rename: a failed download never leaves a
         // partial file under the final name.
         let mut temp = tempfile::NamedTempFile::new_in(dir).map_err(io_error)?;
-        let meta = self.runtime.block_on(async {
+        let meta = self.runtime().block_on(async {
             let result = self
                 .store
                 .get(&location)
@@ -261,7 +276,7 @@ impl ObjectStoreBackend {
         let payload = PutPayload::from(data.to_vec());
         let size = data.len() as u64;
         let result = self
-            .runtime
+            .runtime()
             .block_on(self.store.put(&location, payload))
             .map_err(|e| self.error("upload", key, e))?;
         Ok(ObjectInfo {
@@ -274,7 +289,7 @@ impl ObjectStoreBackend {
 
     pub fn get_bytes(&self, key: &str) -> Result<Vec<u8>> {
         let location = self.path(key)?;
-        self.runtime
+        self.runtime()
             .block_on(async {
                 self.store
                     .get(&location)
@@ -289,7 +304,7 @@ impl ObjectStoreBackend {
     pub fn head(&self, key: &str) -> Result<ObjectInfo> {
         let location = self.path(key)?;
         let meta = self
-            .runtime
+            .runtime()
             .block_on(self.store.head(&location))
             .map_err(|e| self.error("look up", key, e))?;
         Ok(self.info(key, meta))
@@ -313,7 +328,7 @@ impl ObjectStoreBackend {
         let mut listing = ListResult::default();
         if recursive {
             let metas: Vec<object_store::ObjectMeta> = self
-                .runtime
+                .runtime()
                 .block_on(self.store.list(location.as_ref()).try_collect())
                 .map_err(|e| self.error("list", prefix, e))?;
             for meta in metas {
@@ -322,7 +337,7 @@ impl ObjectStoreBackend {
             }
         } else {
             let result = self
-                .runtime
+                .runtime()
                 .block_on(self.store.list_with_delimiter(location.as_ref()))
                 .map_err(|e| self.error("list", prefix, e))?;
             for meta in result.objects {
@@ -342,7 +357,7 @@ impl ObjectStoreBackend {
 
     pub fn delete(&self, key: &str) -> Result<()> {
         let location = self.path(key)?;
-        match self.runtime.block_on(self.store.delete(&location)) {
+        match self.runtime().block_on(self.store.delete(&location)) {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(self.error("delete", key, e)),
         }

@@ -1,0 +1,248 @@
+//! Command-line arguments, as clap parses them. Turned into actions in `commands/`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ferry",
+    version,
+    about = "Run pipelines on your laptop today and on Kubernetes tomorrow",
+    propagate_version = true,
+    max_term_width = 100
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Run as if ferry was started in DIR
+    #[arg(short = 'C', long = "directory", value_name = "DIR", global = true)]
+    pub directory: Option<PathBuf>,
+
+    /// Override a configuration value, e.g. `--set stacks.local.orchestrator.settings.parallelism=2`
+    #[arg(long = "set", value_name = "KEY=VALUE", global = true)]
+    pub set: Vec<String>,
+
+    /// Also look for plugins in DIR (searched first; repeatable)
+    #[arg(long = "plugin-dir", value_name = "DIR", global = true)]
+    pub plugin_dirs: Vec<PathBuf>,
+
+    /// More output: -v for info, -vv for debug (RUST_LOG or FERRY_LOG for fine control)
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+}
+
+#[derive(Debug, Clone, Copy, Default, ValueEnum, PartialEq, Eq)]
+pub enum OutputFormat {
+    #[default]
+    Table,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct OutputArgs {
+    /// Output format
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create ferry.toml and an example pipeline in a directory
+    Init(InitArgs),
+    /// Run a pipeline
+    Run(RunArgs),
+    /// Show what `ferry run` would do or create, without running anything
+    Render(RenderArgs),
+    /// Check a pipeline file and report every problem in it
+    Validate(ValidateArgs),
+    /// List, inspect and cancel runs
+    #[command(subcommand)]
+    Runs(RunsCommand),
+    /// Show the logs of a run or of one of its steps
+    Logs(LogsArgs),
+    /// List and download step outputs
+    #[command(subcommand)]
+    Artifacts(ArtifactsCommand),
+    /// Show the configured stacks
+    #[command(subcommand)]
+    Stack(StackCommand),
+    /// List and inspect plugins
+    #[command(subcommand)]
+    Plugins(PluginsCommand),
+    /// Print shell completions
+    Completions(CompletionsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Directory to initialise (created if missing)
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
+    /// Project name (default: the directory's name)
+    #[arg(long)]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PipelineArgs {
+    /// Pipeline file, or a directory holding pipeline.yaml (default: from ferry.toml, else
+    /// pipeline.yaml in the project root)
+    pub pipeline: Option<PathBuf>,
+    /// Stack to use (default: `stack` from ferry.toml, else `local`)
+    #[arg(long, env = "FERRY_STACK")]
+    pub stack: Option<String>,
+    /// Set a pipeline parameter (repeatable)
+    #[arg(short, long = "param", value_name = "NAME=VALUE")]
+    pub params: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
+    /// Run every step, even those with a cached result
+    #[arg(long)]
+    pub no_cache: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RenderArgs {
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// Pipeline file or directory (default as for `ferry run`)
+    pub pipeline: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RunsCommand {
+    /// List recent runs, newest first
+    List(RunsListArgs),
+    /// Show a run: status, parameters, steps
+    Show(RunShowArgs),
+    /// Cancel a running run
+    Cancel(RunRefArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StackArg {
+    /// Stack whose store holds the runs (default: the current stack)
+    #[arg(long, env = "FERRY_STACK")]
+    pub stack: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RunsListArgs {
+    /// How many runs to show
+    #[arg(long, short = 'n', default_value_t = 20)]
+    pub limit: usize,
+    #[command(flatten)]
+    pub stack: StackArg,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RunRefArgs {
+    /// Run id, or `latest`
+    pub run: String,
+    #[command(flatten)]
+    pub stack: StackArg,
+}
+
+#[derive(Debug, Args)]
+pub struct RunShowArgs {
+    #[command(flatten)]
+    pub run: RunRefArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    #[command(flatten)]
+    pub run: RunRefArgs,
+    /// Only this step
+    pub step: Option<String>,
+    /// Keep following until the run (or step) ends
+    #[arg(short, long)]
+    pub follow: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ArtifactsCommand {
+    /// List the outputs of a run or of one step
+    List(ArtifactsListArgs),
+    /// Download outputs of a step (all, or one path) to a local directory
+    Get(ArtifactsGetArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ArtifactsListArgs {
+    #[command(flatten)]
+    pub run: RunRefArgs,
+    /// Only this step
+    pub step: Option<String>,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ArtifactsGetArgs {
+    #[command(flatten)]
+    pub run: RunRefArgs,
+    /// Step whose outputs to download
+    pub step: String,
+    /// One output path (default: all of the step's outputs)
+    pub path: Option<String>,
+    /// Destination directory
+    #[arg(short = 'o', long = "out", default_value = ".")]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StackCommand {
+    /// List the configured stacks
+    List(OutputArgs),
+    /// Show a stack: its plugins, where they come from, their settings
+    Show(StackShowArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StackShowArgs {
+    /// Stack name (default: the current stack)
+    pub name: Option<String>,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PluginsCommand {
+    /// List built-in plugins and plugin files on the search path
+    List(OutputArgs),
+    /// Show a plugin's metadata and the settings it accepts
+    Inspect(PluginInspectArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PluginInspectArgs {
+    /// Plugin name or path to a plugin file
+    pub plugin: String,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    pub shell: clap_complete::Shell,
+}

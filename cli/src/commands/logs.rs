@@ -1,0 +1,30 @@
+//! `ferry logs RUN [STEP] [-f]`
+
+use std::process::ExitCode;
+
+use anyhow::{Context as _, Result};
+use orchestrator_core::run::Event;
+
+use crate::args::LogsArgs;
+use crate::context::Context;
+
+pub fn run(ctx: &Context, args: LogsArgs) -> Result<ExitCode> {
+    let stack = ctx.open_stack(args.run.stack.stack.as_deref())?;
+    let record = ctx.find_run(&stack, &args.run.run)?;
+    let width = record.steps.keys().map(String::len).max().unwrap_or(0);
+    let whole_run = args.step.is_none();
+    stack
+        .orchestrator
+        .stream_events(&record.run_id, args.step.as_deref(), args.follow, |event| {
+            match event {
+                Event::Log { step, line, .. } if whole_run => {
+                    println!("{step:<width$} │ {line}");
+                }
+                Event::Log { line, .. } => println!("{line}"),
+                _ => {}
+            }
+            true
+        })
+        .with_context(|| format!("cannot read the logs of run {}", record.run_id))?;
+    Ok(ExitCode::SUCCESS)
+}

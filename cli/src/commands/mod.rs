@@ -1,0 +1,11 @@
+//! One module per subcommand.
+
+pub mod artifacts;
+pub mod completions;
+pub mod init;
+pub mod logs;
+pub mod plugins;
+pub mod run;
+pub mod runs;
+pub mod stack;
+pub mod validate;

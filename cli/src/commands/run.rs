@@ -1,0 +1,149 @@
+//! `ferry run` and `ferry render`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context as _, Result};
+use chrono::Utc;
+use console::Style;
+use orchestrator_core::abi::JSON_SCHEMA_VERSION;
+use orchestrator_core::code;
+use orchestrator_core::pipeline::Pipeline;
+use orchestrator_core::run::{CodeInfo, RunPlan, RunStatus, new_run_id};
+use orchestrator_core::stack::Stack;
+
+use crate::args::{PipelineArgs, RenderArgs, RunArgs};
+use crate::context::Context;
+use crate::output::hint;
+use crate::progress::RunDisplay;
+
+pub fn run(ctx: &Context, args: RunArgs) -> Result<ExitCode> {
+    let (plan, stack) = prepare(ctx, &args.pipeline, args.no_cache)?;
+    let dim = Style::new().dim();
+    println!(
+        "{} {} {}",
+        Style::new()
+            .bold()
+            .apply_to(format!("▶ {}", plan.pipeline.name)),
+        dim.apply_to(format!("run {}", plan.run_id)),
+        dim.apply_to(format!(
+            "· stack {} · {} · {}",
+            stack.name,
+            stack.orchestrator.describe(),
+            stack.store.url()
+        )),
+    );
+    let run_id = stack
+        .orchestrator
+        .submit(&plan)
+        .with_context(|| format!("cannot start pipeline `{}`", plan.pipeline.name))?;
+    let mut display = RunDisplay::new(&plan);
+    stack
+        .orchestrator
+        .stream_events(&run_id, None, true, |event| {
+            display.show(event);
+            true
+        })
+        .with_context(|| format!("lost track of run {run_id}"))?;
+    let record = stack
+        .orchestrator
+        .status(&run_id)
+        .with_context(|| format!("cannot read the result of run {run_id}"))?;
+    display.finish(&record);
+    Ok(match record.status {
+        RunStatus::Succeeded => ExitCode::SUCCESS,
+        RunStatus::Cancelled => ExitCode::from(crate::EXIT_CANCELLED),
+        _ => ExitCode::FAILURE,
+    })
+}
+
+pub fn render(ctx: &Context, args: RenderArgs) -> Result<ExitCode> {
+    let (plan, stack) = prepare(ctx, &args.pipeline, false)?;
+    let rendered = stack
+        .orchestrator
+        .render(&plan)
+        .with_context(|| format!("cannot render pipeline `{}`", plan.pipeline.name))?;
+    print!("{rendered}");
+    if !rendered.ends_with('\n') {
+        println!();
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Read and validate a pipeline file.
+pub fn load_pipeline(path: &Path) -> Result<Pipeline> {
+    if !path.exists() {
+        return Err(hint(
+            format!("no pipeline file at {}", path.display()),
+            "pass a pipeline file or directory (`ferry run examples/hello`), or create one with `ferry init`",
+        ));
+    }
+    Pipeline::from_file(path).map_err(|e| {
+        let count = e.diagnostics.len();
+        let noun = if count == 1 { "problem" } else { "problems" };
+        hint(
+            format!("{e}"),
+            format!("fix the {count} {noun} above in {}", path.display()),
+        )
+    })
+}
+
+/// Parse `NAME=VALUE` arguments.
+pub fn parse_params(raw: &[String]) -> Result<BTreeMap<String, String>> {
+    raw.iter()
+        .map(|pair| {
+            pair.split_once('=')
+                .map(|(k, v)| (k.trim().to_string(), v.to_string()))
+                .ok_or_else(|| {
+                    hint(
+                        format!("invalid --param `{pair}`"),
+                        "write parameters as NAME=VALUE, e.g. --param epochs=10",
+                    )
+                })
+        })
+        .collect()
+}
+
+/// Everything up to submission: pipeline, parameters, stack, code digest, plan.
+fn prepare(ctx: &Context, args: &PipelineArgs, no_cache: bool) -> Result<(RunPlan, Stack)> {
+    let path = ctx.pipeline_path(args.pipeline.as_deref());
+    let pipeline = load_pipeline(&path)?;
+    let overrides = parse_params(&args.params)?;
+    let params = pipeline.resolve_params(&overrides).map_err(|e| {
+        hint(
+            e.to_string(),
+            format!(
+                "set parameters with --param NAME=VALUE; `{}` declares them under `params:`",
+                path.display()
+            ),
+        )
+    })?;
+    let stack = ctx.open_stack(args.stack.as_deref())?;
+    let project_root = ctx.config.project_root.clone();
+    let digest = code::tree_digest(&project_root)
+        .with_context(|| format!("cannot read the project at {}", project_root.display()))?;
+    let relative = |p: &Path| -> PathBuf {
+        p.strip_prefix(&project_root)
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|_| p.to_path_buf())
+    };
+    let working_dir = relative(path.parent().unwrap_or(&project_root));
+    let plan = RunPlan {
+        schema_version: JSON_SCHEMA_VERSION,
+        run_id: new_run_id(),
+        pipeline,
+        pipeline_file: relative(&path),
+        params,
+        project_root: project_root.clone(),
+        working_dir,
+        stack: stack.name.clone(),
+        code: CodeInfo {
+            digest: Some(digest),
+            package_key: None,
+        },
+        no_cache,
+        created_at: Utc::now(),
+    };
+    Ok((plan, stack))
+}

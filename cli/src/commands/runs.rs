@@ -1,0 +1,160 @@
+//! `ferry runs list|show|cancel`
+
+use std::process::ExitCode;
+
+use anyhow::{Context as _, Result};
+use console::Style;
+use orchestrator_core::run::RunRecord;
+
+use crate::args::{OutputFormat, RunsCommand};
+use crate::context::{Context, run_ids};
+use crate::output;
+
+pub fn run(ctx: &Context, command: RunsCommand) -> Result<ExitCode> {
+    match command {
+        RunsCommand::List(args) => {
+            let stack = ctx.open_stack(args.stack.stack.as_deref())?;
+            let mut records = Vec::new();
+            for id in run_ids(&stack)?.into_iter().take(args.limit) {
+                match stack.orchestrator.status(&id) {
+                    Ok(record) => records.push(record),
+                    // A run whose record is being written for the first time, or was removed.
+                    Err(e) => tracing::warn!("skipping run {id}: {e}"),
+                }
+            }
+            if args.output.output == OutputFormat::Json {
+                output::json(&records)?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            if records.is_empty() {
+                println!(
+                    "no runs in {} yet; start one with `ferry run`",
+                    stack.store.url()
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+            let rows: Vec<Vec<String>> = records.iter().map(list_row).collect();
+            output::table(
+                &["RUN", "PIPELINE", "STATUS", "STARTED", "DURATION", "STEPS"],
+                &rows,
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        RunsCommand::Show(args) => {
+            let stack = ctx.open_stack(args.run.stack.stack.as_deref())?;
+            let record = ctx.find_run(&stack, &args.run.run)?;
+            if args.output.output == OutputFormat::Json {
+                output::json(&record)?;
+            } else {
+                show(&record);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        RunsCommand::Cancel(args) => {
+            let stack = ctx.open_stack(args.stack.stack.as_deref())?;
+            let record = ctx.find_run(&stack, &args.run)?;
+            stack
+                .orchestrator
+                .cancel(&record.run_id)
+                .with_context(|| format!("cannot cancel run {}", record.run_id))?;
+            println!("cancelling run {}", record.run_id);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn list_row(record: &RunRecord) -> Vec<String> {
+    let done = record
+        .steps
+        .values()
+        .filter(|s| s.status.is_finished())
+        .count();
+    vec![
+        record.run_id.clone(),
+        record.pipeline.clone(),
+        output::run_status(record.status),
+        record
+            .started_at
+            .unwrap_or(record.created_at)
+            .with_timezone(&chrono::Local)
+            .format("%Y-%m-%d %H:%M:%S")
+            .to_string(),
+        record
+            .duration()
+            .map(output::duration)
+            .unwrap_or_else(|| "-".into()),
+        format!("{done}/{}", record.steps.len()),
+    ]
+}
+
+fn show(record: &RunRecord) {
+    let bold = Style::new().bold();
+    println!("{} {}", bold.apply_to("run"), record.run_id);
+    println!("{} {}", bold.apply_to("pipeline"), record.pipeline);
+    println!(
+        "{} {}",
+        bold.apply_to("status"),
+        output::run_status(record.status)
+    );
+    if let Some(error) = &record.error {
+        println!("{} {error}", bold.apply_to("error"));
+    }
+    println!(
+        "{} {} ({})",
+        bold.apply_to("stack"),
+        record.stack,
+        record.orchestrator
+    );
+    if let Some(duration) = record.duration() {
+        println!(
+            "{} {}",
+            bold.apply_to("duration"),
+            output::duration(duration)
+        );
+    }
+    if let Some(digest) = &record.code_digest {
+        println!(
+            "{} {}",
+            bold.apply_to("code"),
+            &digest[..digest.len().min(16)]
+        );
+    }
+    if !record.params.is_empty() {
+        let params: Vec<String> = record
+            .params
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        println!("{} {}", bold.apply_to("params"), params.join(" "));
+    }
+    println!();
+    let rows: Vec<Vec<String>> = record
+        .ordered_steps()
+        .into_iter()
+        .map(|(name, step)| {
+            let duration = match (step.started_at, step.finished_at) {
+                (Some(start), Some(end)) => output::duration(end - start),
+                _ => "-".into(),
+            };
+            let note = match (&step.outputs_from, &step.error) {
+                (Some(from), _) => format!("outputs of run {}", from.run_id),
+                (None, Some(error)) => error.clone(),
+                (None, None) => String::new(),
+            };
+            vec![
+                format!("{} {name}", output::step_symbol(step.status)),
+                output::step_status(step.status),
+                step.attempts.to_string(),
+                duration,
+                step.exit_code
+                    .map(|c| c.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                note,
+            ]
+        })
+        .collect();
+    output::table(
+        &["STEP", "STATUS", "ATTEMPTS", "DURATION", "EXIT", "NOTE"],
+        &rows,
+    );
+}

@@ -1,0 +1,153 @@
+//! Printing: errors with hints, tables, statuses, durations, JSON.
+
+use std::fmt;
+
+use console::Style;
+use orchestrator_core::run::{RunStatus, StepStatus};
+
+/// An error with one line of what to do about it.
+#[derive(Debug)]
+pub struct Hinted {
+    pub message: String,
+    pub hint: String,
+}
+
+impl fmt::Display for Hinted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Hinted {}
+
+pub fn hint(message: impl Into<String>, hint: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(Hinted {
+        message: message.into(),
+        hint: hint.into(),
+    })
+}
+
+/// `error: what failed: why` on one line, then `hint: what to do` when there is one.
+pub fn print_error(error: &anyhow::Error, verbose: u8) {
+    let red = Style::new().red().bold().for_stderr();
+    let chain: Vec<String> = error
+        .chain()
+        .map(|e| e.to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
+    // Messages often repeat their cause's text; keep each piece once.
+    let mut parts: Vec<&str> = Vec::new();
+    for part in &chain {
+        if !parts.iter().any(|p| p.contains(part.as_str())) {
+            parts.push(part);
+        }
+    }
+    eprintln!("{} {}", red.apply_to("error:"), parts.join(": "));
+    if let Some(hinted) = error.chain().find_map(|e| e.downcast_ref::<Hinted>()) {
+        eprintln!(
+            "{} {}",
+            Style::new().cyan().for_stderr().apply_to("hint:"),
+            hinted.hint
+        );
+    }
+    if verbose > 1 {
+        eprintln!("{error:?}");
+    }
+}
+
+pub fn run_status(status: RunStatus) -> String {
+    let style = match status {
+        RunStatus::Succeeded => Style::new().green(),
+        RunStatus::Failed => Style::new().red(),
+        RunStatus::Cancelled => Style::new().yellow(),
+        RunStatus::Running | RunStatus::Pending => Style::new().cyan(),
+    };
+    style.apply_to(status.as_str()).to_string()
+}
+
+pub fn step_status(status: StepStatus) -> String {
+    let style = match status {
+        StepStatus::Succeeded => Style::new().green(),
+        StepStatus::Cached => Style::new().green().dim(),
+        StepStatus::Failed => Style::new().red(),
+        StepStatus::Cancelled | StepStatus::Skipped => Style::new().yellow(),
+        StepStatus::Running | StepStatus::Pending => Style::new().cyan(),
+    };
+    style.apply_to(status.as_str()).to_string()
+}
+
+pub fn step_symbol(status: StepStatus) -> String {
+    let (symbol, style) = match status {
+        StepStatus::Succeeded => ("✓", Style::new().green()),
+        StepStatus::Cached => ("↺", Style::new().green()),
+        StepStatus::Failed => ("✗", Style::new().red()),
+        StepStatus::Cancelled => ("■", Style::new().yellow()),
+        StepStatus::Skipped => ("-", Style::new().yellow()),
+        StepStatus::Running => ("▶", Style::new().cyan()),
+        StepStatus::Pending => ("·", Style::new().dim()),
+    };
+    style.apply_to(symbol).to_string()
+}
+
+pub fn duration(d: chrono::Duration) -> String {
+    let ms = d.num_milliseconds().max(0);
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else if ms < 60_000 {
+        format!("{:.1}s", ms as f64 / 1000.0)
+    } else {
+        let s = ms / 1000;
+        format!("{}m{:02}s", s / 60, s % 60)
+    }
+}
+
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// A plain table: a header row and left-aligned columns sized to their widest cell (ANSI
+/// colour codes do not count towards width).
+pub fn table(header: &[&str], rows: &[Vec<String>]) {
+    let columns = header.len();
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate().take(columns) {
+            widths[i] = widths[i].max(console::measure_text_width(cell));
+        }
+    }
+    let bold = Style::new().bold();
+    let line: Vec<String> = header
+        .iter()
+        .enumerate()
+        .map(|(i, h)| pad(&bold.apply_to(h).to_string(), h.len(), widths[i]))
+        .collect();
+    println!("{}", line.join("  ").trim_end());
+    for row in rows {
+        let line: Vec<String> = row
+            .iter()
+            .enumerate()
+            .map(|(i, c)| pad(c, console::measure_text_width(c), widths[i]))
+            .collect();
+        println!("{}", line.join("  ").trim_end());
+    }
+}
+
+fn pad(text: &str, width: usize, target: usize) -> String {
+    format!("{text}{}", " ".repeat(target.saturating_sub(width)))
+}
+
+pub fn json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
