@@ -79,6 +79,21 @@ impl RunDisplay {
                 self.print(format!("{} {line}", self.prefix(&step)));
             }
             Event::StepStatus { step, status, time } => self.step_status(step, status, time),
+            // The cache notice says whose outputs are reused; the status line would repeat it.
+            Event::Notice {
+                step: Some(step),
+                text,
+                ..
+            } if text.starts_with("cached:") => {
+                self.bar.inc(1);
+                let text = text.trim_start_matches("cached:").trim();
+                self.print(format!(
+                    "{} {} cached: {}",
+                    self.prefix(&step),
+                    output::step_symbol(StepStatus::Cached),
+                    Style::new().dim().apply_to(text)
+                ));
+            }
             Event::Notice { step, text, .. } => {
                 let prefix = step.as_deref().map(|s| self.prefix(s)).unwrap_or_default();
                 self.print(format!(
@@ -98,7 +113,7 @@ impl RunDisplay {
                 self.running.insert(step.clone());
                 self.print(format!("{} {symbol} started", self.prefix(&step)));
             }
-            StepStatus::Pending => {}
+            StepStatus::Pending | StepStatus::Cached => {}
             _ => {
                 self.running.remove(&step);
                 self.bar.inc(1);

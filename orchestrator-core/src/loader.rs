@@ -280,7 +280,7 @@ fn classify(path: &Path, error: LibraryError) -> LoadError {
     let path = path.to_path_buf();
     match error {
         LibraryError::OpenError { .. } => LoadError::NotAPlugin {
-            reason: first_line(&details, "the file is not a loadable shared library"),
+            reason: "the file is not a loadable shared library".to_string(),
             path,
             details,
         },

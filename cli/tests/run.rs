@@ -1,0 +1,448 @@
+//! `ferry run` on the local stack, as a process: DAG order, parallelism, outputs, logs, retries,
+//! timeouts, caching, failure handling, cancellation.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::{Project, process_alive};
+
+#[test]
+fn hello_example_runs_end_to_end_and_stores_everything() {
+    let project = Project::with_example("hello");
+    let run = project.ferry(&["run", "hello"]);
+    run.success();
+    let record = project.latest_record();
+    assert_eq!(record["status"], "succeeded", "{record:#}");
+    let run_id = record["run_id"].as_str().unwrap();
+    let steps = record["steps"].as_object().unwrap();
+    assert!(
+        steps.len() >= 4,
+        "hello has a fan-out and a fan-in: {record:#}"
+    );
+    for (name, step) in steps {
+        assert_eq!(step["status"], "succeeded", "step {name}");
+        let log = project
+            .path()
+            .join(format!(".ferry/artifacts/runs/{run_id}/steps/{name}/log"));
+        assert!(log.is_file(), "log of {name} saved in the store");
+        for output in step["outputs"].as_array().unwrap() {
+            let path = output["path"].as_str().unwrap();
+            let stored = project.path().join(format!(
+                ".ferry/artifacts/runs/{run_id}/steps/{name}/outputs/{path}"
+            ));
+            assert_eq!(
+                std::fs::metadata(&stored).unwrap().len(),
+                output["size"].as_u64().unwrap(),
+                "{name}/{path} stored with its recorded size"
+            );
+        }
+    }
+    // Output lines are prefixed by their step.
+    assert!(
+        run.stdout().lines().any(|l| l.contains(" │ ")),
+        "{}",
+        run.stdout()
+    );
+    assert!(run.stdout().contains("succeeded"));
+}
+
+#[test]
+fn outputs_flow_to_downstream_steps_and_the_env_contract_holds() {
+    let project = Project::new();
+    project.write(
+        "pipeline.yaml",
+        r#"
+name: contract
+params:
+  greeting: hi
+  rounds: 3
+steps:
+  make-data:
+    run: printf 'a b c\n' > "$FERRY_OUTPUT_DIR/data.txt"; mkdir -p "$FERRY_OUTPUT_DIR/sub"; echo deep > "$FERRY_OUTPUT_DIR/sub/file"
+    outputs: [data.txt, sub/file]
+  use-data:
+    inputs: [make-data]
+    params: { rounds: 5 }
+    env: { MY_VAR: mine }
+    run: |
+      set -eu
+      test "$(cat "$FERRY_INPUT_MAKE_DATA/data.txt")" = "a b c"
+      test "$(cat "$FERRY_INPUTS_DIR/make-data/sub/file")" = deep
+      {
+        echo "run=$FERRY_RUN_ID"
+        echo "pipeline=$FERRY_PIPELINE"
+        echo "step=$FERRY_STEP"
+        echo "attempt=$FERRY_ATTEMPT"
+        echo "greeting=$FERRY_PARAM_GREETING"
+        echo "rounds=$FERRY_PARAM_ROUNDS"
+        echo "my=$MY_VAR"
+        echo "cwd=$(pwd)"
+        echo "tmp=$TMPDIR"
+        echo "work=$FERRY_WORK_DIR"
+        echo "project=$FERRY_PROJECT_DIR"
+      } > "$FERRY_OUTPUT_DIR/env.txt"
+    outputs: [env.txt]
+"#,
+    );
+    project
+        .ferry(&["run", "--param", "greeting=hello there"])
+        .success();
+    let record = project.latest_record();
+    let run_id = record["run_id"].as_str().unwrap();
+    let env = project.read(&format!(
+        ".ferry/artifacts/runs/{run_id}/steps/use-data/outputs/env.txt"
+    ));
+    let root = project.path().canonicalize().unwrap();
+    for expected in [
+        format!("run={run_id}"),
+        "pipeline=contract".into(),
+        "step=use-data".into(),
+        "attempt=1".into(),
+        "greeting=hello there".into(),
+        "rounds=5".into(),
+        "my=mine".into(),
+        format!("cwd={}", root.display()),
+        format!("project={}", root.display()),
+    ] {
+        assert!(
+            env.lines().any(|l| l == expected),
+            "missing `{expected}` in\n{env}"
+        );
+    }
+    let work = env.lines().find_map(|l| l.strip_prefix("work=")).unwrap();
+    assert!(
+        env.contains(&format!("tmp={work}")),
+        "TMPDIR is the step's work dir"
+    );
+    assert!(work.contains(run_id) && work.contains("use-data"), "{work}");
+    assert_eq!(record["params"]["greeting"], "hello there");
+    // The scratch folder is removed once the run ends.
+    assert!(!project.path().join(".ferry/work").join(run_id).exists());
+}
+
+#[test]
+fn independent_steps_really_run_at_the_same_time() {
+    // Each side waits for the other's marker: this only finishes if both run at once.
+    let project = Project::new();
+    project.write(
+        "pipeline.yaml",
+        r#"
+name: rendezvous
+steps:
+  start:
+    run: mkdir -p "$FERRY_OUTPUT_DIR" && echo go
+  left:
+    needs: [start]
+    timeout: 20s
+    run: touch "$FERRY_PROJECT_DIR/left.ready"; while [ ! -e "$FERRY_PROJECT_DIR/right.ready" ]; do sleep 0.02; done
+  right:
+    needs: [start]
+    timeout: 20s
+    run: touch "$FERRY_PROJECT_DIR/right.ready"; while [ ! -e "$FERRY_PROJECT_DIR/left.ready" ]; do sleep 0.02; done
+  join:
+    needs: [left, right]
+    run: echo joined
+"#,
+    );
+    project
+        .ferry(&[
+            "run",
+            "--set",
+            "stacks.local.orchestrator.settings.parallelism=2",
+        ])
+        .success();
+}
+
+#[test]
+fn the_parallelism_cap_is_respected() {
+    // Every step takes a lock directory; a second step running at once would fail to.
+    let mut steps = String::new();
+    for i in 0..4 {
+        steps.push_str(&format!(
+            "  s{i}:\n    run: mkdir \"$FERRY_PROJECT_DIR/lock\" && sleep 0.1 && rmdir \"$FERRY_PROJECT_DIR/lock\"\n"
+        ));
+    }
+    let project = Project::new();
+    project.write("pipeline.yaml", &format!("name: capped\nsteps:\n{steps}"));
+    project
+        .ferry(&[
+            "run",
+            "--set",
+            "stacks.local.orchestrator.settings.parallelism=1",
+        ])
+        .success();
+}
+
+#[test]
+fn a_failed_step_fails_the_run_and_skips_what_depends_on_it() {
+    let project = Project::new();
+    project.write(
+        "pipeline.yaml",
+        r#"
+name: failing
+steps:
+  ok:
+    run: echo fine
+  broken:
+    run: echo "about to fail" >&2; exit 3
+  after-broken:
+    needs: [broken]
+    run: echo never
+  after-that:
+    needs: [after-broken]
+    run: echo never either
+  independent:
+    needs: [ok]
+    run: echo still runs
+"#,
+    );
+    let run = project.ferry(&["run"]);
+    run.failure(1);
+    let record = project.latest_record();
+    assert_eq!(record["status"], "failed");
+    assert_eq!(record["steps"]["broken"]["status"], "failed");
+    assert_eq!(record["steps"]["broken"]["exit_code"], 3);
+    assert_eq!(record["steps"]["after-broken"]["status"], "skipped");
+    assert_eq!(record["steps"]["after-that"]["status"], "skipped");
+    assert_eq!(record["steps"]["independent"]["status"], "succeeded");
+    assert!(
+        record["error"].as_str().unwrap().contains("broken"),
+        "{record:#}"
+    );
+    assert!(
+        run.stdout().contains("about to fail"),
+        "stderr of steps is shown"
+    );
+    assert!(
+        run.stdout().contains("ferry logs"),
+        "tells where the logs are"
+    );
+    let run_id = record["run_id"].as_str().unwrap();
+    let log = project.read(&format!(".ferry/artifacts/runs/{run_id}/steps/broken/log"));
+    assert!(
+        log.contains("about to fail"),
+        "the failing step's log is kept: {log}"
+    );
+}
+
+#[test]
+fn retries_run_a_step_again_until_it_succeeds() {
+    let project = Project::new();
+    project.write(
+        "pipeline.yaml",
+        r#"
+name: flaky
+steps:
+  flaky:
+    retries: 2
+    run: |
+      n=$(cat "$FERRY_PROJECT_DIR/count" 2>/dev/null || echo 0); n=$((n+1)); echo $n > "$FERRY_PROJECT_DIR/count"
+      echo "attempt $FERRY_ATTEMPT"
+      [ "$n" -ge 2 ]
+"#,
+    );
+    let run = project.ferry(&["run"]);
+    run.success();
+    let record = project.latest_record();
+    assert_eq!(record["steps"]["flaky"]["attempts"], 2);
+    assert!(run.stdout().contains("retrying"), "{}", run.stdout());
+}
+
+#[test]
+fn a_missing_declared_output_fails_the_step() {
+    let project = Project::new();
+    project.write(
+        "pipeline.yaml",
+        "name: lazy\nsteps:\n  lazy:\n    run: echo did nothing\n    outputs: [model.bin]\n",
+    );
+    let run = project.ferry(&["run"]);
+    run.failure(1);
+    assert!(
+        run.stdout()
+            .contains("did not write its declared output `model.bin`"),
+        "{}",
+        run.stdout()
+    );
+}
+
+#[test]
+fn a_timeout_kills_the_whole_process_group() {
+    let project = Project::new();
+    project.write(
+        "pipeline.yaml",
+        r#"
+name: slow
+steps:
+  slow:
+    timeout: 500ms
+    run: sleep 30 & echo $! > "$FERRY_PROJECT_DIR/child.pid"; wait
+"#,
+    );
+    let started = Instant::now();
+    let run = project.ferry(&[
+        "run",
+        "--set",
+        "stacks.local.orchestrator.settings.grace_period=\"1s\"",
+    ]);
+    run.failure(1);
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "the timeout did not stop the step"
+    );
+    assert!(
+        run.stdout().contains("timed out after 500ms"),
+        "{}",
+        run.stdout()
+    );
+    let pid: i32 = project.read("child.pid").trim().parse().unwrap();
+    assert!(
+        !process_alive(pid),
+        "the step's background child {pid} outlived the timeout"
+    );
+}
+
+#[test]
+fn unchanged_steps_are_cached_and_changes_invalidate_the_cache() {
+    let project = Project::new();
+    project.write("script.sh", "echo v1 > \"$FERRY_OUTPUT_DIR/out.txt\"\n");
+    project.write(
+        "pipeline.yaml",
+        r#"
+name: cached
+params:
+  size: 1
+steps:
+  produce:
+    run: sh script.sh
+    outputs: [out.txt]
+  consume:
+    inputs: [produce]
+    run: cp "$FERRY_INPUT_PRODUCE/out.txt" "$FERRY_OUTPUT_DIR/copy.txt"
+    outputs: [copy.txt]
+  never-cached:
+    cache: false
+    run: echo always
+"#,
+    );
+    project.ferry(&["run"]).success();
+    let first = project.latest_record();
+    let run = project.ferry(&["run"]);
+    run.success();
+    let second = project.latest_record();
+    assert_eq!(second["steps"]["produce"]["status"], "cached");
+    assert_eq!(second["steps"]["consume"]["status"], "cached");
+    assert_eq!(second["steps"]["never-cached"]["status"], "succeeded");
+    assert_eq!(
+        second["steps"]["consume"]["outputs_from"]["run_id"],
+        first["run_id"]
+    );
+    assert!(run.stdout().contains("cached"), "{}", run.stdout());
+
+    project.ferry(&["run", "--no-cache"]).success();
+    assert_eq!(
+        project.latest_record()["steps"]["produce"]["status"],
+        "succeeded"
+    );
+
+    project.ferry(&["run", "--param", "size=2"]).success();
+    assert_eq!(
+        project.latest_record()["steps"]["produce"]["status"],
+        "succeeded",
+        "a parameter change re-runs"
+    );
+
+    project.write("script.sh", "echo v2 > \"$FERRY_OUTPUT_DIR/out.txt\"\n");
+    project.ferry(&["run", "--param", "size=2"]).success();
+    let changed = project.latest_record();
+    assert_eq!(
+        changed["steps"]["produce"]["status"], "succeeded",
+        "a code change re-runs"
+    );
+    let run_id = changed["run_id"].as_str().unwrap();
+    assert_eq!(
+        project.read(&format!(
+            ".ferry/artifacts/runs/{run_id}/steps/consume/outputs/copy.txt"
+        )),
+        "v2\n",
+        "downstream of a changed step runs again with the new input"
+    );
+}
+
+#[test]
+fn ctrl_c_cancels_the_run_and_stops_its_steps() {
+    let project = Project::new();
+    project.write(
+        "pipeline.yaml",
+        r#"
+name: long
+steps:
+  long:
+    run: echo $$ > "$FERRY_PROJECT_DIR/step.pid"; sleep 60
+  after:
+    needs: [long]
+    run: echo never
+"#,
+    );
+    let mut child = project
+        .command(&["run"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid_file = project.path().join("step.pid");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !pid_file.exists() {
+        assert!(Instant::now() < deadline, "the step never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SAFETY: sending SIGINT to the ferry process this test started.
+    unsafe {
+        libc_kill(child.id() as i32, 2);
+    }
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "a cancelled run exits 130");
+    let record = project.latest_record();
+    assert_eq!(record["status"], "cancelled", "{record:#}");
+    assert_eq!(record["steps"]["long"]["status"], "cancelled");
+    assert_eq!(record["steps"]["after"]["status"], "cancelled");
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(!process_alive(pid), "the step process survived the cancel");
+}
+
+#[test]
+fn a_killed_ferry_leaves_a_run_reported_as_interrupted_not_running() {
+    let project = Project::new();
+    project.write(
+        "pipeline.yaml",
+        "name: orphan\nsteps:\n  wait:\n    run: touch \"$FERRY_PROJECT_DIR/started\"; sleep 2\n",
+    );
+    let mut child = project
+        .command(&["run"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !project.path().join("started").exists() {
+        assert!(Instant::now() < deadline, "the step never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let list = project.ferry(&["runs", "list", "--output", "json"]);
+    list.success();
+    let runs: serde_json::Value = serde_json::from_str(&list.stdout()).unwrap();
+    assert_eq!(runs[0]["status"], "failed", "{runs:#}");
+    assert!(
+        runs[0]["error"].as_str().unwrap().contains("interrupted"),
+        "{runs:#}"
+    );
+}
+
+unsafe extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, signal: i32) -> i32;
+}

@@ -1,0 +1,164 @@
+//! Test support: a throwaway project directory and a way to run `ferry` in it as a process.
+
+#![allow(dead_code)] // each test target uses a different part of it
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub const FERRY: &str = env!("CARGO_BIN_EXE_ferry");
+
+/// The directory holding the `ferry` binary, where cargo also puts the workspace's plugins.
+pub fn target_dir() -> PathBuf {
+    Path::new(FERRY).parent().unwrap().to_path_buf()
+}
+
+/// Path of a workspace plugin, failing with what to run when it has not been built
+/// (`cargo test` does not build cdylibs; `cargo build --workspace` does).
+pub fn plugin_path(package: &str) -> PathBuf {
+    let path = target_dir().join(format!("lib{}.so", package.replace('-', "_")));
+    assert!(
+        path.is_file(),
+        "{} is missing: run `cargo build --workspace` (same profile) before the tests; \
+         `cargo test` alone does not build plugin libraries",
+        path.display()
+    );
+    path
+}
+
+pub struct Project {
+    pub dir: tempfile::TempDir,
+    home: tempfile::TempDir,
+}
+
+pub struct Run {
+    pub output: Output,
+}
+
+impl Run {
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.output.stdout).into_owned()
+    }
+
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.output.stderr).into_owned()
+    }
+
+    pub fn code(&self) -> i32 {
+        self.output.status.code().unwrap_or(-1)
+    }
+
+    #[track_caller]
+    pub fn success(&self) -> &Self {
+        assert_eq!(
+            self.code(),
+            0,
+            "ferry failed\n--- stdout\n{}\n--- stderr\n{}",
+            self.stdout(),
+            self.stderr()
+        );
+        self
+    }
+
+    #[track_caller]
+    pub fn failure(&self, code: i32) -> &Self {
+        assert_eq!(
+            self.code(),
+            code,
+            "unexpected exit code\n--- stdout\n{}\n--- stderr\n{}",
+            self.stdout(),
+            self.stderr()
+        );
+        self
+    }
+}
+
+impl Project {
+    pub fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+            home: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// A project holding a copy of one of the repository's examples.
+    pub fn with_example(name: &str) -> Self {
+        let project = Self::new();
+        let source = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../examples")
+            .join(name);
+        copy_dir(&source, &project.path().join(name));
+        project
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn write(&self, relative: &str, content: &str) -> &Self {
+        let path = self.path().join(relative);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, content).unwrap();
+        self
+    }
+
+    pub fn read(&self, relative: &str) -> String {
+        std::fs::read_to_string(self.path().join(relative))
+            .unwrap_or_else(|e| panic!("cannot read {relative}: {e}"))
+    }
+
+    /// `ferry` with a clean, isolated environment (no user config, no user plugins).
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(FERRY);
+        command.args(args).current_dir(self.path());
+        for (key, _) in std::env::vars() {
+            if key.starts_with("FERRY_") || key == "RUST_LOG" || key == "RUST_BACKTRACE" {
+                command.env_remove(key);
+            }
+        }
+        command
+            .env("HOME", self.home.path())
+            .env("XDG_CONFIG_HOME", self.home.path().join("config"))
+            .env("XDG_DATA_HOME", self.home.path().join("data"))
+            .env("NO_COLOR", "1");
+        command
+    }
+
+    pub fn ferry(&self, args: &[&str]) -> Run {
+        Run {
+            output: self.command(args).output().unwrap(),
+        }
+    }
+
+    /// The record of the newest run, read straight from the local store.
+    pub fn latest_record(&self) -> serde_json::Value {
+        let runs = self.path().join(".ferry/artifacts/runs");
+        let mut ids: Vec<_> = std::fs::read_dir(&runs)
+            .unwrap_or_else(|e| panic!("no runs in {}: {e}", runs.display()))
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        ids.sort();
+        let id = ids.last().expect("at least one run");
+        serde_json::from_str(&std::fs::read_to_string(runs.join(id).join("run.json")).unwrap())
+            .unwrap()
+    }
+}
+
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+pub fn process_alive(pid: i32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| s.split_whitespace().nth(2) == Some("Z"))
+            .unwrap_or(true)
+}
