@@ -112,10 +112,10 @@ fn working_dir(global: &GlobalArgs) -> Result<PathBuf> {
 fn load_details(error: &orchestrator_core::stack::Error) -> Option<&str> {
     use orchestrator_core::loader::FindError;
     match error {
-        orchestrator_core::stack::Error::Find {
-            source: FindError::Load(load),
-            ..
-        } => load.details(),
+        orchestrator_core::stack::Error::Find { source, .. } => match source.as_ref() {
+            FindError::Load(load) => load.details(),
+            FindError::NotFound { .. } => None,
+        },
         _ => None,
     }
 }

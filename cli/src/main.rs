@@ -18,6 +18,11 @@ pub const EXIT_CANCELLED: u8 = 130;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // console already limits colour to terminals; NO_COLOR (no-color.org) turns it off there too.
+    if std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty()) {
+        console::set_colors_enabled(false);
+        console::set_colors_enabled_stderr(false);
+    }
     init_tracing(cli.global.verbose);
     let verbose = cli.global.verbose;
     match dispatch(cli) {

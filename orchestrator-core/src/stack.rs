@@ -61,7 +61,7 @@ pub enum Error {
         component: &'static str,
         plugin: String,
         #[source]
-        source: FindError,
+        source: Box<FindError>,
     },
     #[error("{component} `{plugin}` refused its settings: {source}")]
     Settings {
@@ -99,7 +99,7 @@ fn module_for(
     let plugin = loader::find(search, &config.plugin, kind).map_err(|source| Error::Find {
         component,
         plugin: config.plugin.clone(),
-        source,
+        source: Box::new(source),
     })?;
     Ok((plugin.module, Origin::File(plugin.path)))
 }
