@@ -446,3 +446,31 @@ unsafe extern "C" {
     #[link_name = "kill"]
     fn libc_kill(pid: i32, signal: i32) -> i32;
 }
+
+#[test]
+fn the_ml_example_trains_and_evaluates_a_model() {
+    let project = Project::with_example("ml");
+    let run = project.ferry(&["run", "ml", "--param", "epochs=100"]);
+    run.success();
+    let record = project.latest_record();
+    let run_id = record["run_id"].as_str().unwrap();
+    let metrics: serde_json::Value = serde_json::from_str(&project.read(&format!(
+        ".ferry/artifacts/runs/{run_id}/steps/evaluate/outputs/metrics.json"
+    )))
+    .unwrap();
+    assert!(metrics["accuracy"].as_f64().unwrap() >= 0.85, "{metrics:#}");
+    // The quality gate is a real gate: an unreachable threshold fails the run.
+    let gated = project.ferry(&[
+        "run",
+        "ml",
+        "--param",
+        "epochs=100",
+        "--param",
+        "min_accuracy=1.01",
+    ]);
+    gated.failure(1);
+    assert_eq!(
+        project.latest_record()["steps"]["evaluate"]["status"],
+        "failed"
+    );
+}

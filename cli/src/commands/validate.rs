@@ -13,11 +13,12 @@ pub fn run(ctx: &Context, args: ValidateArgs) -> Result<ExitCode> {
     let path = ctx.pipeline_path(args.pipeline.as_deref());
     let pipeline = load_pipeline(&path)?;
     println!(
-        "{} {}: pipeline `{}` with {} steps is valid",
+        "{} {}: pipeline `{}` with {} step{} is valid",
         Style::new().green().apply_to("✓"),
         path.strip_prefix(&ctx.cwd).unwrap_or(&path).display(),
         pipeline.name,
-        pipeline.steps.len()
+        pipeline.steps.len(),
+        if pipeline.steps.len() == 1 { "" } else { "s" }
     );
     Ok(ExitCode::SUCCESS)
 }

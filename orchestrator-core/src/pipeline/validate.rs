@@ -79,23 +79,7 @@ impl Spans {
     }
 }
 
-/// Picks the closest candidate, if any is close enough to be a plausible typo.
-pub(crate) fn did_you_mean<'a>(
-    unknown: &str,
-    candidates: impl IntoIterator<Item = &'a str>,
-) -> Option<&'a str> {
-    candidates
-        .into_iter()
-        .filter_map(|c| {
-            let distance = strsim::osa_distance(unknown, c);
-            let score = strsim::jaro_winkler(unknown, c);
-            let close =
-                (distance <= 2 && distance * 2 <= unknown.len().max(c.len())) || score >= 0.88;
-            close.then_some((c, distance, score))
-        })
-        .min_by(|a, b| a.1.cmp(&b.1).then(b.2.total_cmp(&a.2)))
-        .map(|(c, _, _)| c)
-}
+pub(crate) use crate::suggest::did_you_mean;
 
 /// Explains why a pipeline or step name is invalid, or `None` when it is fine.
 fn name_problem(name: &str) -> Option<String> {
