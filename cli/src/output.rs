@@ -55,6 +55,13 @@ pub fn print_error(error: &anyhow::Error, verbose: u8) {
     }
 }
 
+/// Print a line to stdout. Returns false when stdout is gone (`ferry logs | head`): callers
+/// stop producing output, and nothing panics (a panic inside a plugin callback would abort).
+pub fn line(text: impl fmt::Display) -> bool {
+    use std::io::Write;
+    writeln!(std::io::stdout().lock(), "{text}").is_ok()
+}
+
 pub fn run_status(status: RunStatus) -> String {
     let style = match status {
         RunStatus::Succeeded => Style::new().green(),
@@ -132,14 +139,16 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) {
         .enumerate()
         .map(|(i, h)| pad(&bold.apply_to(h).to_string(), h.len(), widths[i]))
         .collect();
-    println!("{}", line.join("  ").trim_end());
+    self::line(line.join("  ").trim_end());
     for row in rows {
         let line: Vec<String> = row
             .iter()
             .enumerate()
             .map(|(i, c)| pad(c, console::measure_text_width(c), widths[i]))
             .collect();
-        println!("{}", line.join("  ").trim_end());
+        if !self::line(line.join("  ").trim_end()) {
+            return;
+        }
     }
 }
 
@@ -148,6 +157,6 @@ fn pad(text: &str, width: usize, target: usize) -> String {
 }
 
 pub fn json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
+    line(serde_json::to_string_pretty(value)?);
     Ok(())
 }

@@ -64,7 +64,7 @@ impl RunDisplay {
     }
 
     fn print(&self, line: String) {
-        self.bar.suspend(|| println!("{line}"));
+        self.bar.suspend(|| output::line(&line));
     }
 
     pub fn show(&mut self, event: Event) {
@@ -159,21 +159,23 @@ impl RunDisplay {
             RunStatus::Cancelled => Style::new().yellow().apply_to("■"),
             _ => Style::new().red().apply_to("✗"),
         };
-        println!(
+        output::line(format!(
             "{symbol} run {} {}{took} ({})",
             self.run_id,
             output::run_status(record.status),
             summary.join(", ")
-        );
+        ));
         let dim = Style::new().dim();
         match record.status {
-            RunStatus::Succeeded => println!(
-                "  {}",
-                dim.apply_to(format!("outputs: ferry artifacts list {}", self.run_id))
-            ),
+            RunStatus::Succeeded => {
+                output::line(format!(
+                    "  {}",
+                    dim.apply_to(format!("outputs: ferry artifacts list {}", self.run_id))
+                ));
+            }
             _ => {
                 if let Some(error) = &record.error {
-                    println!("  {error}");
+                    output::line(format!("  {error}"));
                 }
                 let failed = record
                     .ordered_steps()
@@ -181,10 +183,10 @@ impl RunDisplay {
                     .find(|(_, s)| s.status == StepStatus::Failed)
                     .map(|(name, _)| format!(" {name}"))
                     .unwrap_or_default();
-                println!(
+                output::line(format!(
                     "  {}",
                     dim.apply_to(format!("logs: ferry logs {}{failed}", self.run_id))
-                );
+                ));
             }
         }
     }

@@ -77,8 +77,13 @@ fn a_panicking_plugin_is_an_error_not_a_crash() {
     let stderr = run.stderr();
     assert_eq!(error_lines(&stderr).len(), 1, "{stderr}");
     assert!(
-        stderr.contains("the plugin panicked: put_bytes exploded on purpose"),
-        "{stderr}"
+        stderr.contains("plugin `panicking-store` panicked at testing/panicking-store/src/lib.rs:"),
+        "names the plugin and where it panicked: {stderr}"
+    );
+    assert!(stderr.contains("put_bytes exploded on purpose"), "{stderr}");
+    assert!(
+        !stderr.contains("thread '"),
+        "no raw panic output: {stderr}"
     );
 }
 

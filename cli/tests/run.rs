@@ -370,6 +370,62 @@ steps:
 }
 
 #[test]
+fn cached_outputs_keep_their_executable_bit() {
+    let project = Project::new();
+    project.write(
+        "pipeline.yaml",
+        r#"
+name: tools
+steps:
+  build:
+    run: printf '#!/bin/sh\necho built tool ran\n' > "$FERRY_OUTPUT_DIR/tool"; chmod +x "$FERRY_OUTPUT_DIR/tool"
+    outputs: [tool]
+  use:
+    inputs: [build]
+    cache: false
+    run: '"$FERRY_INPUT_BUILD/tool"'
+"#,
+    );
+    project.ferry(&["run"]).success();
+    let run = project.ferry(&["run"]);
+    run.success();
+    assert_eq!(
+        project.latest_record()["steps"]["build"]["status"],
+        "cached"
+    );
+    assert!(run.stdout().contains("built tool ran"), "{}", run.stdout());
+}
+
+#[test]
+fn pipelines_in_different_folders_do_not_share_cache_entries() {
+    let project = Project::new();
+    for (dir, word) in [("a", "alpha"), ("b", "beta")] {
+        project.write(
+            &format!("{dir}/word.sh"),
+            &format!("echo {word} > \"$FERRY_OUTPUT_DIR/word.txt\"\n"),
+        );
+        project.write(
+            &format!("{dir}/pipeline.yaml"),
+            "name: same\nsteps:\n  say:\n    run: sh word.sh\n    outputs: [word.txt]\n",
+        );
+    }
+    project.ferry(&["run", "a"]).success();
+    project.ferry(&["run", "b"]).success();
+    let record = project.latest_record();
+    assert_eq!(
+        record["steps"]["say"]["status"], "succeeded",
+        "b must not reuse a's output"
+    );
+    let run_id = record["run_id"].as_str().unwrap();
+    assert_eq!(
+        project.read(&format!(
+            ".ferry/artifacts/runs/{run_id}/steps/say/outputs/word.txt"
+        )),
+        "beta\n"
+    );
+}
+
+#[test]
 fn ctrl_c_cancels_the_run_and_stops_its_steps() {
     let project = Project::new();
     project.write(

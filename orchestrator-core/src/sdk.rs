@@ -208,8 +208,36 @@ pub trait OrchestratorPlugin: Send + Sync + 'static {
     fn cancel(&self, run_id: &str) -> Result<(), PluginError>;
 }
 
-/// Run `f`, turning a panic into a [`ErrorKind::PANICKED`] error.
-pub fn guard<T>(f: impl FnOnce() -> Result<T, PluginError>) -> RResult<T, PluginError> {
+thread_local! {
+    /// Where the last panic on this thread happened, recorded by the plugin's panic hook.
+    static PANIC_LOCATION: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Installed by the export macros in the plugin's own copy of the standard library: it keeps
+/// the location of a panic for [`guard`]'s error and stays quiet, since the panic is reported
+/// as an error (set `RUST_BACKTRACE=1` to have it printed too).
+#[doc(hidden)]
+pub fn __install_panic_hook() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let location = info
+                .location()
+                .map(|l| format!("{}:{}", l.file(), l.line()));
+            PANIC_LOCATION.with(|cell| *cell.borrow_mut() = location);
+            if std::env::var_os("RUST_BACKTRACE").is_some_and(|v| v != "0") {
+                default(info);
+            }
+        }));
+    });
+}
+
+/// Run `f`, turning a panic into a [`ErrorKind::PANICKED`] error that names the plugin.
+pub fn guard<T>(
+    plugin: &str,
+    f: impl FnOnce() -> Result<T, PluginError>,
+) -> RResult<T, PluginError> {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(result) => result.into(),
         Err(payload) => {
@@ -218,9 +246,13 @@ pub fn guard<T>(f: impl FnOnce() -> Result<T, PluginError>) -> RResult<T, Plugin
                 .map(|s| s.to_string())
                 .or_else(|| payload.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "unknown panic payload".to_string());
+            let at = PANIC_LOCATION
+                .with(|cell| cell.borrow_mut().take())
+                .map(|l| format!(" at {l}"))
+                .unwrap_or_default();
             RResult::RErr(PluginError::new(
                 ErrorKind::PANICKED,
-                format!("the plugin panicked: {what}"),
+                format!("plugin `{plugin}` panicked{at}: {what}; this is a bug in the plugin"),
             ))
         }
     }
@@ -244,7 +276,7 @@ impl<T: StorePlugin> ArtifactStore for StoreAdapter<T> {
     }
 
     fn put_file(&self, key: RStr<'_>, path: RStr<'_>) -> RResult<ObjectMeta, PluginError> {
-        guard(|| {
+        guard(T::info().name, || {
             self.0
                 .put_file(key.as_str(), Path::new(path.as_str()))
                 .map(Into::into)
@@ -252,7 +284,7 @@ impl<T: StorePlugin> ArtifactStore for StoreAdapter<T> {
     }
 
     fn get_file(&self, key: RStr<'_>, path: RStr<'_>) -> RResult<ObjectMeta, PluginError> {
-        guard(|| {
+        guard(T::info().name, || {
             self.0
                 .get_file(key.as_str(), Path::new(path.as_str()))
                 .map(Into::into)
@@ -260,7 +292,7 @@ impl<T: StorePlugin> ArtifactStore for StoreAdapter<T> {
     }
 
     fn put_bytes(&self, key: RStr<'_>, data: RSlice<'_, u8>) -> RResult<ObjectMeta, PluginError> {
-        guard(|| {
+        guard(T::info().name, || {
             self.0
                 .put_bytes(key.as_str(), data.as_slice())
                 .map(Into::into)
@@ -268,19 +300,23 @@ impl<T: StorePlugin> ArtifactStore for StoreAdapter<T> {
     }
 
     fn get_bytes(&self, key: RStr<'_>) -> RResult<RVec<u8>, PluginError> {
-        guard(|| self.0.get_bytes(key.as_str()).map(RVec::from))
+        guard(T::info().name, || {
+            self.0.get_bytes(key.as_str()).map(RVec::from)
+        })
     }
 
     fn head(&self, key: RStr<'_>) -> RResult<ObjectMeta, PluginError> {
-        guard(|| self.0.head(key.as_str()).map(Into::into))
+        guard(T::info().name, || self.0.head(key.as_str()).map(Into::into))
     }
 
     fn list(&self, prefix: RStr<'_>, recursive: bool) -> RResult<Listing, PluginError> {
-        guard(|| self.0.list(prefix.as_str(), recursive).map(Into::into))
+        guard(T::info().name, || {
+            self.0.list(prefix.as_str(), recursive).map(Into::into)
+        })
     }
 
     fn delete(&self, key: RStr<'_>) -> RResult<(), PluginError> {
-        guard(|| self.0.delete(key.as_str()))
+        guard(T::info().name, || self.0.delete(key.as_str()))
     }
 }
 
@@ -301,21 +337,21 @@ impl<T: OrchestratorPlugin> Orchestrator for OrchestratorAdapter<T> {
     }
 
     fn render(&self, plan_json: RStr<'_>) -> RResult<RString, PluginError> {
-        guard(|| {
+        guard(T::info().name, || {
             let plan = RunPlan::from_json(plan_json.as_str())?;
             self.0.render(&plan).map(Into::into)
         })
     }
 
     fn submit(&self, plan_json: RStr<'_>) -> RResult<RString, PluginError> {
-        guard(|| {
+        guard(T::info().name, || {
             let plan = RunPlan::from_json(plan_json.as_str())?;
             self.0.submit(plan).map(Into::into)
         })
     }
 
     fn status(&self, run_id: RStr<'_>) -> RResult<RString, PluginError> {
-        guard(|| {
+        guard(T::info().name, || {
             let record = self.0.status(run_id.as_str())?;
             serde_json::to_string(&record)
                 .map(Into::into)
@@ -330,7 +366,7 @@ impl<T: OrchestratorPlugin> Orchestrator for OrchestratorAdapter<T> {
         follow: bool,
         mut sink: EventSinkMut<'_>,
     ) -> RResult<(), PluginError> {
-        guard(|| {
+        guard(T::info().name, || {
             let step = step.map(|s| s.as_str()).into_option();
             let mut send = |event: Event| sink.send(RunEvent::from(event));
             self.0
@@ -339,7 +375,7 @@ impl<T: OrchestratorPlugin> Orchestrator for OrchestratorAdapter<T> {
     }
 
     fn cancel(&self, run_id: RStr<'_>) -> RResult<(), PluginError> {
-        guard(|| self.0.cancel(run_id.as_str()))
+        guard(T::info().name, || self.0.cancel(run_id.as_str()))
     }
 }
 
@@ -356,17 +392,21 @@ fn unsupported<T>(what: &str, name: &str, kind: PluginKind) -> RResult<T, Plugin
 }
 
 pub extern "C" fn store_metadata<T: StorePlugin>() -> RResult<PluginMetadata, PluginError> {
-    guard(|| Ok(T::info().to_abi(PluginKind::ARTIFACT_STORE)))
+    guard(T::info().name, || {
+        Ok(T::info().to_abi(PluginKind::ARTIFACT_STORE))
+    })
 }
 
 pub extern "C" fn store_validate<T: StorePlugin>(config: RStr<'_>) -> RResult<(), PluginError> {
-    guard(|| T::validate(&PluginConfig::from_json(config.as_str())?))
+    guard(T::info().name, || {
+        T::validate(&PluginConfig::from_json(config.as_str())?)
+    })
 }
 
 pub extern "C" fn store_new<T: StorePlugin>(
     config: RStr<'_>,
 ) -> RResult<ArtifactStoreBox, PluginError> {
-    guard(|| {
+    guard(T::info().name, || {
         let config = PluginConfig::from_json(config.as_str())?;
         T::validate(&config)?;
         T::new(config).map(store_box)
@@ -386,13 +426,17 @@ pub extern "C" fn store_no_orchestrator<T: StorePlugin>(
 
 pub extern "C" fn orchestrator_metadata<T: OrchestratorPlugin>()
 -> RResult<PluginMetadata, PluginError> {
-    guard(|| Ok(T::info().to_abi(PluginKind::ORCHESTRATOR)))
+    guard(T::info().name, || {
+        Ok(T::info().to_abi(PluginKind::ORCHESTRATOR))
+    })
 }
 
 pub extern "C" fn orchestrator_validate<T: OrchestratorPlugin>(
     config: RStr<'_>,
 ) -> RResult<(), PluginError> {
-    guard(|| T::validate(&PluginConfig::from_json(config.as_str())?))
+    guard(T::info().name, || {
+        T::validate(&PluginConfig::from_json(config.as_str())?)
+    })
 }
 
 pub extern "C" fn orchestrator_no_store<T: OrchestratorPlugin>(
@@ -409,7 +453,7 @@ pub extern "C" fn orchestrator_new<T: OrchestratorPlugin>(
     config: RStr<'_>,
     store: ArtifactStoreBox,
 ) -> RResult<OrchestratorBox, PluginError> {
-    guard(|| {
+    guard(T::info().name, || {
         let config = PluginConfig::from_json(config.as_str())?;
         T::validate(&config)?;
         T::new(config, Store::new(store)).map(orchestrator_box)
@@ -467,6 +511,7 @@ macro_rules! __export_root_module {
             extern "C" fn erased_root_module()
             -> $crate::__private::abi_stable::library::RootModuleResult {
                 fn root() -> $crate::abi::PluginModuleRef {
+                    $crate::sdk::__install_panic_hook();
                     ($root)()
                 }
                 $crate::__private::abi_stable::library::__call_root_module_loader(root)

@@ -63,7 +63,7 @@ pub enum Error {
         #[source]
         source: Box<FindError>,
     },
-    #[error("{component} `{plugin}` refused its settings: {source}")]
+    #[error("{component} `{plugin}` could not be created: {source}")]
     Settings {
         component: &'static str,
         plugin: String,
@@ -207,11 +207,27 @@ impl fmt::Debug for OrchestratorHandle {
     }
 }
 
-struct ClosureSink<'a>(&'a mut dyn FnMut(Event) -> bool);
+/// Adapts a host closure to the stable sink. The plugin calls it through an `extern "C"`
+/// shim where a panic would abort the process, so a panic is caught here, streaming stops,
+/// and the panic resumes on the host's side once the plugin has returned.
+struct ClosureSink<'a> {
+    sink: &'a mut dyn FnMut(Event) -> bool,
+    panic: Option<Box<dyn std::any::Any + Send>>,
+}
 
 impl EventSink for ClosureSink<'_> {
     fn send(&mut self, event: RunEvent) -> bool {
-        (self.0)(Event::from(event))
+        if self.panic.is_some() {
+            return false;
+        }
+        let sink = &mut self.sink;
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sink(Event::from(event)))) {
+            Ok(go_on) => go_on,
+            Err(panic) => {
+                self.panic = Some(panic);
+                false
+            }
+        }
     }
 }
 
@@ -263,12 +279,24 @@ impl OrchestratorHandle {
         follow: bool,
         mut sink: impl FnMut(Event) -> bool,
     ) -> Result<(), PluginError> {
-        let mut closure = ClosureSink(&mut sink);
-        let sink = EventSink_TO::from_ptr(&mut closure, TD_Opaque);
+        let mut closure = ClosureSink {
+            sink: &mut sink,
+            panic: None,
+        };
         let step: ROption<RStr<'_>> = step.map(RStr::from).into();
-        self.inner
-            .stream_events(RStr::from(run_id), step, follow, sink)
-            .into_result()
+        let result = self
+            .inner
+            .stream_events(
+                RStr::from(run_id),
+                step,
+                follow,
+                EventSink_TO::from_ptr(&mut closure, TD_Opaque),
+            )
+            .into_result();
+        if let Some(panic) = closure.panic {
+            std::panic::resume_unwind(panic);
+        }
+        result
     }
 
     pub fn cancel(&self, run_id: &str) -> Result<(), PluginError> {

@@ -7,6 +7,7 @@ use orchestrator_core::run::Event;
 
 use crate::args::LogsArgs;
 use crate::context::Context;
+use crate::output;
 
 pub fn run(ctx: &Context, args: LogsArgs) -> Result<ExitCode> {
     let stack = ctx.open_stack(args.run.stack.stack.as_deref())?;
@@ -15,16 +16,18 @@ pub fn run(ctx: &Context, args: LogsArgs) -> Result<ExitCode> {
     let whole_run = args.step.is_none();
     stack
         .orchestrator
-        .stream_events(&record.run_id, args.step.as_deref(), args.follow, |event| {
-            match event {
+        .stream_events(
+            &record.run_id,
+            args.step.as_deref(),
+            args.follow,
+            |event| match event {
                 Event::Log { step, line, .. } if whole_run => {
-                    println!("{step:<width$} │ {line}");
+                    output::line(format!("{step:<width$} │ {line}"))
                 }
-                Event::Log { line, .. } => println!("{line}"),
-                _ => {}
-            }
-            true
-        })
+                Event::Log { line, .. } => output::line(line),
+                _ => true,
+            },
+        )
         .with_context(|| format!("cannot read the logs of run {}", record.run_id))?;
     Ok(ExitCode::SUCCESS)
 }

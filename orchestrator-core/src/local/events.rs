@@ -13,10 +13,14 @@ use crate::store::{Store, layout};
 /// Events kept in memory per run for late subscribers. Beyond this the oldest are dropped
 /// (the full logs are in the store), so a chatty step cannot exhaust memory.
 const EVENT_BUFFER: usize = 100_000;
+/// ... and at most this many bytes of event text.
+const EVENT_BUFFER_BYTES: usize = 32 * 1024 * 1024;
 
 #[derive(Default)]
 struct EventLog {
     events: VecDeque<Event>,
+    /// Text bytes held in `events`.
+    bytes: usize,
     /// Events dropped from the front so far.
     dropped: usize,
     finished: bool,
@@ -29,6 +33,16 @@ pub(super) struct RunState {
     /// Serialises record writes so an older snapshot never overwrites a newer one.
     write_lock: Mutex<()>,
     cancel: tokio::sync::watch::Sender<bool>,
+    /// Process groups of running steps, for a last-resort kill on a forced exit.
+    process_groups: Mutex<HashSet<i32>>,
+}
+
+fn event_bytes(event: &Event) -> usize {
+    match event {
+        Event::Log { line, .. } => line.len(),
+        Event::Notice { text, .. } => text.len(),
+        _ => 0,
+    }
 }
 
 impl RunState {
@@ -39,6 +53,7 @@ impl RunState {
             changed: Condvar::new(),
             write_lock: Mutex::new(()),
             cancel: tokio::sync::watch::channel(false).0,
+            process_groups: Mutex::new(HashSet::new()),
         }
     }
 
@@ -60,9 +75,13 @@ impl RunState {
 
     pub fn emit(&self, event: Event) {
         let mut log = self.log.lock().expect("event log lock");
+        log.bytes += event_bytes(&event);
         log.events.push_back(event);
-        if log.events.len() > EVENT_BUFFER {
-            log.events.pop_front();
+        while log.events.len() > EVENT_BUFFER || log.bytes > EVENT_BUFFER_BYTES {
+            let Some(dropped) = log.events.pop_front() else {
+                break;
+            };
+            log.bytes -= event_bytes(&dropped);
             log.dropped += 1;
         }
         drop(log);
@@ -72,6 +91,23 @@ impl RunState {
     pub fn finish(&self) {
         self.log.lock().expect("event log lock").finished = true;
         self.changed.notify_all();
+    }
+
+    pub fn add_process_group(&self, pgid: i32) {
+        self.process_groups.lock().expect("pgid lock").insert(pgid);
+    }
+
+    pub fn remove_process_group(&self, pgid: i32) {
+        self.process_groups.lock().expect("pgid lock").remove(&pgid);
+    }
+
+    pub fn process_groups(&self) -> Vec<i32> {
+        self.process_groups
+            .lock()
+            .expect("pgid lock")
+            .iter()
+            .copied()
+            .collect()
     }
 
     pub fn cancel(&self) {

@@ -25,7 +25,9 @@ use crate::run::{
 use crate::store::{Store, layout};
 
 /// How often a running record proves its orchestrator is alive.
-const HEARTBEAT: Duration = Duration::from_secs(15);
+pub(super) const HEARTBEAT: Duration = Duration::from_secs(15);
+/// Longest log line kept in one piece.
+const MAX_LINE: u64 = 64 * 1024;
 
 /// Everything the step tasks share.
 struct Context {
@@ -147,6 +149,11 @@ async fn cancel_on_signals(state: Arc<RunState>) {
         }
         seen += 1;
         if seen > 1 {
+            // Exiting skips destructors: stop the steps' process groups first, or they would
+            // outlive ferry. The record stays "running" and is reported as interrupted.
+            for pgid in state.process_groups() {
+                signal_group(pgid, libc::SIGKILL);
+            }
             std::process::exit(130);
         }
         state.emit(notice(
@@ -180,6 +187,7 @@ async fn schedule(ctx: &Arc<Context>) -> Result<(), PluginError> {
     let mut pending: Vec<&Step> = pipeline.topological_order();
     let mut finished: HashMap<String, Outcome> = HashMap::new();
     let mut running: JoinSet<(String, Outcome)> = JoinSet::new();
+    let mut task_steps: HashMap<tokio::task::Id, String> = HashMap::new();
     let mut cancel = ctx.state.cancelled();
 
     loop {
@@ -223,10 +231,11 @@ async fn schedule(ctx: &Arc<Context>) -> Result<(), PluginError> {
                     .collect();
                 let ctx = Arc::clone(ctx);
                 let name = step.name.clone();
-                running.spawn(async move {
+                let handle = running.spawn(async move {
                     let outcome = run_step(&ctx, &name, inputs).await;
                     (name, outcome)
                 });
+                task_steps.insert(handle.id(), step.name.clone());
             } else {
                 still_pending.push(step);
             }
@@ -236,16 +245,27 @@ async fn schedule(ctx: &Arc<Context>) -> Result<(), PluginError> {
             break;
         }
         tokio::select! {
-            joined = running.join_next() => match joined {
-                Some(Ok((name, outcome))) => {
+            joined = running.join_next_with_id() => match joined {
+                Some(Ok((_, (name, outcome)))) => {
                     finished.insert(name, outcome);
                 }
-                Some(Err(e)) => return Err(PluginError::other(format!("a step task failed: {e}"))),
+                // A step task that panicked: that step failed; the others go on.
+                Some(Err(e)) => {
+                    let name = task_steps.get(&e.id()).cloned().unwrap_or_default();
+                    let reason = format!("ferry's task for this step failed: {e}");
+                    set_step_status(ctx, &name, StepStatus::Failed, Some(reason));
+                    finished.insert(name, Outcome { status: StepStatus::Failed, outputs: Vec::new() });
+                }
                 None => break,
             },
             // Wake up to mark pending steps cancelled; running ones stop by themselves.
             _ = cancel.changed() => {}
         }
+    }
+    // Validation makes this impossible; if it ever happens the run must not look successful.
+    for step in pending {
+        let reason = "never became ready to run (its dependencies did not all finish)".to_string();
+        set_step_status(ctx, &step.name, StepStatus::Failed, Some(reason));
     }
     if let Err(e) = write_record(ctx).await {
         ctx.state
@@ -361,24 +381,46 @@ async fn try_run_step(
             .iter()
             .map(|(n, _, o)| (n.as_str(), o.as_slice()))
             .collect();
-        cache::cache_key(&step, &params, plan.code.digest.as_deref(), &inputs)
+        cache::cache_key(
+            &step,
+            &params,
+            &plan.working_dir,
+            plan.code.digest.as_deref(),
+            &inputs,
+        )
     });
     if let Some(key) = &cache_key {
         let store = ctx.store.clone();
         let lookup_key = key.clone();
-        if let Some(entry) = blocking(move || cache::lookup(&store, &lookup_key)).await? {
-            let store = ctx.store.clone();
-            let out = out_dir.clone();
-            let source = entry.source.clone();
-            let files = entry.outputs.clone();
-            blocking(move || {
-                let prefix = layout::step_outputs(&source.run_id, &source.step);
-                for file in &files {
-                    store.get_file(&format!("{prefix}{}", file.path), &out.join(&file.path))?;
+        let hit = match blocking(move || cache::lookup(&store, &lookup_key)).await {
+            Ok(hit) => hit,
+            // The cache is an optimisation: when it cannot be read the step simply runs.
+            Err(e) => {
+                let text = format!("cache lookup failed, running the step: {e}");
+                ctx.state.emit(notice(Some(name), text));
+                None
+            }
+        };
+        let hit = match hit {
+            Some(entry) => {
+                let store = ctx.store.clone();
+                let out = out_dir.clone();
+                match blocking(move || cache::restore(&store, &entry, &out).map(|()| entry)).await {
+                    Ok(entry) => Some(entry),
+                    Err(e) => {
+                        let text = format!("cached outputs unusable, running the step: {e}");
+                        ctx.state.emit(notice(Some(name), text));
+                        let _ = tokio::fs::remove_dir_all(&out_dir).await;
+                        tokio::fs::create_dir_all(&out_dir)
+                            .await
+                            .map_err(|e| io_error("create", &out_dir, e))?;
+                        None
+                    }
                 }
-                Ok(())
-            })
-            .await?;
+            }
+            None => None,
+        };
+        if let Some(entry) = hit {
             ctx.state.emit(notice(
                 Some(name),
                 format!(
@@ -627,6 +669,9 @@ async fn run_process(
         }
     };
     let pgid = child.id().map(|id| id as i32);
+    if let Some(pgid) = pgid {
+        ctx.state.add_process_group(pgid);
+    }
     let readers = [
         child.stdout.take().map(|out| {
             tokio::spawn(forward_lines(
@@ -669,9 +714,17 @@ async fn run_process(
     // holding the pipes open would keep the step "running" forever.
     if let Some(pgid) = pgid {
         signal_group(pgid, libc::SIGKILL);
+        ctx.state.remove_process_group(pgid);
     }
-    for reader in readers.into_iter().flatten() {
-        let _ = reader.await;
+    // A process that escaped the group (setsid, a double fork) may hold the pipes open; it
+    // must not keep the step running.
+    for mut reader in readers.into_iter().flatten() {
+        if tokio::time::timeout(Duration::from_secs(2), &mut reader)
+            .await
+            .is_err()
+        {
+            reader.abort();
+        }
     }
     ended
 }
@@ -719,11 +772,18 @@ async fn forward_lines(
     state: Arc<RunState>,
     log: Arc<Mutex<std::fs::File>>,
 ) {
+    use tokio::io::AsyncReadExt;
     let mut reader = BufReader::new(pipe);
     let mut buffer = Vec::new();
     loop {
         buffer.clear();
-        match reader.read_until(b'\n', &mut buffer).await {
+        // Longer "lines" (binary output, progress bars without newlines) are cut into pieces,
+        // so memory stays bounded whatever a step prints.
+        match (&mut reader)
+            .take(MAX_LINE)
+            .read_until(b'\n', &mut buffer)
+            .await
+        {
             Ok(0) | Err(_) => break,
             Ok(_) => {
                 let _ = log.lock().expect("log lock").write_all(&buffer);
@@ -779,16 +839,33 @@ fn upload_outputs(store: &Store, dir: &Path, prefix: &str) -> Result<Vec<OutputF
             path: relative,
             size,
             digest: hasher.finalize().to_hex().to_string(),
+            executable: is_executable(&path),
         });
     }
     Ok(outputs)
 }
 
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o111 != 0)
+}
+
+/// Files under `dir`, relative, `/`-separated. A symbolic link to a file counts as that file
+/// (its content is stored); links to directories are refused, as they could loop or escape.
 fn collect_files(root: &Path, dir: &Path, files: &mut Vec<String>) -> std::io::Result<()> {
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
-        let kind = entry.file_type()?;
+        let mut kind = entry.file_type()?;
         let path = entry.path();
+        if kind.is_symlink() {
+            kind = std::fs::metadata(&path)?.file_type();
+            if kind.is_dir() {
+                return Err(std::io::Error::other(format!(
+                    "{} is a symbolic link to a directory; outputs must be files or real directories",
+                    path.display()
+                )));
+            }
+        }
         if kind.is_dir() {
             collect_files(root, &path, files)?;
         } else if kind.is_file() {

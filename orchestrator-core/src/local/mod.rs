@@ -79,6 +79,11 @@ impl OrchestratorPlugin for LocalOrchestrator {
                 plan.run_id
             )));
         }
+        // Plans arrive as JSON across the plugin boundary: check them as if parsed from YAML,
+        // since step names become paths and a bad graph would never finish.
+        plan.pipeline.validate().map_err(|e| {
+            PluginError::invalid_input(format!("invalid pipeline in run plan: {e}"))
+        })?;
         let mut record = RunRecord::new(&plan, "local");
         record.host = Some(executor::host_name());
         record.pid = Some(std::process::id());
@@ -138,6 +143,11 @@ impl OrchestratorPlugin for LocalOrchestrator {
     }
 }
 
+/// A running record whose heartbeat is older than this belongs to a dead orchestrator.
+fn stale_after() -> chrono::Duration {
+    chrono::Duration::from_std(executor::HEARTBEAT * 4).expect("small duration")
+}
+
 impl Drop for LocalOrchestrator {
     fn drop(&mut self) {
         // Never block in drop: the host may drop the orchestrator on an async thread.
@@ -169,12 +179,23 @@ impl LocalOrchestrator {
                     self.store.url()
                 ))
             })?;
-        if !record.status.is_finished() && executor::orchestrator_is_gone(&record) {
-            record.status = RunStatus::Failed;
-            record.error = Some(format!(
-                "interrupted: the ferry process (pid {}) that ran it is gone",
-                record.pid.unwrap_or_default()
-            ));
+        if !record.status.is_finished() {
+            if executor::orchestrator_is_gone(&record) {
+                record.status = RunStatus::Failed;
+                record.error = Some(format!(
+                    "interrupted: the ferry process (pid {}) that ran it is gone",
+                    record.pid.unwrap_or_default()
+                ));
+            } else if let Some(last) = record.heartbeat_at
+                && chrono::Utc::now() - last > stale_after()
+            {
+                // Another machine's ferry (or a reused pid): silence means it is gone.
+                record.status = RunStatus::Failed;
+                record.error = Some(format!(
+                    "interrupted: no heartbeat from ferry on {} since {last}",
+                    record.host.as_deref().unwrap_or("an unknown host")
+                ));
+            }
         }
         Ok(record)
     }

@@ -241,9 +241,50 @@ pub(crate) fn check(pipeline: &Pipeline, spans: &Spans) -> Vec<Diagnostic> {
         }
         check_step(i, step, spans, &mut out);
     }
+    check_env_collisions(pipeline, spans, &mut out);
     check_dependencies(pipeline, &index, spans, &mut out);
     check_cycles(pipeline, &index, spans, &mut out);
     out
+}
+
+/// Steps and params reach commands as `FERRY_INPUT_<STEP>` and `FERRY_PARAM_<NAME>`
+/// (upper-cased, `-` as `_`): two names with the same variable would silently shadow each
+/// other, so they are refused.
+fn check_env_collisions(pipeline: &Pipeline, spans: &Spans, out: &mut Vec<Diagnostic>) {
+    let mut steps: HashMap<String, &str> = HashMap::new();
+    for (i, step) in pipeline.steps.iter().enumerate() {
+        let variable = crate::env_vars::env_suffix(&step.name);
+        match steps.get(&variable) {
+            Some(other) if *other != step.name => out.push(
+                Diagnostic::new(format!(
+                    "steps `{other}` and `{}` would share the variable FERRY_INPUT_{variable}",
+                    step.name
+                ))
+                .at(spans.step_key(i))
+                .with_hint("rename one so that the names differ in more than `-` and `_`"),
+            ),
+            _ => {
+                steps.insert(variable, &step.name);
+            }
+        }
+    }
+    let mut params: HashMap<String, &str> = HashMap::new();
+    for (i, param) in pipeline.params.iter().enumerate() {
+        let variable = crate::env_vars::env_suffix(&param.name);
+        match params.get(&variable) {
+            Some(other) if *other != param.name => out.push(
+                Diagnostic::new(format!(
+                    "params `{other}` and `{}` would share the variable FERRY_PARAM_{variable}",
+                    param.name
+                ))
+                .at(spans.params.get(i).copied().flatten())
+                .with_hint("rename one so that the names differ in more than letter case"),
+            ),
+            _ => {
+                params.insert(variable, &param.name);
+            }
+        }
+    }
 }
 
 fn check_params(pipeline: &Pipeline, spans: &Spans, out: &mut Vec<Diagnostic>) {
@@ -550,6 +591,20 @@ fn strongly_connected(edges: &[Vec<usize>]) -> Vec<Vec<usize>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_that_share_an_environment_variable_are_refused() {
+        let err = Pipeline::builder("p")
+            .param("lr", Some("1"))
+            .param("LR", Some("2"))
+            .step(Step::shell("a-b", "true"))
+            .step(Step::shell("a_b", "true"))
+            .build()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("FERRY_INPUT_A_B"), "{err}");
+        assert!(err.contains("FERRY_PARAM_LR"), "{err}");
+    }
 
     #[test]
     fn suggestions() {

@@ -103,6 +103,9 @@ pub struct OutputFile {
     pub size: u64,
     /// blake3 of the content.
     pub digest: String,
+    /// Restored on download, so a cached tool stays runnable.
+    #[serde(default)]
+    pub executable: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

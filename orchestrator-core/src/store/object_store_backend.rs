@@ -217,16 +217,24 @@ impl ObjectStoreBackend {
                 .map_err(|e| self.error("upload", key, e))?;
             let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
             let mut buffer = vec![0u8; PART_SIZE];
-            loop {
-                let read = file.read(&mut buffer).map_err(io_error)?;
-                if read == 0 {
-                    break;
+            let written: Result<(), PluginError> = async {
+                loop {
+                    let read = file.read(&mut buffer).map_err(io_error)?;
+                    if read == 0 {
+                        return Ok(());
+                    }
+                    writer
+                        .wait_for_capacity(MAX_CONCURRENT_PARTS)
+                        .await
+                        .map_err(|e| self.error("upload", key, e))?;
+                    writer.write(&buffer[..read]);
                 }
-                writer
-                    .wait_for_capacity(MAX_CONCURRENT_PARTS)
-                    .await
-                    .map_err(|e| self.error("upload", key, e))?;
-                writer.write(&buffer[..read]);
+            }
+            .await;
+            if let Err(e) = written {
+                // Remote stores keep (and bill) the parts of an upload that is not aborted.
+                let _ = writer.abort().await;
+                return Err(e);
             }
             writer
                 .finish()
@@ -267,6 +275,13 @@ impl ObjectStoreBackend {
             }
             Ok::<_, PluginError>(meta)
         })?;
+        // Temporary files are private (0600); a downloaded artifact is an ordinary file.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = temp
+                .as_file()
+                .set_permissions(std::fs::Permissions::from_mode(0o644));
+        }
         temp.persist(path).map_err(|e| io_error(e.error))?;
         Ok(self.info(key, meta))
     }
