@@ -426,6 +426,52 @@ fn pipelines_in_different_folders_do_not_share_cache_entries() {
 }
 
 #[test]
+fn logs_follow_a_run_started_by_another_process() {
+    use std::io::{BufRead, BufReader};
+    let project = Project::new();
+    project.write(
+        "pipeline.yaml",
+        r#"
+name: live
+steps:
+  talk:
+    timeout: 30s
+    run: |
+      echo first
+      while [ ! -e "$FERRY_PROJECT_DIR/go" ]; do sleep 0.02; done
+      echo second
+"#,
+    );
+    let mut run = project
+        .command(&["run"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let runs = project.path().join(".ferry/artifacts/runs");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::fs::read_dir(&runs).map_or(true, |mut d| d.next().is_none()) {
+        assert!(Instant::now() < deadline, "the run never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut logs = project
+        .command(&["logs", "latest", "talk", "--follow"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(logs.stdout.take().unwrap()).lines();
+    // "first" arrives while the step is still running: it waits for `go`.
+    assert_eq!(lines.next().unwrap().unwrap(), "first");
+    project.write("go", "");
+    assert_eq!(lines.next().unwrap().unwrap(), "second");
+    assert!(
+        lines.next().is_none(),
+        "each line once, and the stream ends with the step"
+    );
+    assert!(logs.wait().unwrap().success());
+    assert!(run.wait().unwrap().success());
+}
+
+#[test]
 fn ctrl_c_cancels_the_run_and_stops_its_steps() {
     let project = Project::new();
     project.write(

@@ -176,8 +176,25 @@ impl RunState {
     }
 }
 
+/// Emit the complete lines of `bytes` as log events of `step`.
+fn emit_lines(step: &str, bytes: &[u8], sink: &mut dyn FnMut(Event) -> bool) -> bool {
+    for line in String::from_utf8_lossy(bytes).lines() {
+        let event = Event::Log {
+            step: step.to_string(),
+            stream: LogStream::Stdout,
+            line: line.to_string(),
+            time: Utc::now(),
+        };
+        if !sink(event) {
+            return false;
+        }
+    }
+    true
+}
+
 /// Events of a run this process does not run: logs and statuses from the store. With
-/// `follow`, polls the record and delivers each step's log once the step has ended.
+/// `follow`, polls the record; a running step's log is tailed from `live_log` (the step's log
+/// file, when the run is on this machine), else delivered from the store once the step ends.
 pub(super) fn stream_stored(
     store: &Store,
     run_id: &str,
@@ -185,8 +202,11 @@ pub(super) fn stream_stored(
     follow: bool,
     sink: &mut dyn FnMut(Event) -> bool,
     read_record: impl Fn() -> Result<RunRecord, PluginError>,
+    live_log: impl Fn(&RunRecord, &str) -> Option<std::path::PathBuf>,
 ) -> Result<(), PluginError> {
     let mut delivered: HashSet<String> = HashSet::new();
+    // Bytes of each step's log already delivered from its live file.
+    let mut tailed: std::collections::HashMap<String, usize> = Default::default();
     loop {
         let record = read_record()?;
         if let Some(step) = step
@@ -205,6 +225,23 @@ pub(super) fn stream_stored(
                 continue;
             }
             if !step_record.status.is_finished() {
+                if follow
+                    && step_record.status == StepStatus::Running
+                    && let Some(path) = live_log(&record, name)
+                    && let Ok(bytes) = std::fs::read(&path)
+                {
+                    let offset = tailed.entry(name.to_string()).or_default();
+                    // Only whole lines; the rest comes with the next poll.
+                    let end = bytes[*offset..]
+                        .iter()
+                        .rposition(|b| *b == b'\n')
+                        .map_or(*offset, |i| *offset + i + 1);
+                    let fresh = &bytes[*offset..end];
+                    *offset = end;
+                    if !emit_lines(name, fresh, sink) {
+                        return Ok(());
+                    }
+                }
                 continue;
             }
             delivered.insert(name.to_string());
@@ -212,16 +249,9 @@ pub(super) fn stream_stored(
             {
                 match store.get_bytes(&layout::step_log(run_id, name)) {
                     Ok(bytes) => {
-                        for line in String::from_utf8_lossy(&bytes).lines() {
-                            let event = Event::Log {
-                                step: name.to_string(),
-                                stream: LogStream::Stdout,
-                                line: line.to_string(),
-                                time: step_record.finished_at.unwrap_or_else(Utc::now),
-                            };
-                            if !sink(event) {
-                                return Ok(());
-                            }
+                        let skip = tailed.get(name).copied().unwrap_or(0).min(bytes.len());
+                        if !emit_lines(name, &bytes[skip..], sink) {
+                            return Ok(());
                         }
                     }
                     Err(e) if e.kind == crate::abi::ErrorKind::NOT_FOUND => {}
@@ -243,6 +273,6 @@ pub(super) fn stream_stored(
         if !follow || record.status.is_finished() || step_finished {
             return Ok(());
         }
-        std::thread::sleep(Duration::from_millis(500));
+        std::thread::sleep(Duration::from_millis(250));
     }
 }

@@ -295,8 +295,13 @@ fn set_step_status(ctx: &Context, step: &str, status: StepStatus, error: Option<
     });
 }
 
+/// A step's scratch folder in the run's: `out/`, `work/`, `in/` and its live `log`.
+pub(super) fn step_dir(run_dir: &Path, step: &str) -> PathBuf {
+    run_dir.join("steps").join(step)
+}
+
 fn output_dir(run_dir: &Path, step: &str) -> PathBuf {
-    run_dir.join("steps").join(step).join("out")
+    step_dir(run_dir, step).join("out")
 }
 
 async fn blocking<T: Send + 'static>(
@@ -357,7 +362,7 @@ async fn try_run_step(
         .step(name)
         .ok_or_else(|| PluginError::other(format!("step `{name}` is not in the plan")))?
         .clone();
-    let step_dir = ctx.run_dir.join("steps").join(name);
+    let step_dir = step_dir(&ctx.run_dir, name);
     let out_dir = output_dir(&ctx.run_dir, name);
     let work_dir = step_dir.join("work");
     let inputs_dir = step_dir.join("in");

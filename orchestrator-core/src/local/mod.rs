@@ -122,9 +122,19 @@ impl OrchestratorPlugin for LocalOrchestrator {
             state.stream(step, follow, sink);
             return Ok(());
         }
-        events::stream_stored(&self.store, run_id, step, follow, sink, || {
-            self.stored_record(run_id)
-        })
+        let live_log = |record: &RunRecord, step: &str| {
+            (record.host.as_deref() == Some(executor::host_name().as_str()))
+                .then(|| executor::step_dir(&self.settings.work_dir.join(run_id), step).join("log"))
+        };
+        events::stream_stored(
+            &self.store,
+            run_id,
+            step,
+            follow,
+            sink,
+            || self.stored_record(run_id),
+            live_log,
+        )
     }
 
     fn cancel(&self, run_id: &str) -> Result<(), PluginError> {
