@@ -62,6 +62,8 @@ pub enum Command {
     Render(RenderArgs),
     /// Check a pipeline file and report every problem in it
     Validate(ValidateArgs),
+    /// Build the code package remote stacks ship: list its files, write it, or upload it
+    Package(PackageArgs),
     /// List, inspect and cancel runs
     #[command(subcommand)]
     Runs(RunsCommand),
@@ -121,6 +123,25 @@ pub struct RenderArgs {
 #[derive(Debug, Args)]
 pub struct ValidateArgs {
     /// Pipeline file or directory (default as for `ferry run`)
+    pub pipeline: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct PackageArgs {
+    /// List the files that would be shipped (with sizes), like `cargo package --list`
+    #[arg(long)]
+    pub list: bool,
+    /// Write the package to FILE
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Upload the package to the stack's artifact store (skipped when it is already there)
+    #[arg(long)]
+    pub upload: bool,
+    /// Stack whose store receives the package (with --upload)
+    #[arg(long, env = "FERRY_STACK")]
+    pub stack: Option<String>,
+    /// Pipeline whose commands are checked for files the package leaves out
+    #[arg(long, value_name = "PIPELINE")]
     pub pipeline: Option<PathBuf>,
 }
 

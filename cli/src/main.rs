@@ -46,6 +46,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(args) => commands::run::run(&ctx, args),
         Command::Render(args) => commands::run::render(&ctx, args),
         Command::Validate(args) => commands::validate::run(&ctx, args),
+        Command::Package(args) => commands::package::run(&ctx, args),
         Command::Runs(command) => commands::runs::run(&ctx, command),
         Command::Logs(args) => commands::logs::run(&ctx, args),
         Command::Artifacts(command) => commands::artifacts::run(&ctx, command),

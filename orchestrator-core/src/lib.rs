@@ -6,11 +6,11 @@
 //! from configuration (built-ins or plugins); [`local`] is the built-in orchestrator.
 
 pub mod abi;
-pub mod code;
 pub mod config;
 pub mod env_vars;
 pub mod loader;
 pub mod local;
+pub mod package;
 pub mod pipeline;
 pub mod run;
 pub mod sdk;

@@ -28,7 +28,7 @@ use crate::abi::{
     ArtifactStore, ArtifactStore_TO, ArtifactStoreBox, ConfigKeyDoc, ErrorKind, EventSinkMut,
     INTERFACE_VERSION, JSON_SCHEMA_VERSION, Listing, ObjectMeta, Orchestrator, Orchestrator_TO,
     OrchestratorBox, PluginError, PluginKind, PluginMetadata, PluginModule, PluginModuleRef,
-    RunEvent,
+    ProgressSinkMut, RunEvent,
 };
 use crate::run::{Event, RunPlan, RunRecord};
 use crate::store::{ListResult, ObjectInfo, Store};
@@ -169,6 +169,19 @@ pub trait StorePlugin: Send + Sync + 'static {
 
     fn url(&self) -> String;
     fn put_file(&self, key: &str, path: &Path) -> Result<ObjectInfo, PluginError>;
+
+    /// Upload with progress; by default one report at the end.
+    fn put_file_with_progress(
+        &self,
+        key: &str,
+        path: &Path,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<ObjectInfo, PluginError> {
+        let info = self.put_file(key, path)?;
+        progress(info.size, info.size);
+        Ok(info)
+    }
+
     fn get_file(&self, key: &str, path: &Path) -> Result<ObjectInfo, PluginError>;
     fn put_bytes(&self, key: &str, data: &[u8]) -> Result<ObjectInfo, PluginError>;
     fn get_bytes(&self, key: &str) -> Result<Vec<u8>, PluginError>;
@@ -195,6 +208,12 @@ pub trait OrchestratorPlugin: Send + Sync + 'static {
         Self: Sized;
 
     fn describe(&self) -> String;
+
+    /// Whether runs need the code package in the store; see [`Orchestrator::wants_code_package`].
+    fn wants_code_package(&self) -> bool {
+        false
+    }
+
     fn render(&self, plan: &RunPlan) -> Result<String, PluginError>;
     fn submit(&self, plan: RunPlan) -> Result<String, PluginError>;
     fn status(&self, run_id: &str) -> Result<RunRecord, PluginError>;
@@ -283,6 +302,20 @@ impl<T: StorePlugin> ArtifactStore for StoreAdapter<T> {
         })
     }
 
+    fn put_file_with_progress(
+        &self,
+        key: RStr<'_>,
+        path: RStr<'_>,
+        mut progress: ProgressSinkMut<'_>,
+    ) -> RResult<ObjectMeta, PluginError> {
+        guard(T::info().name, || {
+            let mut report = |done, total| progress.progress(done, total);
+            self.0
+                .put_file_with_progress(key.as_str(), Path::new(path.as_str()), &mut report)
+                .map(Into::into)
+        })
+    }
+
     fn get_file(&self, key: RStr<'_>, path: RStr<'_>) -> RResult<ObjectMeta, PluginError> {
         guard(T::info().name, || {
             self.0
@@ -334,6 +367,11 @@ impl<T: OrchestratorPlugin> Orchestrator for OrchestratorAdapter<T> {
             Ok(text) => text.into(),
             Err(_) => "<the plugin panicked while describing itself>".into(),
         }
+    }
+
+    fn wants_code_package(&self) -> bool {
+        // A panic here means "no package": the run then fails in the plugin with its own error.
+        catch_unwind(AssertUnwindSafe(|| self.0.wants_code_package())).unwrap_or(false)
     }
 
     fn render(&self, plan_json: RStr<'_>) -> RResult<RString, PluginError> {

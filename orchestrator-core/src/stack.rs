@@ -241,6 +241,10 @@ impl OrchestratorHandle {
         self.inner.describe().into_string()
     }
 
+    pub fn wants_code_package(&self) -> bool {
+        self.inner.wants_code_package()
+    }
+
     pub fn render(&self, plan: &RunPlan) -> Result<String, PluginError> {
         let json = plan.to_json();
         self.inner

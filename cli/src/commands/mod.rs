@@ -4,6 +4,7 @@ pub mod artifacts;
 pub mod completions;
 pub mod init;
 pub mod logs;
+pub mod package;
 pub mod plugins;
 pub mod run;
 pub mod runs;

@@ -8,7 +8,7 @@ use anyhow::{Context as _, Result};
 use chrono::Utc;
 use console::Style;
 use orchestrator_core::abi::JSON_SCHEMA_VERSION;
-use orchestrator_core::code;
+use orchestrator_core::package;
 use orchestrator_core::pipeline::Pipeline;
 use orchestrator_core::run::{CodeInfo, RunPlan, RunStatus, new_run_id};
 use orchestrator_core::stack::Stack;
@@ -19,7 +19,23 @@ use crate::output::hint;
 use crate::progress::RunDisplay;
 
 pub fn run(ctx: &Context, args: RunArgs) -> Result<ExitCode> {
-    let (plan, stack) = prepare(ctx, &args.pipeline, args.no_cache)?;
+    let (mut plan, stack) = prepare(ctx, &args.pipeline, args.no_cache)?;
+    // Remote orchestrators run steps elsewhere: ship the code first. The temporary package
+    // file lives until the run is submitted.
+    let _package_file = if stack.orchestrator.wants_code_package() {
+        let file = tempfile::Builder::new()
+            .prefix("ferry-package-")
+            .suffix(".tar.zst")
+            .tempfile()
+            .context("cannot create a temporary file for the code package")?;
+        let package = crate::commands::package::build(ctx, file.path())?;
+        crate::commands::package::upload(&stack.store, &package)?;
+        plan.code.digest = Some(package.archive.digest.clone());
+        plan.code.package_key = Some(package.key());
+        Some(file)
+    } else {
+        None
+    };
     let dim = Style::new().dim();
     println!(
         "{} {} {}",
@@ -121,7 +137,7 @@ fn prepare(ctx: &Context, args: &PipelineArgs, no_cache: bool) -> Result<(RunPla
     })?;
     let stack = ctx.open_stack(args.stack.as_deref())?;
     let project_root = ctx.config.project_root.clone();
-    let digest = code::tree_digest(&project_root)
+    let digest = package::files::tree_digest(&project_root)
         .with_context(|| format!("cannot read the project at {}", project_root.display()))?;
     let relative = |p: &Path| -> PathBuf {
         p.strip_prefix(&project_root)

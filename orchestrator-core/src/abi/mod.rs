@@ -236,6 +236,16 @@ pub struct RunEvent {
     pub time_ms: i64,
 }
 
+/// Hears how far an upload has got; implemented by the host (progress bars).
+#[sabi_trait]
+pub trait ProgressSink {
+    #[sabi(last_prefix_field)]
+    fn progress(&mut self, done: u64, total: u64);
+}
+
+/// A borrowed progress sink, as passed to [`ArtifactStore::put_file_with_progress`].
+pub type ProgressSinkMut<'a> = ProgressSink_TO<'a, RMut<'a, ()>>;
+
 /// Where an orchestrator delivers run events; implemented by the host.
 #[sabi_trait]
 pub trait EventSink {
@@ -280,6 +290,14 @@ pub trait ArtifactStore: Clone + Send + Sync {
     /// sub-prefixes). `prefix` is a directory-like prefix; `""` is the root.
     fn list(&self, prefix: RStr<'_>, recursive: bool) -> RResult<Listing, PluginError>;
 
+    /// [`put_file`](Self::put_file), reporting `(bytes sent, total)` to `progress` as it goes.
+    fn put_file_with_progress(
+        &self,
+        key: RStr<'_>,
+        path: RStr<'_>,
+        progress: ProgressSinkMut<'_>,
+    ) -> RResult<ObjectMeta, PluginError>;
+
     /// Delete `key`; deleting a missing key is not an error.
     #[sabi(last_prefix_field)]
     fn delete(&self, key: RStr<'_>) -> RResult<(), PluginError>;
@@ -301,6 +319,11 @@ pub type ArtifactStoreBox = ArtifactStore_TO<'static, RBox<()>>;
 pub trait Orchestrator: Send + Sync {
     /// A one-line description of where runs go, e.g. `local processes (parallelism 2)`.
     fn describe(&self) -> RString;
+
+    /// Whether runs need the project's code package in the store (remote orchestrators run
+    /// steps on machines without the project). The host builds and uploads it before `submit`
+    /// and names it in the plan's `code.package_key`.
+    fn wants_code_package(&self) -> bool;
 
     /// What `submit` would create for this plan, human-readable (YAML for Kubernetes).
     fn render(&self, plan_json: RStr<'_>) -> RResult<RString, PluginError>;

@@ -12,7 +12,13 @@ use serde::Deserialize;
 use super::error::{ConfigError, Origin, Result, suggest};
 use super::{DEFAULT_ARTIFACT_DIR, DEFAULT_PIPELINE, DEFAULT_STACK, ENV_PREFIX};
 
-const TOP_KEYS: &[&str] = &["stack", "pipeline", "plugin_dirs", "stacks"];
+const TOP_KEYS: &[&str] = &["stack", "pipeline", "plugin_dirs", "stacks", "package"];
+const PACKAGE_KEYS: &[&str] = &[
+    "include",
+    "compression_level",
+    "warn_size_mib",
+    "max_size_mib",
+];
 const STACK_KEYS: &[&str] = &["orchestrator", "store"];
 const COMPONENT_KEYS: &[&str] = &["plugin", "settings"];
 
@@ -25,6 +31,18 @@ pub(super) struct RawConfig {
     pub plugin_dirs: Vec<PathBuf>,
     #[serde(default)]
     pub stacks: BTreeMap<String, RawStack>,
+    #[serde(default)]
+    pub package: RawPackage,
+}
+
+/// `[package]`: what goes into code packages and how big they may get.
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawPackage {
+    #[serde(default)]
+    pub include: Vec<String>,
+    pub compression_level: Option<i64>,
+    pub warn_size_mib: Option<i64>,
+    pub max_size_mib: Option<i64>,
 }
 
 /// Both halves are optional here because env and `--set` may patch a stack piecemeal.
@@ -222,6 +240,39 @@ impl Layer {
                 "stacks" => {
                     for (name, stack) in sorted(self.expect_table(value, &[key])?) {
                         self.validate_stack(name, stack)?;
+                    }
+                }
+                "package" => {
+                    for (field, value) in sorted(self.expect_table(value, &[key])?) {
+                        let path = [key, field];
+                        match field {
+                            "include" => match &value.kind {
+                                ValueKind::Array(items) if items.iter().all(is_string) => {}
+                                other => {
+                                    return Err(self.invalid_type(
+                                        &path,
+                                        "an array of strings",
+                                        other,
+                                    ));
+                                }
+                            },
+                            "compression_level" | "warn_size_mib" | "max_size_mib" => {
+                                match &value.kind {
+                                    ValueKind::I64(_)
+                                    | ValueKind::U64(_)
+                                    | ValueKind::I128(_)
+                                    | ValueKind::U128(_) => {}
+                                    other => {
+                                        return Err(self.invalid_type(
+                                            &path,
+                                            "a whole number",
+                                            other,
+                                        ));
+                                    }
+                                }
+                            }
+                            _ => return Err(self.unknown(&path, PACKAGE_KEYS)),
+                        }
                     }
                 }
                 _ => return Err(self.unknown(&[key], TOP_KEYS)),

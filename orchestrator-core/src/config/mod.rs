@@ -65,6 +65,8 @@ pub struct Config {
     pub pipeline: PathBuf,
     /// Extra plugin directories, joined to `project_root`.
     pub plugin_dirs: Vec<PathBuf>,
+    /// `[package]`: how code packages for remote stacks are built.
+    pub package: PackageConfig,
     /// Every defined stack, each complete.
     pub stacks: BTreeMap<String, StackConfig>,
 }
@@ -202,12 +204,73 @@ impl ConfigLoader {
                 .iter()
                 .map(|dir| project_root.join(dir))
                 .collect(),
+            package: PackageConfig::from_raw(raw.package)?,
             default_stack: raw.stack,
             project_root,
             project_file,
             user_file,
             stacks,
         })
+    }
+}
+
+/// How code packages are built (`[package]` in ferry.toml).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackageConfig {
+    /// Gitignored paths (or globs) to ship anyway, relative to the project root.
+    pub include: Vec<String>,
+    /// zstd level, 1 (fast) to 19 (small); default 3.
+    pub compression_level: i32,
+    /// Warn (and list the largest files) above this compressed size.
+    pub warn_bytes: u64,
+    /// Refuse to build a package above this compressed size.
+    pub max_bytes: u64,
+}
+
+impl Default for PackageConfig {
+    fn default() -> Self {
+        Self {
+            include: Vec::new(),
+            compression_level: 3,
+            warn_bytes: 20 * MIB,
+            max_bytes: 512 * MIB,
+        }
+    }
+}
+
+const MIB: u64 = 1024 * 1024;
+
+impl PackageConfig {
+    fn from_raw(raw: layer::RawPackage) -> Result<Self> {
+        let defaults = Self::default();
+        let level = match raw.compression_level {
+            None => defaults.compression_level,
+            Some(level @ 1..=19) => level as i32,
+            Some(other) => {
+                return Err(ConfigError::Invalid(format!(
+                    "package.compression_level must be from 1 to 19, found {other}"
+                )));
+            }
+        };
+        let size = |value: Option<i64>, key: &str, default: u64| match value {
+            None => Ok(default),
+            Some(mib @ 1..) => Ok(mib as u64 * MIB),
+            Some(other) => Err(ConfigError::Invalid(format!(
+                "package.{key} must be a positive number of MiB, found {other}"
+            ))),
+        };
+        let config = Self {
+            include: raw.include,
+            compression_level: level,
+            warn_bytes: size(raw.warn_size_mib, "warn_size_mib", defaults.warn_bytes)?,
+            max_bytes: size(raw.max_size_mib, "max_size_mib", defaults.max_bytes)?,
+        };
+        if config.warn_bytes > config.max_bytes {
+            return Err(ConfigError::Invalid(
+                "package.warn_size_mib is larger than package.max_size_mib".to_string(),
+            ));
+        }
+        Ok(config)
     }
 }
 

@@ -11,10 +11,13 @@ pub mod object_store_backend;
 
 use std::path::Path;
 
+use abi_stable::sabi_trait::TD_Opaque;
 use abi_stable::std_types::{RSlice, RStr};
 use chrono::{DateTime, Utc};
 
-use crate::abi::{ArtifactStoreBox, ErrorKind, Listing, ObjectMeta, PluginError};
+use crate::abi::{
+    ArtifactStoreBox, ErrorKind, Listing, ObjectMeta, PluginError, ProgressSink, ProgressSink_TO,
+};
 
 /// Errors from a store are the plugin error: a kind the caller can react to and a message.
 pub type Result<T, E = PluginError> = std::result::Result<T, E>;
@@ -113,6 +116,48 @@ impl Store {
             .put_file(RStr::from(key), RStr::from(path))
             .into_result()
             .map(Into::into)
+    }
+
+    /// Upload with `(bytes sent, total)` reports. A panic in `progress` stops the upload's
+    /// reporting (it would abort the process if it crossed into the plugin) and is resumed
+    /// here once the plugin has returned.
+    pub fn put_file_with_progress(
+        &self,
+        key: &str,
+        path: &Path,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<ObjectInfo> {
+        struct Sink<'a> {
+            report: &'a mut dyn FnMut(u64, u64),
+            panic: Option<Box<dyn std::any::Any + Send>>,
+        }
+        impl ProgressSink for Sink<'_> {
+            fn progress(&mut self, done: u64, total: u64) {
+                if self.panic.is_none() {
+                    let report = &mut self.report;
+                    let call = std::panic::AssertUnwindSafe(|| report(done, total));
+                    self.panic = std::panic::catch_unwind(call).err();
+                }
+            }
+        }
+        let path = path_str(path)?;
+        let mut sink = Sink {
+            report: progress,
+            panic: None,
+        };
+        let result = self
+            .inner
+            .put_file_with_progress(
+                RStr::from(key),
+                RStr::from(path),
+                ProgressSink_TO::from_ptr(&mut sink, TD_Opaque),
+            )
+            .into_result()
+            .map(Into::into);
+        if let Some(panic) = sink.panic {
+            std::panic::resume_unwind(panic);
+        }
+        result
     }
 
     pub fn get_file(&self, key: &str, path: &Path) -> Result<ObjectInfo> {

@@ -63,7 +63,16 @@ impl<C: ObjectStoreConfig> StorePlugin for ObjectStorePlugin<C> {
     }
 
     fn put_file(&self, key: &str, path: &Path) -> Result<ObjectInfo> {
-        self.backend.put_file(key, path)
+        self.backend.put_file(key, path, &mut |_, _| {})
+    }
+
+    fn put_file_with_progress(
+        &self,
+        key: &str,
+        path: &Path,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<ObjectInfo> {
+        self.backend.put_file(key, path, progress)
     }
 
     fn get_file(&self, key: &str, path: &Path) -> Result<ObjectInfo> {
@@ -187,7 +196,12 @@ impl ObjectStoreBackend {
         &self.url
     }
 
-    pub fn put_file(&self, key: &str, path: &Path) -> Result<ObjectInfo> {
+    pub fn put_file(
+        &self,
+        key: &str,
+        path: &Path,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<ObjectInfo> {
         let location = self.path(key)?;
         let io_error = |e: std::io::Error| {
             PluginError::new(
@@ -207,7 +221,9 @@ impl ObjectStoreBackend {
         if size <= SINGLE_PUT_LIMIT {
             let mut data = Vec::with_capacity(size as usize);
             file.read_to_end(&mut data).map_err(io_error)?;
-            return self.put_bytes(key, &data);
+            let info = self.put_bytes(key, &data)?;
+            progress(size, size);
+            return Ok(info);
         }
         self.runtime().block_on(async {
             let upload = self
@@ -217,6 +233,7 @@ impl ObjectStoreBackend {
                 .map_err(|e| self.error("upload", key, e))?;
             let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
             let mut buffer = vec![0u8; PART_SIZE];
+            let mut sent = 0u64;
             let written: Result<(), PluginError> = async {
                 loop {
                     let read = file.read(&mut buffer).map_err(io_error)?;
@@ -228,6 +245,10 @@ impl ObjectStoreBackend {
                         .await
                         .map_err(|e| self.error("upload", key, e))?;
                     writer.write(&buffer[..read]);
+                    // Counted when handed to the uploader; parts in flight are at most
+                    // MAX_CONCURRENT_PARTS × PART_SIZE ahead of the network.
+                    sent += read as u64;
+                    progress(sent, size);
                 }
             }
             .await;

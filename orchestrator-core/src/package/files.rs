@@ -1,0 +1,451 @@
+//! Which files belong to the project's code, and their digest.
+//!
+//! The walk honours `.gitignore` (with negations, nested files too), `.ignore` and
+//! `.ferryignore`, and always leaves out `.git/` and ferry's own `.ferry/` folder. Paths listed
+//! under `[package] include` in ferry.toml are shipped even when ignored. Symbolic links are
+//! kept when they point inside the project; others are reported and left out, as are sockets,
+//! FIFOs and devices.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Component, Path, PathBuf};
+
+use thiserror::Error;
+
+/// The per-project ignore file, same syntax as `.gitignore`.
+pub const FERRY_IGNORE_FILE: &str = ".ferryignore";
+/// ferry's own folder in a project (local artifacts, step scratch space).
+pub const FERRY_DIR: &str = ".ferry";
+
+#[non_exhaustive]
+#[derive(Debug, Error)]
+pub enum Error {
+    #[error("cannot walk the project at {root}: {source}")]
+    Walk {
+        root: PathBuf,
+        #[source]
+        source: ignore::Error,
+    },
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid include pattern `{pattern}` in ferry.toml: {source}")]
+    Include {
+        pattern: String,
+        #[source]
+        source: ignore::Error,
+    },
+    #[error(
+        "{path}: file names must be valid UTF-8 to be packaged; rename it or add it to .ferryignore"
+    )]
+    NotUtf8 { path: PathBuf },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What a project entry is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileKind {
+    File {
+        size: u64,
+        executable: bool,
+    },
+    /// A symbolic link whose target stays inside the project.
+    Symlink {
+        target: PathBuf,
+    },
+}
+
+/// A file of the project.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProjectFile {
+    /// Relative to the root, `/`-separated.
+    pub relative: String,
+    pub absolute: PathBuf,
+    pub kind: FileKind,
+}
+
+impl ProjectFile {
+    pub fn size(&self) -> u64 {
+        match self.kind {
+            FileKind::File { size, .. } => size,
+            FileKind::Symlink { .. } => 0,
+        }
+    }
+}
+
+/// The project's files, sorted by path, and what was left out and why.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    pub files: Vec<ProjectFile>,
+    /// Links pointing outside the project (or absolute), left out: `(link, target)`.
+    pub outside_links: Vec<(String, PathBuf)>,
+    /// Sockets, FIFOs and devices, left out.
+    pub special: Vec<String>,
+}
+
+impl Selection {
+    pub fn contains(&self, relative: &str) -> bool {
+        self.files
+            .binary_search_by(|f| f.relative.as_str().cmp(relative))
+            .is_ok()
+    }
+
+    pub fn total_size(&self) -> u64 {
+        self.files.iter().map(ProjectFile::size).sum()
+    }
+
+    /// The `n` largest files, largest first.
+    pub fn largest(&self, n: usize) -> Vec<&ProjectFile> {
+        let mut files: Vec<&ProjectFile> = self.files.iter().collect();
+        files.sort_by(|a, b| b.size().cmp(&a.size()).then(a.relative.cmp(&b.relative)));
+        files.truncate(n);
+        files
+    }
+}
+
+fn walker(root: &Path, start: &Path, ignore_rules: bool) -> ignore::WalkBuilder {
+    let mut builder = ignore::WalkBuilder::new(start);
+    builder
+        .standard_filters(ignore_rules)
+        .hidden(false)
+        .git_global(false)
+        .git_exclude(false)
+        .require_git(false)
+        .follow_links(false)
+        .parents(ignore_rules);
+    if ignore_rules {
+        builder.add_custom_ignore_filename(FERRY_IGNORE_FILE);
+    }
+    let root = root.to_path_buf();
+    builder.filter_entry(move |entry| {
+        let is_dir = entry.file_type().is_some_and(|t| t.is_dir());
+        let at_root = entry.path().parent() == Some(root.as_path());
+        !(is_dir && at_root && (entry.file_name() == ".git" || entry.file_name() == FERRY_DIR))
+            && !(is_dir && entry.file_name() == ".git")
+    });
+    builder
+}
+
+/// The project's files under `root`: the ignore-aware walk plus `include` patterns.
+pub fn select(root: &Path, include: &[String]) -> Result<Selection> {
+    let mut found: BTreeMap<String, ProjectFile> = BTreeMap::new();
+    let mut selection = Selection::default();
+    let walk = walker(root, root, true).build();
+    collect(root, walk, &mut found, &mut selection, |_| true)?;
+    if !include.is_empty() {
+        let mut overrides = ignore::overrides::OverrideBuilder::new(root);
+        for pattern in include {
+            overrides.add(pattern).map_err(|source| Error::Include {
+                pattern: pattern.clone(),
+                source,
+            })?;
+        }
+        let overrides = overrides.build().map_err(|source| Error::Include {
+            pattern: include.join(", "),
+            source,
+        })?;
+        // Start each walk at the pattern's literal directory, so that including
+        // `data/*.csv` does not walk every ignored tree of the project.
+        let mut starts: Vec<PathBuf> = include
+            .iter()
+            .map(|p| root.join(literal_prefix(p)))
+            .collect();
+        starts.sort();
+        starts.dedup();
+        for start in starts.iter().filter(|s| s.exists()) {
+            let walk = walker(root, start, false).build();
+            collect(root, walk, &mut found, &mut selection, |path| {
+                overrides.matched(path, false).is_whitelist()
+            })?;
+        }
+    }
+    selection.files = found.into_values().collect();
+    selection.outside_links.sort();
+    selection.outside_links.dedup();
+    selection.special.sort();
+    selection.special.dedup();
+    Ok(selection)
+}
+
+/// The directory part of an include pattern before its first glob character.
+fn literal_prefix(pattern: &str) -> PathBuf {
+    let pattern = pattern.trim_start_matches('/');
+    let mut prefix = PathBuf::new();
+    let parts: Vec<&str> = pattern.split('/').collect();
+    for part in &parts[..parts.len().saturating_sub(1)] {
+        if part.contains(['*', '?', '[', '{']) {
+            break;
+        }
+        prefix.push(part);
+    }
+    prefix
+}
+
+fn collect(
+    root: &Path,
+    walk: ignore::Walk,
+    found: &mut BTreeMap<String, ProjectFile>,
+    selection: &mut Selection,
+    wanted: impl Fn(&Path) -> bool,
+) -> Result<()> {
+    for entry in walk {
+        let entry = entry.map_err(|source| Error::Walk {
+            root: root.to_path_buf(),
+            source,
+        })?;
+        let Some(file_type) = entry.file_type() else {
+            continue;
+        };
+        if file_type.is_dir() || !wanted(entry.path()) {
+            continue;
+        }
+        let absolute = entry.path().to_path_buf();
+        let relative_path = absolute.strip_prefix(root).unwrap_or(&absolute);
+        let relative = relative_string(relative_path)?;
+        if found.contains_key(&relative) {
+            continue;
+        }
+        if file_type.is_symlink() {
+            let target = std::fs::read_link(&absolute).map_err(|source| Error::Read {
+                path: absolute.clone(),
+                source,
+            })?;
+            if stays_inside(relative_path, &target) {
+                found.insert(
+                    relative.clone(),
+                    ProjectFile {
+                        relative,
+                        absolute,
+                        kind: FileKind::Symlink { target },
+                    },
+                );
+            } else {
+                selection.outside_links.push((relative, target));
+            }
+        } else if file_type.is_file() {
+            let metadata = entry.metadata().map_err(|source| Error::Walk {
+                root: root.to_path_buf(),
+                source,
+            })?;
+            let kind = FileKind::File {
+                size: metadata.len(),
+                executable: is_executable(&metadata),
+            };
+            found.insert(
+                relative.clone(),
+                ProjectFile {
+                    relative,
+                    absolute,
+                    kind,
+                },
+            );
+        } else {
+            selection.special.push(relative);
+        }
+    }
+    Ok(())
+}
+
+fn relative_string(path: &Path) -> Result<String> {
+    let mut parts = Vec::new();
+    for component in path.components() {
+        match component.as_os_str().to_str() {
+            Some(part) => parts.push(part),
+            None => {
+                return Err(Error::NotUtf8 {
+                    path: path.to_path_buf(),
+                });
+            }
+        }
+    }
+    Ok(parts.join("/"))
+}
+
+/// Whether a link at `link` (relative to the root) pointing at `target` resolves, lexically,
+/// to a path inside the root.
+pub fn stays_inside(link: &Path, target: &Path) -> bool {
+    if target.is_absolute() {
+        return false;
+    }
+    let mut depth: i64 = 0;
+    let parent = link.parent().unwrap_or(Path::new(""));
+    for component in parent.components().chain(target.components()) {
+        match component {
+            Component::Normal(_) => depth += 1,
+            Component::ParentDir => {
+                depth -= 1;
+                if depth < 0 {
+                    return false;
+                }
+            }
+            Component::CurDir => {}
+            Component::RootDir | Component::Prefix(_) => return false,
+        }
+    }
+    true
+}
+
+#[cfg(unix)]
+fn is_executable(metadata: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    metadata.permissions().mode() & 0o111 != 0
+}
+
+#[cfg(not(unix))]
+fn is_executable(_metadata: &std::fs::Metadata) -> bool {
+    false
+}
+
+/// blake3 over every project file's path, executable bit and content: equal trees give equal
+/// digests whatever their timestamps. Cheaper than building a package; used by local runs.
+pub fn tree_digest(root: &Path) -> Result<String> {
+    let mut tree = blake3::Hasher::new();
+    let mut buffer = vec![0u8; 64 * 1024];
+    for file in select(root, &[])?.files {
+        tree.update(&(file.relative.len() as u64).to_le_bytes());
+        tree.update(file.relative.as_bytes());
+        match &file.kind {
+            FileKind::Symlink { target } => {
+                tree.update(b"l");
+                tree.update(target.to_string_lossy().as_bytes());
+            }
+            FileKind::File { executable, .. } => {
+                tree.update(if *executable { b"x" } else { b"f" });
+                let mut content = blake3::Hasher::new();
+                let mut reader =
+                    std::fs::File::open(&file.absolute).map_err(|source| Error::Read {
+                        path: file.absolute.clone(),
+                        source,
+                    })?;
+                loop {
+                    let read = reader.read(&mut buffer).map_err(|source| Error::Read {
+                        path: file.absolute.clone(),
+                        source,
+                    })?;
+                    if read == 0 {
+                        break;
+                    }
+                    content.update(&buffer[..read]);
+                }
+                tree.update(content.finalize().as_bytes());
+            }
+        }
+    }
+    Ok(tree.finalize().to_hex().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(root: &Path, path: &str, content: &str) {
+        let path = root.join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, content).unwrap();
+    }
+
+    fn names(selection: &Selection) -> Vec<&str> {
+        selection
+            .files
+            .iter()
+            .map(|f| f.relative.as_str())
+            .collect()
+    }
+
+    #[test]
+    fn digest_follows_content_and_ignores_ignored_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        write(root, "a.py", "print(1)");
+        write(root, ".gitignore", "*.log\n");
+        std::fs::create_dir_all(root.join(".ferry/artifacts")).unwrap();
+        let first = tree_digest(root).unwrap();
+        write(root, "noise.log", "x");
+        write(root, ".ferry/artifacts/out", "x");
+        assert_eq!(
+            tree_digest(root).unwrap(),
+            first,
+            "ignored files changed the digest"
+        );
+        write(root, "a.py", "print(2)");
+        assert_ne!(
+            tree_digest(root).unwrap(),
+            first,
+            "a code change must change it"
+        );
+    }
+
+    #[test]
+    fn ignore_rules_nested_negations_ferryignore_and_include() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        write(root, ".gitignore", "*.csv\n!keep.csv\nbuild/\n");
+        write(root, "data/.gitignore", "big/\n");
+        write(root, "data/big/huge.bin", "x");
+        write(root, "data/keep.csv", "k");
+        write(root, "data/drop.csv", "d");
+        write(root, "data/small.csv", "s");
+        write(root, "build/out.o", "o");
+        write(root, ".ferryignore", "secrets.txt\n");
+        write(root, "secrets.txt", "s");
+        write(root, "src/main.py", "m");
+        write(root, ".git/config", "g");
+        write(root, "sub/.git/HEAD", "nested repo metadata");
+        let plain = select(root, &[]).unwrap();
+        assert_eq!(
+            names(&plain),
+            [
+                ".ferryignore",
+                ".gitignore",
+                "data/.gitignore",
+                "data/keep.csv",
+                "src/main.py"
+            ]
+        );
+        let with_include = select(root, &["data/small.csv".into(), "build/*.o".into()]).unwrap();
+        assert_eq!(
+            names(&with_include),
+            [
+                ".ferryignore",
+                ".gitignore",
+                "build/out.o",
+                "data/.gitignore",
+                "data/keep.csv",
+                "data/small.csv",
+                "src/main.py"
+            ]
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn links_inside_are_kept_and_others_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        write(root, "real/file.txt", "x");
+        std::os::unix::fs::symlink("real/file.txt", root.join("inside")).unwrap();
+        std::os::unix::fs::symlink("../../etc/passwd", root.join("real/outside")).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", root.join("absolute")).unwrap();
+        let selection = select(root, &[]).unwrap();
+        assert_eq!(names(&selection), ["inside", "real/file.txt"]);
+        let outside: Vec<&str> = selection
+            .outside_links
+            .iter()
+            .map(|(l, _)| l.as_str())
+            .collect();
+        assert_eq!(outside, ["absolute", "real/outside"]);
+    }
+
+    #[test]
+    fn lexical_containment() {
+        assert!(stays_inside(Path::new("a/b/link"), Path::new("../c")));
+        assert!(stays_inside(Path::new("link"), Path::new("a/../b")));
+        assert!(!stays_inside(Path::new("link"), Path::new("../x")));
+        assert!(!stays_inside(Path::new("a/link"), Path::new("../../x")));
+        assert!(!stays_inside(Path::new("link"), Path::new("/abs")));
+    }
+}
