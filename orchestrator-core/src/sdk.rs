@@ -1,13 +1,15 @@
 //! The plugin SDK: implement a plain Rust trait, call one export macro.
 //!
-//! ```ignore
+//! ```text
 //! use orchestrator_core::sdk::{PluginConfig, PluginInfo, StorePlugin};
 //!
 //! struct MyStore { /* ... */ }
-//! impl StorePlugin for MyStore { /* metadata(), new(), put_file(), ... */ }
+//! impl StorePlugin for MyStore { /* info(), new(), put_file(), ... */ }
 //!
 //! orchestrator_core::export_store_plugin!(MyStore);
 //! ```
+//!
+//! `plugins/example-store` is a complete, compiled example.
 //!
 //! The macro generates the root module and its metadata, and every entry point runs inside
 //! [`guard`], so a panicking plugin returns an error instead of aborting ferry. The built-in

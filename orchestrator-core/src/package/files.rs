@@ -137,6 +137,19 @@ pub fn select(root: &Path, include: &[String]) -> Result<Selection> {
     let walk = walker(root, root, true).build();
     collect(root, walk, &mut found, &mut selection, |_| true)?;
     if !include.is_empty() {
+        // A directory (`data` or `data/`) means everything below it.
+        let include: Vec<String> = include
+            .iter()
+            .map(|p| {
+                let trimmed = p.trim_end_matches('/');
+                if root.join(trimmed).is_dir() {
+                    format!("{trimmed}/**")
+                } else {
+                    p.clone()
+                }
+            })
+            .collect();
+        let include = include.as_slice();
         let mut overrides = ignore::overrides::OverrideBuilder::new(root);
         for pattern in include {
             overrides.add(pattern).map_err(|source| Error::Include {

@@ -218,3 +218,237 @@ fn files_relative(path: &Path) -> std::result::Result<String, ()> {
     }
     Ok(parts.join("/"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sdk::{PluginConfig, StorePlugin, store_box};
+    use crate::store::memory::MemoryStore;
+
+    fn write(root: &Path, path: &str, content: &[u8]) {
+        let path = root.join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, content).unwrap();
+    }
+
+    fn sample_tree(root: &Path) {
+        use std::os::unix::fs::PermissionsExt;
+        write(root, "src/main.py", b"print('hi')\n");
+        write(root, "run.sh", b"#!/bin/sh\necho run\n");
+        std::fs::set_permissions(root.join("run.sh"), std::fs::Permissions::from_mode(0o775))
+            .unwrap();
+        let long = format!("deep/{}/file.txt", "d".repeat(120));
+        write(root, &long, b"long path");
+        write(root, "a b/ünïcödé.txt", b"names");
+        write(root, ".gitignore", b"*.log\n");
+        write(root, "noise.log", b"ignored");
+        std::os::unix::fs::symlink("src/main.py", root.join("main-link")).unwrap();
+    }
+
+    fn build_bytes(root: &Path, out_dir: &Path, name: &str) -> (Package, Vec<u8>) {
+        let out = out_dir.join(name);
+        let package = build(root, &PackageConfig::default(), &out).unwrap();
+        let bytes = std::fs::read(&out).unwrap();
+        (package, bytes)
+    }
+
+    #[test]
+    fn packages_are_byte_identical_across_clones_and_touches() {
+        let a = tempfile::tempdir().unwrap();
+        let b = tempfile::tempdir().unwrap();
+        let out = tempfile::tempdir().unwrap();
+        sample_tree(a.path());
+        sample_tree(b.path());
+        let (first, first_bytes) = build_bytes(a.path(), out.path(), "1.tar.zst");
+        let (again, again_bytes) = build_bytes(a.path(), out.path(), "2.tar.zst");
+        let (clone, clone_bytes) = build_bytes(b.path(), out.path(), "3.tar.zst");
+        // `touch` every file: a later modification time must change nothing.
+        let later = std::time::SystemTime::now() + std::time::Duration::from_secs(3600);
+        for file in &first.selection.files {
+            if let FileKindRef::File = kind_ref(file) {
+                std::fs::File::options()
+                    .write(true)
+                    .open(&file.absolute)
+                    .unwrap()
+                    .set_modified(later)
+                    .unwrap();
+            }
+        }
+        let (touched, touched_bytes) = build_bytes(a.path(), out.path(), "4.tar.zst");
+        assert!(first_bytes == again_bytes, "two builds of one tree differ");
+        assert!(first_bytes == clone_bytes, "two clones differ");
+        assert!(
+            first_bytes == touched_bytes,
+            "touching files changed the package"
+        );
+        for other in [&again, &clone, &touched] {
+            assert_eq!(other.archive.digest, first.archive.digest);
+        }
+        assert_eq!(first.archive.files, 6, "{:?}", first.selection.files);
+        assert_eq!(
+            first.key(),
+            format!("packages/{}.tar.zst", first.archive.digest)
+        );
+    }
+
+    enum FileKindRef {
+        File,
+        Link,
+    }
+
+    fn kind_ref(file: &ProjectFile) -> FileKindRef {
+        match file.kind {
+            files::FileKind::File { .. } => FileKindRef::File,
+            files::FileKind::Symlink { .. } => FileKindRef::Link,
+        }
+    }
+
+    #[test]
+    fn entries_are_sorted_and_normalised() {
+        let root = tempfile::tempdir().unwrap();
+        let out = tempfile::tempdir().unwrap();
+        sample_tree(root.path());
+        let (package, bytes) = build_bytes(root.path(), out.path(), "p.tar.zst");
+        let tar_bytes = zstd::decode_all(bytes.as_slice()).unwrap();
+        assert_eq!(
+            blake3::hash(&tar_bytes).to_hex().to_string(),
+            package.archive.digest,
+            "the digest is blake3 of the uncompressed tar"
+        );
+        let mut archive = tar::Archive::new(tar_bytes.as_slice());
+        let mut paths = Vec::new();
+        for entry in archive.entries().unwrap() {
+            let entry = entry.unwrap();
+            let header = entry.header();
+            let path = entry.path().unwrap().display().to_string();
+            assert_eq!(header.mtime().unwrap(), 0, "{path}");
+            assert_eq!(
+                (header.uid().unwrap(), header.gid().unwrap()),
+                (0, 0),
+                "{path}"
+            );
+            assert_eq!(header.username().unwrap(), Some(""), "{path}");
+            let mode = header.mode().unwrap();
+            match path.as_str() {
+                "run.sh" => assert_eq!(mode, 0o755),
+                "main-link" => {
+                    assert!(header.entry_type().is_symlink());
+                    assert_eq!(
+                        entry.link_name().unwrap().unwrap().to_str(),
+                        Some("src/main.py")
+                    );
+                }
+                _ => assert_eq!(mode, 0o644, "{path}"),
+            }
+            paths.push(path);
+        }
+        let mut sorted = paths.clone();
+        sorted.sort();
+        assert_eq!(paths, sorted, "entries sorted by path");
+        assert!(
+            !paths.iter().any(|p| p.ends_with(".log")),
+            "gitignored files left out"
+        );
+    }
+
+    #[test]
+    fn the_size_guard_warns_and_refuses() {
+        let root = tempfile::tempdir().unwrap();
+        let out = tempfile::tempdir().unwrap();
+        // Incompressible content, so the compressed size is the file size.
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let noise: Vec<u8> = (0..3 * 1024 * 1024)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect();
+        write(root.path(), "weights.bin", &noise);
+        write(root.path(), "small.txt", b"x");
+        let warn = PackageConfig {
+            warn_bytes: 1024 * 1024,
+            ..PackageConfig::default()
+        };
+        let package = build(root.path(), &warn, &out.path().join("w.tar.zst")).unwrap();
+        assert!(
+            package.warnings[0].contains("weights.bin (3.0 MiB)"),
+            "{:?}",
+            package.warnings
+        );
+        let refuse = PackageConfig {
+            warn_bytes: 1024 * 1024,
+            max_bytes: 2 * 1024 * 1024,
+            ..PackageConfig::default()
+        };
+        let target = out.path().join("r.tar.zst");
+        let error = build(root.path(), &refuse, &target)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("over the limit of 2.0 MiB"), "{error}");
+        assert!(error.contains("weights.bin"), "{error}");
+        assert!(
+            error.contains(".ferryignore"),
+            "says how to exclude files: {error}"
+        );
+        assert!(!target.exists(), "a refused package is not left behind");
+    }
+
+    #[test]
+    fn uploads_are_skipped_when_the_store_has_the_package() {
+        let root = tempfile::tempdir().unwrap();
+        let out = tempfile::tempdir().unwrap();
+        sample_tree(root.path());
+        let (package, _) = build_bytes(root.path(), out.path(), "p.tar.zst");
+        let store = Store::new(store_box(
+            MemoryStore::new(PluginConfig::default()).unwrap(),
+        ));
+        let mut last = (0, 0);
+        let first = upload(&store, &package, &mut |done, total| last = (done, total)).unwrap();
+        assert_eq!(
+            first,
+            Upload::Uploaded {
+                bytes: package.archive.compressed_size
+            }
+        );
+        assert_eq!(
+            last,
+            (
+                package.archive.compressed_size,
+                package.archive.compressed_size
+            )
+        );
+        let second = upload(&store, &package, &mut |_, _| {
+            panic!("no progress for a skip")
+        })
+        .unwrap();
+        assert_eq!(second, Upload::Unchanged);
+    }
+
+    #[test]
+    fn files_that_steps_use_but_the_package_leaves_out_are_reported() {
+        let root = tempfile::tempdir().unwrap();
+        write(root.path(), ".gitignore", b"data/\n");
+        write(root.path(), "ml/train.py", b"");
+        write(root.path(), "ml/data/train.csv", b"1,2");
+        write(root.path(), "data/lookup.json", b"{}");
+        let pipeline = Pipeline::from_yaml_str(
+            "name: p\nsteps:\n  train:\n    run: python3 train.py --data=data/train.csv \"$FERRY_OUTPUT_DIR/x\"\n  look:\n    command: [cat, ../data/lookup.json]\n",
+            None,
+        )
+        .unwrap();
+        let selection = files::select(root.path(), &[]).unwrap();
+        let missing = missing_references(&pipeline, root.path(), Path::new("ml"), &selection);
+        assert_eq!(
+            missing,
+            [
+                ("train".to_string(), "ml/data/train.csv".to_string()),
+                ("look".to_string(), "data/lookup.json".to_string())
+            ]
+        );
+        let included =
+            files::select(root.path(), &["ml/data/*.csv".into(), "data/".into()]).unwrap();
+        assert!(missing_references(&pipeline, root.path(), Path::new("ml"), &included).is_empty());
+    }
+}

@@ -1,12 +1,16 @@
 //! The conformance suite every artifact store must pass: built-ins, S3, GCS and third-party
 //! plugins alike. Call [`run_all`] from a test with a freshly created store:
 //!
-//! ```ignore
-//! #[test]
-//! fn my_store_conforms() {
-//!     let store = orchestrator_core::stack::load_store_plugin(/* ... */).unwrap();
-//!     orchestrator_core::store::conformance::run_all(&store);
-//! }
+//! ```
+//! use orchestrator_core::config::ComponentConfig;
+//! use orchestrator_core::loader::SearchPath;
+//! use orchestrator_core::stack::open_store;
+//!
+//! // In a plugin's tests: open the plugin by name (or path) as ferry would, then check it.
+//! let component = ComponentConfig { plugin: "memory".into(), settings: Default::default() };
+//! let (store, _origin) = open_store(&component, std::path::Path::new("."), &SearchPath::default())?;
+//! orchestrator_core::store::conformance::run_all(&store);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
 //! Every check works under its own random prefix and deletes what it wrote, so the suite can
