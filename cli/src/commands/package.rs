@@ -16,16 +16,7 @@ use crate::context::Context;
 use crate::output;
 
 pub fn run(ctx: &Context, args: PackageArgs) -> Result<ExitCode> {
-    let temp = tempfile::Builder::new()
-        .prefix("ferry-package-")
-        .suffix(".tar.zst")
-        .tempfile()
-        .context("cannot create a temporary file for the package")?;
-    let out = match &args.out {
-        Some(out) => ctx.cwd.join(out),
-        None => temp.path().to_path_buf(),
-    };
-    let package = build(ctx, &out)?;
+    let package = build(ctx)?;
     if args.list {
         for file in &package.selection.files {
             let size = match &file.kind {
@@ -39,7 +30,10 @@ pub fn run(ctx: &Context, args: PackageArgs) -> Result<ExitCode> {
     }
     report_missing(ctx, args.pipeline.as_deref(), &package)?;
     if let Some(out) = &args.out {
-        eprintln!("wrote {}", ctx.cwd.join(out).display());
+        let out = ctx.cwd.join(out);
+        std::fs::copy(&package.archive.path, &out)
+            .with_context(|| format!("cannot write the package to {}", out.display()))?;
+        eprintln!("wrote {}", out.display());
     }
     if args.upload {
         let stack = ctx.open_stack(args.stack.as_deref())?;
@@ -48,10 +42,12 @@ pub fn run(ctx: &Context, args: PackageArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Build the package of the project at the config's root, printing its summary and warnings.
-pub fn build(ctx: &Context, out: &Path) -> Result<Package> {
+/// Build (or reuse, when nothing changed) the package of the project at the config's root,
+/// printing its summary and warnings.
+pub fn build(ctx: &Context) -> Result<Package> {
     let root = &ctx.config.project_root;
-    let package = package::build(root, &ctx.config.package, out)
+    let cache = root.join(package::files::FERRY_DIR).join("packages");
+    let package = package::build_cached(root, &ctx.config.package, &cache)
         .with_context(|| format!("cannot package the project at {}", root.display()))?;
     let archive = &package.archive;
     eprintln!(

@@ -20,22 +20,13 @@ use crate::progress::RunDisplay;
 
 pub fn run(ctx: &Context, args: RunArgs) -> Result<ExitCode> {
     let (mut plan, stack) = prepare(ctx, &args.pipeline, args.no_cache)?;
-    // Remote orchestrators run steps elsewhere: ship the code first. The temporary package
-    // file lives until the run is submitted.
-    let _package_file = if stack.orchestrator.wants_code_package() {
-        let file = tempfile::Builder::new()
-            .prefix("ferry-package-")
-            .suffix(".tar.zst")
-            .tempfile()
-            .context("cannot create a temporary file for the code package")?;
-        let package = crate::commands::package::build(ctx, file.path())?;
+    // Remote orchestrators run steps elsewhere: ship the code first.
+    if stack.orchestrator.wants_code_package() {
+        let package = crate::commands::package::build(ctx)?;
         crate::commands::package::upload(&stack.store, &package)?;
         plan.code.digest = Some(package.archive.digest.clone());
         plan.code.package_key = Some(package.key());
-        Some(file)
-    } else {
-        None
-    };
+    }
     let dim = Style::new().dim();
     println!(
         "{} {} {}",

@@ -259,11 +259,14 @@ impl PackageConfig {
                 "package.{key} must be a positive number of MiB, found {other}"
             ))),
         };
+        let max_bytes = size(raw.max_size_mib, "max_size_mib", defaults.max_bytes)?;
+        // Lowering only the limit lowers the warning threshold with it.
+        let warn_default = defaults.warn_bytes.min(max_bytes);
         let config = Self {
             include: raw.include,
             compression_level: level,
-            warn_bytes: size(raw.warn_size_mib, "warn_size_mib", defaults.warn_bytes)?,
-            max_bytes: size(raw.max_size_mib, "max_size_mib", defaults.max_bytes)?,
+            warn_bytes: size(raw.warn_size_mib, "warn_size_mib", warn_default)?,
+            max_bytes,
         };
         if config.warn_bytes > config.max_bytes {
             return Err(ConfigError::Invalid(

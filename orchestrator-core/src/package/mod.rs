@@ -7,6 +7,7 @@
 
 pub mod archive;
 pub mod files;
+mod index;
 
 use std::path::{Path, PathBuf};
 
@@ -88,13 +89,53 @@ fn largest_files(selection: &Selection) -> String {
 /// Select the project's files under `root` and write the package to `out`.
 pub fn build(root: &Path, config: &PackageConfig, out: &Path) -> Result<Package> {
     let selection = files::select(root, &config.include)?;
-    let compression = Compression {
+    let archive = archive::write(&selection, compression(config), out)?;
+    finish(selection, archive, config)
+}
+
+fn compression(config: &PackageConfig) -> Compression {
+    Compression {
         level: config.compression_level,
         threads: 0,
-    };
-    let archive = archive::write(&selection, compression, out)?;
+    }
+}
+
+/// Like [`build`], but reuses the package in `cache_dir` when no file changed since it was
+/// built (same paths, sizes, modes, modification and change times): re-packaging an
+/// unchanged project then costs a directory walk, not a re-read of every file.
+pub fn build_cached(root: &Path, config: &PackageConfig, cache_dir: &Path) -> Result<Package> {
+    let selection = files::select(root, &config.include)?;
+    let fingerprint = index::fingerprint(&selection, config);
+    if let Some(archive) = index::lookup(cache_dir, &fingerprint) {
+        return finish(selection, archive, config);
+    }
+    std::fs::create_dir_all(cache_dir).map_err(|source| archive::Error::Write {
+        path: cache_dir.to_path_buf(),
+        source,
+    })?;
+    let temp = tempfile::Builder::new()
+        .prefix(".building-")
+        .tempfile_in(cache_dir)
+        .map_err(|source| archive::Error::Write {
+            path: cache_dir.to_path_buf(),
+            source,
+        })?;
+    let mut archive = archive::write(&selection, compression(config), temp.path())?;
+    let path = cache_dir.join(format!("{}.tar.zst", archive.digest));
+    temp.persist(&path).map_err(|e| archive::Error::Write {
+        path: path.clone(),
+        source: e.error,
+    })?;
+    archive.path = path;
+    let package = finish(selection, archive, config)?;
+    index::record(cache_dir, &fingerprint, &package.archive);
+    Ok(package)
+}
+
+/// The size guard and the warnings, for a freshly built or a cached archive.
+fn finish(selection: Selection, archive: Archive, config: &PackageConfig) -> Result<Package> {
     if archive.compressed_size > config.max_bytes {
-        let _ = std::fs::remove_file(out);
+        let _ = std::fs::remove_file(&archive.path);
         return Err(Error::TooLarge {
             size: human_size(archive.compressed_size),
             limit: human_size(config.max_bytes),
@@ -349,6 +390,41 @@ mod tests {
             !paths.iter().any(|p| p.ends_with(".log")),
             "gitignored files left out"
         );
+    }
+
+    #[test]
+    fn unchanged_trees_reuse_the_cached_package_and_changes_rebuild_it() {
+        let root = tempfile::tempdir().unwrap();
+        let cache = tempfile::tempdir().unwrap();
+        sample_tree(root.path());
+        let config = PackageConfig::default();
+        let first = build_cached(root.path(), &config, cache.path()).unwrap();
+        let built_at = std::fs::metadata(&first.archive.path)
+            .unwrap()
+            .modified()
+            .unwrap();
+        let second = build_cached(root.path(), &config, cache.path()).unwrap();
+        assert_eq!(
+            second.archive, first.archive,
+            "same tree, same cached package"
+        );
+        assert_eq!(
+            std::fs::metadata(&second.archive.path)
+                .unwrap()
+                .modified()
+                .unwrap(),
+            built_at,
+            "not rewritten"
+        );
+        let fresh = build(root.path(), &config, &cache.path().join("fresh.tar.zst")).unwrap();
+        assert_eq!(fresh.archive.digest, first.archive.digest);
+        // Same size, different content: the change time still gives it away.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        write(root.path(), "src/main.py", b"print('ho')\n");
+        let changed = build_cached(root.path(), &config, cache.path()).unwrap();
+        assert_ne!(changed.archive.digest, first.archive.digest);
+        let fresh = build(root.path(), &config, &cache.path().join("fresh2.tar.zst")).unwrap();
+        assert_eq!(changed.archive.digest, fresh.archive.digest);
     }
 
     #[test]
