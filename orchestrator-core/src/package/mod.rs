@@ -8,6 +8,7 @@
 pub mod archive;
 pub mod files;
 mod index;
+pub mod unpack;
 
 use std::path::{Path, PathBuf};
 
@@ -342,6 +343,56 @@ mod tests {
             files::FileKind::File { .. } => FileKindRef::File,
             files::FileKind::Symlink { .. } => FileKindRef::Link,
         }
+    }
+
+    #[test]
+    fn package_then_unpack_gives_back_the_same_tree() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::tempdir().unwrap();
+        let out = tempfile::tempdir().unwrap();
+        sample_tree(root.path());
+        let (package, _) = build_bytes(root.path(), out.path(), "p.tar.zst");
+        let target = out.path().join("unpacked");
+        let stats =
+            unpack::unpack_file(&package.archive.path, &package.archive.digest, &target).unwrap();
+        assert_eq!(
+            stats.files + stats.symlinks,
+            package.selection.files.len() as u64
+        );
+        let again = files::select(&target, &[]).unwrap();
+        assert_eq!(
+            again
+                .files
+                .iter()
+                .map(|f| (&f.relative, &f.kind))
+                .collect::<Vec<_>>(),
+            package
+                .selection
+                .files
+                .iter()
+                .map(|f| (&f.relative, &f.kind))
+                .collect::<Vec<_>>(),
+            "same paths, sizes, executable bits and link targets"
+        );
+        for file in &package.selection.files {
+            if let files::FileKind::File { .. } = file.kind {
+                assert_eq!(
+                    std::fs::read(&file.absolute).unwrap(),
+                    std::fs::read(target.join(&file.relative)).unwrap(),
+                    "{}",
+                    file.relative
+                );
+            }
+        }
+        let mode = std::fs::metadata(target.join("run.sh"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o755);
+        assert_eq!(
+            files::tree_digest(&target).unwrap(),
+            files::tree_digest(root.path()).unwrap()
+        );
     }
 
     #[test]
