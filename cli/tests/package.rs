@@ -131,3 +131,41 @@ fn oversized_packages_are_refused_with_the_largest_files() {
         run.stderr()
     );
 }
+
+#[test]
+fn run_on_a_remote_stack_packages_uploads_and_hands_the_package_to_the_orchestrator() {
+    support::plugin_path("remote-fixture");
+    let project = project();
+    project.write(
+        "ferry.toml",
+        "[stacks.remote]\norchestrator = { plugin = \"remote-fixture\" }\nstore = { plugin = \"local\" }\n",
+    );
+    let first = project.ferry(&["run", "--stack", "remote"]);
+    first.success();
+    let stderr = first.stderr();
+    assert!(
+        stderr.contains("package 4 files"),
+        "with ferry.toml: {stderr}"
+    );
+    assert!(stderr.contains("uploaded "), "{stderr}");
+    let stdout = first.stdout();
+    // The orchestrator fetched, verified and unpacked the package: the files it found.
+    for shipped in [
+        "unpacked train.py",
+        "unpacked pipeline.yaml",
+        "unpacked .gitignore",
+    ] {
+        assert!(stdout.contains(shipped), "{shipped}:\n{stdout}");
+    }
+    assert!(
+        !stdout.contains("debug.log"),
+        "ignored files are not shipped:\n{stdout}"
+    );
+    let second = project.ferry(&["run", "--stack", "remote"]);
+    second.success();
+    assert!(
+        second.stderr().contains("unchanged, 0 bytes uploaded"),
+        "{}",
+        second.stderr()
+    );
+}
