@@ -525,8 +525,10 @@ def main():
 
     os.makedirs(work, exist_ok=True)
     started = time.perf_counter()
-    src, _ = ensure_tree(work, "tree-a-source", gen_source_tree)
-    binary, _ = ensure_tree(work, "tree-b-binary", gen_binary_tree)
+    load_before = open("/proc/loadavg").read().split()[:3]
+    src, gen_a = ensure_tree(work, "tree-a-source", gen_source_tree)
+    binary, gen_b = ensure_tree(work, "tree-b-binary", gen_binary_tree)
+    generated = gen_a or gen_b
     out_dir = os.path.join(work, "out")
     results = []
     try:
@@ -540,14 +542,18 @@ def main():
             rm(os.path.join(tree, ".ferry"))
 
     a, b = results
+    load_after = open("/proc/loadavg").read().split()[:3]
     lines = ["## ferry package benchmark", ""]
     lines += machine_info(ferry, unpack, work)
+    lines.append(f"- load average (1/5/15 min) before: {' '.join(load_before)}, after: "
+                 f"{' '.join(load_after)} (the benchmark itself keeps ~1-2 cores busy; anything "
+                 f"else running shows up as a wide min–max: trust min more than max)")
     fa, ba = tree_stats(src)
     fb, bb = tree_stats(binary)
     lines += [
         f"- trees: (a) {fa} files, {human(ba)}, generated source-like text (seeded); "
         f"(b) {fb} files, {human(bb)}, one {BIN_BYTES // 10**6} MB `os.urandom` file + small files",
-        f"- RUNS = {runs}: median / min / max of {runs} runs per row (row H: 1 run). The page cache "
+        f"- RUNS = {runs}: median / min / max of {runs} run(s) per row (row H: 1 run). The page cache "
         f"cannot be dropped (no root), so each tree was read once before measuring: all numbers "
         f"are **warm-cache**. `sync` runs untimed before every timed command.",
         "- tar rows archive the same files as ferry (TREE/.ferry is deleted before them and "
@@ -577,8 +583,8 @@ def main():
     rss = b["rss_kib"] / 1024
     lines.append(f"| peak RSS < {RSS_MAX_MIB:.0f} MiB | b | {rss:.1f} MiB | {mark(rss < RSS_MAX_MIB)} |")
     lines.append("")
-    lines.append(f"_Benchmark wall time (excluding tree generation): see stderr; total "
-                 f"{time.perf_counter() - started:.0f} s including any generation._")
+    lines.append(f"_Script run time: {time.perf_counter() - started:.0f} s "
+                 f"({'including' if generated else 'no'} tree generation)._")
     print("\n".join(lines))
     return 0
 

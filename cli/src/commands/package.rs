@@ -31,8 +31,12 @@ pub fn run(ctx: &Context, args: PackageArgs) -> Result<ExitCode> {
     report_missing(ctx, args.pipeline.as_deref(), &package)?;
     if let Some(out) = &args.out {
         let out = ctx.cwd.join(out);
-        std::fs::copy(&package.archive.path, &out)
-            .with_context(|| format!("cannot write the package to {}", out.display()))?;
+        // A hard link costs nothing; copy when the destination is on another file system.
+        let _ = std::fs::remove_file(&out);
+        if std::fs::hard_link(&package.archive.path, &out).is_err() {
+            std::fs::copy(&package.archive.path, &out)
+                .with_context(|| format!("cannot write the package to {}", out.display()))?;
+        }
         eprintln!("wrote {}", out.display());
     }
     if args.upload {

@@ -150,7 +150,9 @@ pub fn write(selection: &Selection, compression: Compression, out: &Path) -> Res
         hasher: blake3::Hasher::new(),
         bytes: 0,
     };
-    let mut builder = tar::Builder::new(tee);
+    // tar writes 512-byte headers and small files in small pieces; batch them so hashing and
+    // compression see large buffers.
+    let mut builder = tar::Builder::new(BufWriter::with_capacity(1 << 20, tee));
     builder.mode(tar::HeaderMode::Deterministic);
     for file in &selection.files {
         append(&mut builder, file).map_err(|e| match e {
@@ -158,15 +160,20 @@ pub fn write(selection: &Selection, compression: Compression, out: &Path) -> Res
             other => other,
         })?;
     }
-    let tee = builder.into_inner().map_err(write_error)?;
+    let tee = builder
+        .into_inner()
+        .map_err(write_error)?
+        .into_inner()
+        .map_err(|e| write_error(e.into_error()))?;
     let digest = tee.hasher.finalize().to_hex().to_string();
     let uncompressed_size = tee.bytes;
     let mut buffered = tee.inner.finish().map_err(write_error)?;
     buffered.flush().map_err(write_error)?;
+    // No fsync: a package is a cache entry named by its content, and whoever unpacks it
+    // verifies the digest first, so a torn write is caught rather than trusted.
     let file = buffered
         .into_inner()
         .map_err(|e| write_error(e.into_error()))?;
-    file.sync_all().map_err(write_error)?;
     let compressed_size = file.metadata().map_err(write_error)?.len();
     Ok(Archive {
         path: out.to_path_buf(),

@@ -8,6 +8,7 @@ pub mod layout;
 pub mod local;
 pub mod memory;
 pub mod object_store_backend;
+pub mod settings;
 
 use std::path::Path;
 

@@ -1,0 +1,202 @@
+//! The `storage-gcs` artifact-store plugin: Google Cloud Storage through `object_store`'s GCS
+//! client (its XML API), loaded by ferry at run time.
+//!
+//! Settings use object_store's `GoogleConfigKey` names and aliases (`service_account` or
+//! `google_service_account`, `service_account_key`, `application_credentials`, ...), plus
+//! `url = "gs://bucket/prefix"`, `prefix`, `max_retries` and `retry_timeout`. Unset keys come
+//! from the standard `GOOGLE_*` environment variables and application default credentials.
+//!
+//! ferry's artifact store needs put, get, head, list and delete only; it never relies on
+//! server-side copy or generation preconditions (the GCS-compatible servers available for
+//! tests do not implement them faithfully).
+
+use std::str::FromStr;
+use std::sync::Arc;
+
+use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
+use orchestrator_core::abi::PluginError;
+use orchestrator_core::sdk::{PluginConfig, PluginInfo};
+use orchestrator_core::store::object_store_backend::{
+    ObjectStoreBackend, ObjectStoreConfig, ObjectStorePlugin,
+};
+use orchestrator_core::store::settings::{
+    RETRY_KEYS, RetrySettings, parse_bucket_url, unknown_key, value_string,
+};
+
+const NAME: &str = "storage-gcs";
+
+/// The documented keys; every alias object_store accepts for them works too.
+const KEYS: &[(&str, &str)] = &[
+    ("url", "gs://bucket/prefix: bucket and key prefix in one"),
+    ("bucket", "bucket name (alias: google_bucket, bucket_name)"),
+    (
+        "prefix",
+        "key prefix inside the bucket, e.g. \"team/ferry\"",
+    ),
+    (
+        "service_account",
+        "path to a service-account JSON file (alias: google_service_account)",
+    ),
+    (
+        "service_account_key",
+        "the service-account JSON itself (alias: google_service_account_key)",
+    ),
+    (
+        "application_credentials",
+        "application default credentials file (alias: google_application_credentials)",
+    ),
+    (
+        "skip_signature",
+        "send unauthenticated requests (public buckets)",
+    ),
+    (
+        "allow_http",
+        "allow plain http endpoints (local test servers)",
+    ),
+    ("timeout", "request timeout, e.g. \"30s\""),
+    ("connect_timeout", "connect timeout, e.g. \"5s\""),
+    (
+        "max_retries",
+        "retries of a failed request, with exponential backoff (default 10; 0 disables)",
+    ),
+    (
+        "retry_timeout",
+        "give up retrying a request after this long, e.g. \"3m\" (default 3m)",
+    ),
+];
+
+pub struct Gcs;
+
+/// The plugin ferry loads.
+pub type GcsStore = ObjectStorePlugin<Gcs>;
+
+struct Parsed {
+    builder: GoogleCloudStorageBuilder,
+    bucket: String,
+    prefix: String,
+}
+
+fn parse(config: &PluginConfig) -> Result<Parsed, PluginError> {
+    let mut builder = GoogleCloudStorageBuilder::from_env();
+    let mut bucket = None;
+    let mut prefix = String::new();
+    for (key, value) in &config.settings {
+        let text = value_string(key, value)?;
+        match key.as_str() {
+            "url" => {
+                let (b, p) = parse_bucket_url(&text, "gs")?;
+                bucket = Some(b);
+                prefix = p;
+            }
+            "prefix" => prefix = text.trim_matches('/').to_string(),
+            "max_retries" | "retry_timeout" => {}
+            _ => {
+                let parsed = GoogleConfigKey::from_str(key)
+                    .map_err(|_| unknown_key(NAME, key, &all_keys()))?;
+                if parsed == GoogleConfigKey::Bucket {
+                    bucket = Some(text.clone());
+                }
+                let text = match parsed {
+                    GoogleConfigKey::ServiceAccount | GoogleConfigKey::ApplicationCredentials => {
+                        config.resolve_path(&text).display().to_string()
+                    }
+                    _ => text,
+                };
+                builder = builder.with_config(parsed, text);
+            }
+        }
+    }
+    let bucket = bucket
+        .or_else(|| std::env::var("GOOGLE_BUCKET").ok())
+        .ok_or_else(|| {
+            PluginError::invalid_input(
+                "storage-gcs needs a bucket: set `url = \"gs://bucket/prefix\"` or `bucket` in the stack's store settings",
+            )
+        })?;
+    let retry = RetrySettings::from_config(config)?;
+    builder = builder
+        .with_bucket_name(&bucket)
+        .with_retry(object_store::RetryConfig {
+            max_retries: retry.max_retries,
+            retry_timeout: retry.retry_timeout,
+            ..Default::default()
+        });
+    Ok(Parsed {
+        builder,
+        bucket,
+        prefix,
+    })
+}
+
+fn all_keys() -> Vec<(&'static str, &'static str)> {
+    KEYS.iter().chain(RETRY_KEYS).copied().collect()
+}
+
+impl ObjectStoreConfig for Gcs {
+    fn info() -> PluginInfo {
+        PluginInfo {
+            name: NAME,
+            version: env!("CARGO_PKG_VERSION"),
+            description: "artifacts in Google Cloud Storage",
+            config_keys: KEYS,
+        }
+    }
+
+    fn validate(config: &PluginConfig) -> Result<(), PluginError> {
+        parse(config).map(|_| ())
+    }
+
+    fn build(config: &PluginConfig) -> Result<ObjectStoreBackend, PluginError> {
+        let parsed = parse(config)?;
+        let store = parsed.builder.build().map_err(|e| {
+            PluginError::invalid_input(format!(
+                "cannot configure GCS bucket `{}`: {e}; check `service_account` or GOOGLE_APPLICATION_CREDENTIALS",
+                parsed.bucket
+            ))
+        })?;
+        let mut url = format!("gs://{}", parsed.bucket);
+        if !parsed.prefix.is_empty() {
+            url.push('/');
+            url.push_str(&parsed.prefix);
+        }
+        ObjectStoreBackend::new(Arc::new(store), &parsed.prefix, url)
+    }
+}
+
+orchestrator_core::export_store_plugin!(GcsStore);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(json: serde_json::Value) -> PluginConfig {
+        PluginConfig::new(json.as_object().unwrap().clone())
+    }
+
+    #[test]
+    fn urls_aliases_and_unknown_keys() {
+        let parsed = parse(&config(serde_json::json!({
+            "url": "gs://bucket/team",
+            "google_service_account": "/nonexistent/sa.json",
+            "allow_http": true,
+        })))
+        .unwrap();
+        assert_eq!(
+            (parsed.bucket.as_str(), parsed.prefix.as_str()),
+            ("bucket", "team")
+        );
+        let error = parse(&config(
+            serde_json::json!({"bucket": "b", "service_acount": "x"}),
+        ))
+        .err()
+        .unwrap();
+        assert!(
+            error.message().contains("did you mean `service_account`"),
+            "{error}"
+        );
+        let error = parse(&config(serde_json::json!({"prefix": "p"})))
+            .err()
+            .unwrap();
+        assert!(error.message().contains("needs a bucket"), "{error}");
+    }
+}
