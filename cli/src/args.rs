@@ -237,6 +237,14 @@ pub enum StackCommand {
     List(OutputArgs),
     /// Show a stack: its plugins, where they come from, their settings
     Show(StackShowArgs),
+    /// Test a stack's store: write, read back, list and delete a probe object, with latencies
+    Check(StackCheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StackCheckArgs {
+    /// Stack name (default: the current stack)
+    pub name: Option<String>,
 }
 
 #[derive(Debug, Args)]

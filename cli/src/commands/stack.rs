@@ -50,6 +50,7 @@ pub fn run(ctx: &Context, command: StackCommand) -> Result<ExitCode> {
             println!("{}", Style::new().dim().apply_to("* the default stack"));
             Ok(ExitCode::SUCCESS)
         }
+        StackCommand::Check(args) => check(ctx, args.name.as_deref()),
         StackCommand::Show(args) => {
             let (name, config) = ctx.config.stack(args.name.as_deref())?;
             let stack = ctx.open_stack(Some(name))?;
@@ -94,6 +95,38 @@ pub fn run(ctx: &Context, command: StackCommand) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+fn check(ctx: &Context, name: Option<&str>) -> Result<ExitCode> {
+    let (name, _) = ctx.config.stack(name)?;
+    let stack = ctx.open_stack(Some(name))?;
+    println!(
+        "checking stack `{name}`: store {} ({})",
+        stack.store.url(),
+        stack.store_origin
+    );
+    match orchestrator_core::store::check::probe(&stack.store) {
+        Ok(timings) => {
+            for timing in timings {
+                println!(
+                    "  {} {:<10} {:>8.1} ms",
+                    Style::new().green().apply_to("✓"),
+                    timing.operation,
+                    timing.took.as_secs_f64() * 1000.0
+                );
+            }
+            println!(
+                "{} the store works; orchestrator: {}",
+                Style::new().green().apply_to("✓"),
+                stack.orchestrator.describe()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(failure) => Err(crate::output::hint(
+            format!("the store of stack `{name}` failed the check: {failure}"),
+            failure.hint,
+        )),
     }
 }
 

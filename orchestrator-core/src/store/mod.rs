@@ -3,6 +3,7 @@
 //! [`Store`] wraps whatever [`ArtifactStoreBox`] a stack uses (built-in or loaded from a plugin)
 //! behind plain Rust types, so the rest of ferry never sees the stable-ABI types.
 
+pub mod check;
 pub mod conformance;
 pub mod layout;
 pub mod local;

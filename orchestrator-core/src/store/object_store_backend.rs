@@ -177,9 +177,21 @@ impl ObjectStoreBackend {
             object_store::Error::InvalidPath { .. } => ErrorKind::INVALID_INPUT,
             _ => ErrorKind::OTHER,
         };
+        // object_store's message stops at "error sending request"; the cause (connection
+        // refused, DNS, TLS) is further down the chain and is what the user can act on.
+        let mut message = error.to_string();
+        let mut source = std::error::Error::source(&error);
+        while let Some(cause) = source {
+            let text = cause.to_string();
+            if !message.contains(&text) {
+                message.push_str(": ");
+                message.push_str(&text);
+            }
+            source = cause.source();
+        }
         PluginError::new(
             kind,
-            format!("cannot {op} `{key}` in {}: {error}", self.url),
+            format!("cannot {op} `{key}` in {}: {message}", self.url),
         )
     }
 
