@@ -1,0 +1,85 @@
+//! Test support shared by ferry's test targets: where the built plugins are, and the
+//! settings of the test servers that `scripts/test-all.sh` starts.
+//!
+//! A test that needs a server fails with what to start when it is missing; it never skips.
+
+use std::path::{Path, PathBuf};
+
+use orchestrator_core::config::ComponentConfig;
+use orchestrator_core::loader::{SearchPath, SearchSource};
+use orchestrator_core::stack::open_store;
+use orchestrator_core::store::Store;
+
+/// `target/<profile>/`, found from the running test binary (`target/<profile>/deps/<test>`).
+pub fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("tests run from target/<profile>/deps")
+        .to_path_buf()
+}
+
+/// The built library of a workspace plugin; fails with what to run when it is missing
+/// (`cargo test` does not build cdylibs; `cargo build --workspace` does).
+pub fn plugin_path(package: &str) -> PathBuf {
+    let path = target_dir().join(format!("lib{}.so", package.replace('-', "_")));
+    assert!(
+        path.is_file(),
+        "{} is missing: run `cargo build --workspace` (same profile) before the tests; \
+         `cargo test` alone does not build plugin libraries",
+        path.display()
+    );
+    path
+}
+
+/// A test-server setting from the environment, or a failure that says how to start them.
+pub fn server_env(name: &str) -> String {
+    match std::env::var(name) {
+        Ok(value) if !value.is_empty() => value,
+        _ => panic!(
+            "{name} is not set: this test needs the test servers. Run `scripts/test-all.sh`, or \
+             start them by hand with `source scripts/servers.sh && ferry_tools_install && \
+             ferry_servers_start` (then `source .tools/run/servers.env` in other shells)"
+        ),
+    }
+}
+
+/// Store settings for the S3 test server (SeaweedFS with signature checks), under `prefix`.
+pub fn s3_settings(prefix: &str) -> serde_json::Value {
+    serde_json::json!({
+        "url": format!("s3://{}/{prefix}", server_env("FERRY_TEST_S3_BUCKET")),
+        "endpoint": server_env("FERRY_TEST_S3_ENDPOINT"),
+        "region": server_env("FERRY_TEST_S3_REGION"),
+        "access_key_id": server_env("FERRY_TEST_S3_ACCESS_KEY_ID"),
+        "secret_access_key": server_env("FERRY_TEST_S3_SECRET_ACCESS_KEY"),
+    })
+}
+
+/// Store settings for the GCS test server (SeaweedFS's XML endpoint, see TESTING.md).
+pub fn gcs_settings(prefix: &str) -> serde_json::Value {
+    serde_json::json!({
+        "url": format!("gs://{}/{prefix}", server_env("FERRY_TEST_GCS_BUCKET")),
+        "service_account": server_env("FERRY_TEST_GCS_SERVICE_ACCOUNT"),
+        "allow_http": true,
+    })
+}
+
+/// Open a plugin store from the target directory, as ferry would.
+pub fn open_plugin_store(plugin: &str, settings: serde_json::Value) -> Result<Store, String> {
+    plugin_path(plugin);
+    let component = ComponentConfig {
+        plugin: plugin.to_string(),
+        settings: settings.as_object().cloned().unwrap_or_default(),
+    };
+    let search = SearchPath {
+        dirs: vec![(target_dir(), SearchSource::CommandLine)],
+    };
+    open_store(&component, Path::new("."), &search)
+        .map(|(store, _)| store)
+        .map_err(|e| e.to_string())
+}
+
+/// A prefix no other test run uses.
+pub fn unique_prefix(test: &str) -> String {
+    format!("tests/{}-{test}", orchestrator_core::run::new_run_id())
+}
