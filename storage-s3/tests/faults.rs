@@ -143,7 +143,7 @@ fn a_server_killed_mid_upload_leaves_no_partial_object_and_the_next_upload_works
     );
 
     // Bring the same server back on the same data.
-    let relaunched = Command::new(&argv[0])
+    let mut relaunched = Command::new(&argv[0])
         .args(&argv[1..])
         .env("TMPDIR", &tmpdir)
         .stdout(std::process::Stdio::null())
