@@ -177,4 +177,7 @@ fn a_server_killed_mid_upload_leaves_no_partial_object_and_the_next_upload_works
         std::fs::read(&back).unwrap() == data,
         "the retried upload is complete"
     );
+    // Stopping the servers stops the relaunched process (its pid is in weed.pid); reap it.
+    drop(servers);
+    relaunched.wait().unwrap();
 }
