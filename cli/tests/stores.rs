@@ -180,3 +180,40 @@ fn a_bad_s3_secret_fails_the_run_clearly_and_never_shows_the_secret() {
         check.stderr()
     );
 }
+
+#[test]
+fn s3_credentials_and_bucket_can_come_from_the_standard_environment() {
+    plugin_path("storage-s3");
+    let project = Project::new();
+    let prefix = unique_prefix("env");
+    project.write(
+        "ferry.toml",
+        &format!(
+            "stack = \"s3\"\n[stacks.s3]\norchestrator = {{ plugin = \"local\" }}\nstore = {{ plugin = \"storage-s3\", settings = {{ prefix = \"{prefix}\" }} }}\n"
+        ),
+    );
+    let output = project
+        .command(&["stack", "check"])
+        .env(
+            "AWS_ACCESS_KEY_ID",
+            server_env("FERRY_TEST_S3_ACCESS_KEY_ID"),
+        )
+        .env(
+            "AWS_SECRET_ACCESS_KEY",
+            server_env("FERRY_TEST_S3_SECRET_ACCESS_KEY"),
+        )
+        .env("AWS_REGION", server_env("FERRY_TEST_S3_REGION"))
+        .env("AWS_ENDPOINT", server_env("FERRY_TEST_S3_ENDPOINT"))
+        .env("AWS_BUCKET", server_env("FERRY_TEST_S3_BUCKET"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("the store works"), "{stdout}");
+    let expected_url = format!("s3://{}/{prefix}", server_env("FERRY_TEST_S3_BUCKET"));
+    assert!(stdout.contains(&expected_url), "{stdout}");
+}
