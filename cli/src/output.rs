@@ -109,18 +109,7 @@ pub fn duration(d: chrono::Duration) -> String {
 }
 
 pub fn bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = n as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
+    orchestrator_core::package::human_size(n)
 }
 
 /// A plain table: a header row and left-aligned columns sized to their widest cell (ANSI

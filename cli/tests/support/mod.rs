@@ -1,29 +1,14 @@
 //! Test support: a throwaway project directory and a way to run `ferry` in it as a process.
 
-#![allow(dead_code)] // each test target uses a different part of it
+#![allow(dead_code, unused_imports)] // each test target uses a different part of it
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 pub const FERRY: &str = env!("CARGO_BIN_EXE_ferry");
 
-/// The directory holding the `ferry` binary, where cargo also puts the workspace's plugins.
-pub fn target_dir() -> PathBuf {
-    Path::new(FERRY).parent().unwrap().to_path_buf()
-}
-
-/// Path of a workspace plugin, failing with what to run when it has not been built
-/// (`cargo test` does not build cdylibs; `cargo build --workspace` does).
-pub fn plugin_path(package: &str) -> PathBuf {
-    let path = target_dir().join(format!("lib{}.so", package.replace('-', "_")));
-    assert!(
-        path.is_file(),
-        "{} is missing: run `cargo build --workspace` (same profile) before the tests; \
-         `cargo test` alone does not build plugin libraries",
-        path.display()
-    );
-    path
-}
+/// Where the workspace's plugin libraries are (next to `ferry`), shared with other test targets.
+pub use test_support::plugin_path;
 
 pub struct Project {
     pub dir: tempfile::TempDir,
