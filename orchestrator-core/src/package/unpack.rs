@@ -25,7 +25,7 @@
 
 use std::collections::HashSet;
 use std::fs::{self, OpenOptions};
-use std::io::{self, BufReader, Read};
+use std::io::{self, BufReader, Read, Seek, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -178,8 +178,64 @@ pub fn unpack_file_with_limits(
     target: &Path,
     limits: UnpackLimits,
 ) -> Result<UnpackStats> {
-    let open = || -> io::Result<Box<dyn Read>> { Ok(Box::new(fs::File::open(archive)?)) };
-    unpack_with_limits(open, expected_digest, target, limits)
+    if !is_digest(expected_digest) {
+        return Err(UnpackError::InvalidDigest {
+            digest: expected_digest.to_string(),
+        });
+    }
+    // Pass 1 decompresses once, into a private temporary file beside the target, hashing as
+    // it goes; pass 2 extracts from that file (hashing again), so the archive is decompressed
+    // once instead of twice. Nothing from the archive is looked at before the digest matches.
+    let scratch_dir = target
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut tar = tempfile::tempfile_in(scratch_dir).map_err(|source| UnpackError::Target {
+        path: scratch_dir.to_path_buf(),
+        reason: format!("cannot create a temporary file for the decompressed package: {source}"),
+    })?;
+    let file = fs::File::open(archive).map_err(|source| UnpackError::Open { source })?;
+    let mut tap = Tap::new(decoder(file)?, limits.max_bytes);
+    copy_out(&mut tap, &mut tar, scratch_dir)?;
+    let actual = tap.digest();
+    if actual != expected_digest {
+        return Err(UnpackError::DigestMismatch {
+            expected: expected_digest.to_string(),
+            actual,
+        });
+    }
+    tar.seek(io::SeekFrom::Start(0))
+        .map_err(|source| UnpackError::Open { source })?;
+    let created = prepare_target(target)?;
+    let result = extract_tar(
+        io::BufReader::with_capacity(1 << 20, tar),
+        Some(expected_digest),
+        target,
+        limits,
+    );
+    if result.is_err() {
+        clean(target, created);
+    }
+    result
+}
+
+/// Like [`drain`], keeping what is read in `out`.
+fn copy_out<R: Read>(tap: &mut Tap<R>, out: &mut fs::File, dir: &Path) -> Result<()> {
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = match tap.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) if tap.over => return Err(UnpackError::TooLarge { limit: tap.limit }),
+            Err(source) => return Err(UnpackError::Corrupt { source }),
+        };
+        out.write_all(&buf[..n])
+            .map_err(|source| UnpackError::Target {
+                path: dir.to_path_buf(),
+                reason: format!("cannot write the decompressed package: {source}"),
+            })?;
+    }
 }
 
 /// The same from any reader factory (for tests/fuzzing): `open` is called once to verify the
@@ -453,7 +509,17 @@ fn extract<R: Read>(
     target: &Path,
     limits: UnpackLimits,
 ) -> Result<UnpackStats> {
-    let mut tap = Tap::new(decoder(reader)?, limits.max_bytes);
+    extract_tar(decoder(reader)?, expected, target, limits)
+}
+
+/// Extract from the decompressed tar stream.
+fn extract_tar<R: Read>(
+    tar: R,
+    expected: Option<&str>,
+    target: &Path,
+    limits: UnpackLimits,
+) -> Result<UnpackStats> {
+    let mut tap = Tap::new(tar, limits.max_bytes);
     let mut state = Extraction {
         root: target,
         limits,
