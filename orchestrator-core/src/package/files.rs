@@ -39,6 +39,10 @@ pub enum Error {
         source: ignore::Error,
     },
     #[error(
+        "include pattern `{pattern}` in ferry.toml leaves the project; use paths relative to the project root, without `..`"
+    )]
+    IncludeOutside { pattern: String },
+    #[error(
         "{path}: file names must be valid UTF-8 to be packaged; rename it or add it to .ferryignore"
     )]
     NotUtf8 { path: PathBuf },
@@ -137,6 +141,22 @@ pub fn select(root: &Path, include: &[String]) -> Result<Selection> {
     let walk = walker(root, root, true).build();
     collect(root, walk, &mut found, &mut selection, |_| true)?;
     if !include.is_empty() {
+        // Patterns name paths inside the project; anything else could ship files from
+        // elsewhere on the machine.
+        for pattern in include {
+            let escapes = pattern.starts_with('/')
+                || Path::new(pattern).components().any(|c| {
+                    matches!(
+                        c,
+                        Component::ParentDir | Component::RootDir | Component::Prefix(_)
+                    )
+                });
+            if escapes {
+                return Err(Error::IncludeOutside {
+                    pattern: pattern.clone(),
+                });
+            }
+        }
         // A directory (`data` or `data/`) means everything below it.
         let include: Vec<String> = include
             .iter()
@@ -217,7 +237,9 @@ fn collect(
             continue;
         }
         let absolute = entry.path().to_path_buf();
-        let relative_path = absolute.strip_prefix(root).unwrap_or(&absolute);
+        let Ok(relative_path) = absolute.strip_prefix(root) else {
+            continue;
+        };
         let relative = relative_string(relative_path)?;
         if found.contains_key(&relative) {
             continue;
@@ -432,6 +454,20 @@ mod tests {
                 "src/main.py"
             ]
         );
+    }
+
+    #[test]
+    fn include_patterns_cannot_leave_the_project() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("project");
+        write(&root, "a.txt", "a");
+        write(dir.path(), "secret.txt", "s");
+        for pattern in ["../secret.txt", "/etc/passwd", "data/../../secret.txt"] {
+            let error = select(&root, &[pattern.to_string()])
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains("leaves the project"), "{pattern}: {error}");
+        }
     }
 
     #[cfg(unix)]
