@@ -80,14 +80,16 @@ fn parse(config: &PluginConfig) -> Result<Parsed, PluginError> {
     let mut builder = GoogleCloudStorageBuilder::from_env();
     let mut bucket = None;
     let mut prefix = String::new();
+    // `url` first, so that explicit `bucket` and `prefix` refine it whatever the key order.
+    if let Some(url) = config.settings.get("url") {
+        let (b, p) = parse_bucket_url(&value_string("url", url)?, "gs")?;
+        bucket = Some(b);
+        prefix = p;
+    }
     for (key, value) in &config.settings {
         let text = value_string(key, value)?;
         match key.as_str() {
-            "url" => {
-                let (b, p) = parse_bucket_url(&text, "gs")?;
-                bucket = Some(b);
-                prefix = p;
-            }
+            "url" => {}
             "prefix" => prefix = text.trim_matches('/').to_string(),
             "max_retries" | "retry_timeout" => {}
             _ => {

@@ -97,6 +97,12 @@ fn parse(config: &PluginConfig) -> Result<Parsed, PluginError> {
     let mut builder = AmazonS3Builder::from_env();
     let mut bucket = None;
     let mut prefix = String::new();
+    // `url` first, so that explicit `bucket` and `prefix` refine it whatever the key order.
+    if let Some(url) = config.settings.get("url") {
+        let (b, p) = parse_bucket_url(&value_string("url", url)?, "s3")?;
+        bucket = Some(b);
+        prefix = p;
+    }
     let mut endpoint = std::env::var("AWS_ENDPOINT_URL")
         .or_else(|_| std::env::var("AWS_ENDPOINT"))
         .ok();
@@ -104,11 +110,7 @@ fn parse(config: &PluginConfig) -> Result<Parsed, PluginError> {
     for (key, value) in &config.settings {
         let text = value_string(key, value)?;
         match key.as_str() {
-            "url" => {
-                let (b, p) = parse_bucket_url(&text, "s3")?;
-                bucket = Some(b);
-                prefix = p;
-            }
+            "url" => {}
             "prefix" => prefix = text.trim_matches('/').to_string(),
             "max_retries" | "retry_timeout" => {}
             _ => {
@@ -161,6 +163,18 @@ fn parse(config: &PluginConfig) -> Result<Parsed, PluginError> {
     })
 }
 
+/// `http://user:pass@host:9000/x` → `http://host:9000/x`.
+fn without_userinfo(endpoint: &str) -> String {
+    let Some((scheme, rest)) = endpoint.split_once("://") else {
+        return endpoint.to_string();
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let host = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    format!("{scheme}://{host}{path}")
+}
+
 fn all_keys() -> Vec<(&'static str, &'static str)> {
     KEYS.iter().chain(RETRY_KEYS).copied().collect()
 }
@@ -193,7 +207,9 @@ impl ObjectStoreConfig for S3 {
             url.push_str(&parsed.prefix);
         }
         if let Some(endpoint) = &parsed.endpoint {
-            url.push_str(&format!(" at {endpoint}"));
+            // Shown to users: never with credentials embedded in the endpoint.
+            let shown = without_userinfo(endpoint);
+            url.push_str(&format!(" at {shown}"));
         }
         ObjectStoreBackend::new(Arc::new(store), &parsed.prefix, url)
     }
@@ -259,5 +275,16 @@ mod tests {
         .unwrap();
         assert_eq!(backend.url(), "s3://bucket/p at http://127.0.0.1:1");
         assert!(!backend.url().contains("very-secret-marker"));
+        let backend = S3::build(&config(serde_json::json!({
+            "url": "s3://bucket",
+            "prefix": "team/ferry",
+            "endpoint": "http://user:pass-marker@127.0.0.1:1",
+        })))
+        .unwrap();
+        assert_eq!(
+            backend.url(),
+            "s3://bucket/team/ferry at http://127.0.0.1:1",
+            "prefix refines url"
+        );
     }
 }

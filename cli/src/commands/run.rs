@@ -128,7 +128,7 @@ fn prepare(ctx: &Context, args: &PipelineArgs, no_cache: bool) -> Result<(RunPla
     })?;
     let stack = ctx.open_stack(args.stack.as_deref())?;
     let project_root = ctx.config.project_root.clone();
-    let digest = package::files::tree_digest(&project_root)
+    let digest = package::files::tree_digest(&project_root, &ctx.config.package.include)
         .with_context(|| format!("cannot read the project at {}", project_root.display()))?;
     let relative = |p: &Path| -> PathBuf {
         p.strip_prefix(&project_root)

@@ -28,6 +28,10 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    #[error(
+        "the package {path} is damaged (its content does not match digest {digest}); delete .ferry/packages and package again"
+    )]
+    Damaged { path: PathBuf, digest: String },
     #[error("{path} changed size while it was being packaged; run again once nothing writes to it")]
     Changed { path: PathBuf },
 }
@@ -222,4 +226,23 @@ fn append<W: Write>(builder: &mut tar::Builder<W>, file: &ProjectFile) -> Result
                 .map_err(write_error)
         }
     }
+}
+
+/// Check that the archive at `path` decompresses to a tar whose blake3 is `digest`.
+pub fn verify(path: &Path, digest: &str) -> Result<()> {
+    let damaged = || Error::Damaged {
+        path: path.to_path_buf(),
+        digest: digest.to_string(),
+    };
+    let file = File::open(path).map_err(|source| Error::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut decoder = zstd::Decoder::new(file).map_err(|_| damaged())?;
+    let mut hasher = blake3::Hasher::new();
+    io::copy(&mut decoder, &mut hasher).map_err(|_| damaged())?;
+    if hasher.finalize().to_hex().as_str() != digest {
+        return Err(damaged());
+    }
+    Ok(())
 }

@@ -244,6 +244,12 @@ fn collect(
         if found.contains_key(&relative) {
             continue;
         }
+        // The unpacker refuses backslashes (they are separators elsewhere): leave such files
+        // out with a warning here rather than fail on the remote machine.
+        if relative.contains('\\') {
+            selection.special.push(relative);
+            continue;
+        }
         if file_type.is_symlink() {
             let target = std::fs::read_link(&absolute).map_err(|source| Error::Read {
                 path: absolute.clone(),
@@ -337,10 +343,10 @@ fn is_executable(_metadata: &std::fs::Metadata) -> bool {
 
 /// blake3 over every project file's path, executable bit and content: equal trees give equal
 /// digests whatever their timestamps. Cheaper than building a package; used by local runs.
-pub fn tree_digest(root: &Path) -> Result<String> {
+pub fn tree_digest(root: &Path, include: &[String]) -> Result<String> {
     let mut tree = blake3::Hasher::new();
     let mut buffer = vec![0u8; 64 * 1024];
-    for file in select(root, &[])?.files {
+    for file in select(root, include)?.files {
         tree.update(&(file.relative.len() as u64).to_le_bytes());
         tree.update(file.relative.as_bytes());
         match &file.kind {
@@ -398,17 +404,17 @@ mod tests {
         write(root, "a.py", "print(1)");
         write(root, ".gitignore", "*.log\n");
         std::fs::create_dir_all(root.join(".ferry/artifacts")).unwrap();
-        let first = tree_digest(root).unwrap();
+        let first = tree_digest(root, &[]).unwrap();
         write(root, "noise.log", "x");
         write(root, ".ferry/artifacts/out", "x");
         assert_eq!(
-            tree_digest(root).unwrap(),
+            tree_digest(root, &[]).unwrap(),
             first,
             "ignored files changed the digest"
         );
         write(root, "a.py", "print(2)");
         assert_ne!(
-            tree_digest(root).unwrap(),
+            tree_digest(root, &[]).unwrap(),
             first,
             "a code change must change it"
         );

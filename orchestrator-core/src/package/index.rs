@@ -33,7 +33,17 @@ struct Entry {
     files: usize,
 }
 
-pub(super) fn fingerprint(selection: &Selection, config: &PackageConfig) -> String {
+/// Files changed this recently are not trusted to the index: a rewrite within the same
+/// timestamp tick after they were read would go unnoticed (git's "racy clean" problem).
+const RACY: i64 = 2;
+
+/// The tree's fingerprint, and whether it may be recorded (no file changed in the last
+/// moments).
+pub(super) fn fingerprint(selection: &Selection, config: &PackageConfig) -> (String, bool) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let mut settled = true;
     use std::os::unix::fs::MetadataExt;
     let mut hasher = blake3::Hasher::new();
     hasher.update(
@@ -52,6 +62,12 @@ pub(super) fn fingerprint(selection: &Selection, config: &PackageConfig) -> Stri
             }
             FileKind::File { size, executable } => {
                 let meta = std::fs::symlink_metadata(&file.absolute).ok();
+                if meta
+                    .as_ref()
+                    .is_none_or(|m| m.ctime().max(m.mtime()) >= now - RACY)
+                {
+                    settled = false;
+                }
                 let stamp = meta.map(|m| {
                     (
                         m.mtime(),
@@ -66,7 +82,7 @@ pub(super) fn fingerprint(selection: &Selection, config: &PackageConfig) -> Stri
         }
         hasher.update(b"\n");
     }
-    hasher.finalize().to_hex().to_string()
+    (hasher.finalize().to_hex().to_string(), settled)
 }
 
 fn read(cache_dir: &Path) -> Index {

@@ -106,7 +106,7 @@ fn compression(config: &PackageConfig) -> Compression {
 /// unchanged project then costs a directory walk, not a re-read of every file.
 pub fn build_cached(root: &Path, config: &PackageConfig, cache_dir: &Path) -> Result<Package> {
     let selection = files::select(root, &config.include)?;
-    let fingerprint = index::fingerprint(&selection, config);
+    let (fingerprint, settled) = index::fingerprint(&selection, config);
     if let Some(archive) = index::lookup(cache_dir, &fingerprint) {
         return finish(selection, archive, config);
     }
@@ -129,7 +129,9 @@ pub fn build_cached(root: &Path, config: &PackageConfig, cache_dir: &Path) -> Re
     })?;
     archive.path = path;
     let package = finish(selection, archive, config)?;
-    index::record(cache_dir, &fingerprint, &package.archive);
+    if settled {
+        index::record(cache_dir, &fingerprint, &package.archive);
+    }
     Ok(package)
 }
 
@@ -159,9 +161,12 @@ fn finish(selection: Selection, archive: Archive, config: &PackageConfig) -> Res
         ));
     }
     for special in &selection.special {
-        warnings.push(format!(
-            "left out {special}: sockets, FIFOs and devices cannot be packaged"
-        ));
+        let why = if special.contains('\\') {
+            "file names with a backslash cannot be unpacked safely everywhere"
+        } else {
+            "sockets, FIFOs and devices cannot be packaged"
+        };
+        warnings.push(format!("left out {special}: {why}"));
     }
     Ok(Package {
         archive,
@@ -196,6 +201,9 @@ pub fn upload(
     if store.head(&key).map_err(upload_error)?.is_some() {
         return Ok(Upload::Unchanged);
     }
+    // What goes up under a content address stays there: make sure it is what its name says
+    // (a cached package could have been damaged on disk since it was built).
+    archive::verify(&package.archive.path, &package.archive.digest)?;
     let info = store
         .put_file_with_progress(&key, &package.archive.path, progress)
         .map_err(upload_error)?;
@@ -390,8 +398,8 @@ mod tests {
             .mode();
         assert_eq!(mode & 0o777, 0o755);
         assert_eq!(
-            files::tree_digest(&target).unwrap(),
-            files::tree_digest(root.path()).unwrap()
+            files::tree_digest(&target, &[]).unwrap(),
+            files::tree_digest(root.path(), &[]).unwrap()
         );
     }
 
@@ -448,6 +456,9 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let cache = tempfile::tempdir().unwrap();
         sample_tree(root.path());
+        // Files changed in the last moments are not indexed (the racy-clean rule): let the
+        // tree settle first.
+        std::thread::sleep(std::time::Duration::from_millis(2100));
         let config = PackageConfig::default();
         let first = build_cached(root.path(), &config, cache.path()).unwrap();
         let built_at = std::fs::metadata(&first.archive.path)

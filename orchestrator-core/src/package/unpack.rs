@@ -190,10 +190,14 @@ pub fn unpack_file_with_limits(
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let mut tar = tempfile::tempfile_in(scratch_dir).map_err(|source| UnpackError::Target {
-        path: scratch_dir.to_path_buf(),
-        reason: format!("cannot create a temporary file for the decompressed package: {source}"),
-    })?;
+    let mut tar = fs::create_dir_all(scratch_dir)
+        .and_then(|()| tempfile::tempfile_in(scratch_dir))
+        .map_err(|source| UnpackError::Target {
+            path: scratch_dir.to_path_buf(),
+            reason: format!(
+                "cannot create a temporary file for the decompressed package: {source}"
+            ),
+        })?;
     let file = fs::File::open(archive).map_err(|source| UnpackError::Open { source })?;
     let mut tap = Tap::new(decoder(file)?, limits.max_bytes);
     copy_out(&mut tap, &mut tar, scratch_dir)?;

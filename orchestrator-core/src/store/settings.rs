@@ -12,8 +12,9 @@ pub fn value_string(key: &str, value: &serde_json::Value) -> Result<String, Plug
         serde_json::Value::String(s) => Ok(s.clone()),
         serde_json::Value::Bool(b) => Ok(b.to_string()),
         serde_json::Value::Number(n) => Ok(n.to_string()),
-        other => Err(PluginError::invalid_input(format!(
-            "setting `{key}` must be a string, number or boolean, found {other}"
+        // The value itself is not shown: it may hold a credential.
+        _ => Err(PluginError::invalid_input(format!(
+            "setting `{key}` must be a string, number or boolean"
         ))),
     }
 }
