@@ -35,14 +35,14 @@ struct Entry {
 
 /// Files changed this recently are not trusted to the index: a rewrite within the same
 /// timestamp tick after they were read would go unnoticed (git's "racy clean" problem).
-const RACY: i64 = 2;
+const RACY_NANOS: i128 = 2_000_000_000;
 
 /// The tree's fingerprint, and whether it may be recorded (no file changed in the last
 /// moments).
 pub(super) fn fingerprint(selection: &Selection, config: &PackageConfig) -> (String, bool) {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
+        .map_or(0, |d| d.as_nanos() as i128);
     let mut settled = true;
     use std::os::unix::fs::MetadataExt;
     let mut hasher = blake3::Hasher::new();
@@ -64,7 +64,7 @@ pub(super) fn fingerprint(selection: &Selection, config: &PackageConfig) -> (Str
                 let meta = std::fs::symlink_metadata(&file.absolute).ok();
                 if meta
                     .as_ref()
-                    .is_none_or(|m| m.ctime().max(m.mtime()) >= now - RACY)
+                    .is_none_or(|m| changed_at(m) > now - RACY_NANOS)
                 {
                     settled = false;
                 }
@@ -83,6 +83,14 @@ pub(super) fn fingerprint(selection: &Selection, config: &PackageConfig) -> (Str
         hasher.update(b"\n");
     }
     (hasher.finalize().to_hex().to_string(), settled)
+}
+
+/// The later of a file's modification and change times, in nanoseconds since the epoch.
+fn changed_at(meta: &std::fs::Metadata) -> i128 {
+    use std::os::unix::fs::MetadataExt;
+    let ctime = meta.ctime() as i128 * 1_000_000_000 + meta.ctime_nsec() as i128;
+    let mtime = meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128;
+    ctime.max(mtime)
 }
 
 fn read(cache_dir: &Path) -> Index {
