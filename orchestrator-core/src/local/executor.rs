@@ -133,14 +133,27 @@ async fn heartbeat(ctx: Arc<Context>) {
 }
 
 /// Ctrl-C (or SIGTERM) cancels the run gracefully; a second one exits at once.
-async fn cancel_on_signals(state: Arc<RunState>) {
+/// The handlers are installed here, before any step starts, so that a Ctrl-C arriving while
+/// the first step spins up is already a cancel and not the default "terminate ferry".
+fn cancel_on_signals(state: Arc<RunState>) -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut interrupt), Ok(mut terminate)) = (
+    let handlers = (
         signal(SignalKind::interrupt()),
         signal(SignalKind::terminate()),
-    ) else {
-        return;
-    };
+    );
+    async move {
+        let (Ok(interrupt), Ok(terminate)) = handlers else {
+            return;
+        };
+        watch_signals(state, interrupt, terminate).await;
+    }
+}
+
+async fn watch_signals(
+    state: Arc<RunState>,
+    mut interrupt: tokio::signal::unix::Signal,
+    mut terminate: tokio::signal::unix::Signal,
+) {
     let mut seen = 0;
     loop {
         tokio::select! {
