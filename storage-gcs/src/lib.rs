@@ -20,7 +20,7 @@ use orchestrator_core::store::object_store_backend::{
     ObjectStoreBackend, ObjectStoreConfig, ObjectStorePlugin,
 };
 use orchestrator_core::store::settings::{
-    RETRY_KEYS, RetrySettings, parse_bucket_url, unknown_key, value_string,
+    RetrySettings, bucket_url, parse_bucket_url, unknown_key, value_string, with_retry_keys,
 };
 
 const NAME: &str = "storage-gcs";
@@ -94,7 +94,7 @@ fn parse(config: &PluginConfig) -> Result<Parsed, PluginError> {
             "max_retries" | "retry_timeout" => {}
             _ => {
                 let parsed = GoogleConfigKey::from_str(key)
-                    .map_err(|_| unknown_key(NAME, key, &all_keys()))?;
+                    .map_err(|_| unknown_key(NAME, key, &with_retry_keys(KEYS)))?;
                 if parsed == GoogleConfigKey::Bucket {
                     bucket = Some(text.clone());
                 }
@@ -130,10 +130,6 @@ fn parse(config: &PluginConfig) -> Result<Parsed, PluginError> {
     })
 }
 
-fn all_keys() -> Vec<(&'static str, &'static str)> {
-    KEYS.iter().chain(RETRY_KEYS).copied().collect()
-}
-
 impl ObjectStoreConfig for Gcs {
     fn info() -> PluginInfo {
         PluginInfo {
@@ -156,11 +152,7 @@ impl ObjectStoreConfig for Gcs {
                 parsed.bucket
             ))
         })?;
-        let mut url = format!("gs://{}", parsed.bucket);
-        if !parsed.prefix.is_empty() {
-            url.push('/');
-            url.push_str(&parsed.prefix);
-        }
+        let url = bucket_url("gs", &parsed.bucket, &parsed.prefix);
         ObjectStoreBackend::new(Arc::new(store), &parsed.prefix, url)
     }
 }

@@ -17,7 +17,7 @@ use orchestrator_core::store::object_store_backend::{
     ObjectStoreBackend, ObjectStoreConfig, ObjectStorePlugin,
 };
 use orchestrator_core::store::settings::{
-    RETRY_KEYS, RetrySettings, parse_bucket_url, unknown_key, value_string,
+    RetrySettings, bucket_url, parse_bucket_url, unknown_key, value_string, with_retry_keys,
 };
 
 const NAME: &str = "storage-s3";
@@ -115,7 +115,7 @@ fn parse(config: &PluginConfig) -> Result<Parsed, PluginError> {
             "max_retries" | "retry_timeout" => {}
             _ => {
                 let parsed = AmazonS3ConfigKey::from_str(key)
-                    .map_err(|_| unknown_key(NAME, key, &all_keys()))?;
+                    .map_err(|_| unknown_key(NAME, key, &with_retry_keys(KEYS)))?;
                 match parsed {
                     AmazonS3ConfigKey::Bucket => bucket = Some(text.clone()),
                     AmazonS3ConfigKey::Endpoint => endpoint = Some(text.clone()),
@@ -175,10 +175,6 @@ fn without_userinfo(endpoint: &str) -> String {
     format!("{scheme}://{host}{path}")
 }
 
-fn all_keys() -> Vec<(&'static str, &'static str)> {
-    KEYS.iter().chain(RETRY_KEYS).copied().collect()
-}
-
 impl ObjectStoreConfig for S3 {
     fn info() -> PluginInfo {
         PluginInfo {
@@ -201,11 +197,7 @@ impl ObjectStoreConfig for S3 {
                 parsed.bucket
             ))
         })?;
-        let mut url = format!("s3://{}", parsed.bucket);
-        if !parsed.prefix.is_empty() {
-            url.push('/');
-            url.push_str(&parsed.prefix);
-        }
+        let mut url = bucket_url("s3", &parsed.bucket, &parsed.prefix);
         if let Some(endpoint) = &parsed.endpoint {
             // Shown to users: never with credentials embedded in the endpoint.
             let shown = without_userinfo(endpoint);

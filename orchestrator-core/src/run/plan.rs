@@ -12,7 +12,7 @@ use crate::pipeline::Pipeline;
 /// Which code a run uses.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CodeInfo {
-    /// blake3 digest of the project's files (see `code::tree_digest`).
+    /// blake3 digest of the project's files (see `package::files::tree_digest`).
     pub digest: Option<String>,
     /// The store key of the code package, for orchestrators that ship code elsewhere.
     pub package_key: Option<String>,

@@ -35,6 +35,20 @@ pub fn parse_bucket_url(url: &str, scheme: &str) -> Result<(String, String), Plu
     Ok((bucket.to_string(), prefix.trim_matches('/').to_string()))
 }
 
+/// The inverse of [`parse_bucket_url`], for the store's description: `s3://bucket/prefix`.
+pub fn bucket_url(scheme: &str, bucket: &str, prefix: &str) -> String {
+    if prefix.is_empty() {
+        format!("{scheme}://{bucket}")
+    } else {
+        format!("{scheme}://{bucket}/{prefix}")
+    }
+}
+
+/// A plugin's documented keys followed by the retry keys every object-store plugin takes.
+pub fn with_retry_keys(keys: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static str)> {
+    keys.iter().chain(RETRY_KEYS).copied().collect()
+}
+
 /// Retry settings shared by the object-store plugins.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetrySettings {
