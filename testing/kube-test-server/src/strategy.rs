@@ -183,7 +183,12 @@ pub fn prepare_for_create(resource: Resource, object: &mut Value) {
                 }
                 set_default(map, "completionMode", json!("NonIndexed"));
                 set_default(map, "suspend", json!(false));
-                set_default(map, "podReplacementPolicy", json!("TerminatingOrFailed"));
+                let replacement = if map.get("podFailurePolicy").is_some_and(|p| !p.is_null()) {
+                    "Failed"
+                } else {
+                    "TerminatingOrFailed"
+                };
+                set_default(map, "podReplacementPolicy", json!(replacement));
                 set_default(map, "manualSelector", Value::Null);
                 map.remove("manualSelector");
             }

@@ -344,7 +344,11 @@ async fn failed_pods_are_replaced_up_to_the_backoff_limit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watches_stream_changes_resume_from_a_version_and_follow_selectors() {
-    let h = start().await;
+    let h = support::start_with(|mut c| {
+        c.bookmark_interval = Duration::from_millis(200);
+        c
+    })
+    .await;
     let cms: Api<ConfigMap> = Api::default_namespaced(h.client.clone());
     let start_rv = cms
         .list(&ListParams::default())
@@ -401,8 +405,17 @@ async fn watches_stream_changes_resume_from_a_version_and_follow_selectors() {
         .try_collect()
         .await
         .unwrap();
+    let bookmarks = events
+        .iter()
+        .filter(|e| matches!(e, WatchEvent::Bookmark(_)))
+        .count();
+    assert!(
+        bookmarks >= 2,
+        "a 1 s watch with 200 ms bookmarks got {bookmarks}"
+    );
     let kinds: Vec<&str> = events
         .iter()
+        .filter(|e| !matches!(e, WatchEvent::Bookmark(_)))
         .map(|e| match e {
             WatchEvent::Added(_) => "ADDED",
             WatchEvent::Modified(_) => "MODIFIED",

@@ -327,3 +327,111 @@ async fn the_server_and_kubernetes_validate_agree_on_manifests() {
     );
     assert!(h.server.get(Resource::Job, "default", "policy").is_none());
 }
+
+/// The binary, as a test in another crate or a person would run it: it prints its URL and
+/// kubeconfig, takes faults through `/testserver/v1/`, and kills its pods when stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_serves_kubectl_takes_faults_over_http_and_stops_its_pods() {
+    use tokio::io::AsyncBufReadExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut server = tokio::process::Command::new(env!("CARGO_BIN_EXE_kube-test-server"))
+        .args(["--tls", "--data-dir"])
+        .arg(&data)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(server.stdout.take().unwrap()).lines();
+    let ready = tokio::time::timeout(WAIT, lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(
+        ready.starts_with("kube-test-server ready url=https://127.0.0.1:"),
+        "{ready}"
+    );
+    let kubeconfig = data.join("kubeconfig");
+    let run = |args: Vec<String>| {
+        let kubeconfig = kubeconfig.clone();
+        let home = dir.path().join("home");
+        async move {
+            tokio::process::Command::new(tool("kubectl"))
+                .args(&args)
+                .env("KUBECONFIG", kubeconfig)
+                .env("HOME", home)
+                .output()
+                .await
+                .unwrap()
+        }
+    };
+    let namespaces = run(vec!["get".into(), "namespaces".into()]).await;
+    assert!(String::from_utf8_lossy(&namespaces.stdout).contains("kube-system"));
+
+    let faults = write(
+        dir.path(),
+        "faults.json",
+        r#"{"imagePullFailures": ["registry.invalid/*"]}"#,
+    );
+    let replaced = run(vec![
+        "replace".into(),
+        "--raw".into(),
+        "/testserver/v1/faults".into(),
+        "-f".into(),
+        faults,
+    ])
+    .await;
+    assert!(
+        replaced.status.success(),
+        "{}",
+        String::from_utf8_lossy(&replaced.stderr)
+    );
+    let current = run(vec![
+        "get".into(),
+        "--raw".into(),
+        "/testserver/v1/faults".into(),
+    ])
+    .await;
+    assert!(String::from_utf8_lossy(&current.stdout).contains("registry.invalid/*"));
+
+    let marker = dir.path().join("alive");
+    let manifest = write(
+        dir.path(),
+        "job.yaml",
+        // `$$$$`: Kubernetes turns `$$` into `$` in commands, so this is the shell's `$$`.
+        &job_yaml(
+            "sleeper",
+            &format!("echo $$$$ > {}; exec sleep 60", marker.display()),
+            "",
+        ),
+    );
+    let created = run(vec!["create".into(), "-f".into(), manifest]).await;
+    assert!(created.status.success());
+    let pid: i32 = eventually("the pod process to start", WAIT, || {
+        std::fs::read_to_string(&marker)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+    })
+    .await;
+
+    // SIGTERM: the server stops and takes its pod processes with it.
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc_kill(server.id().unwrap() as i32, 15) };
+    let status = tokio::time::timeout(WAIT, server.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    eventually("the pod process to be gone", WAIT, || {
+        // SAFETY: signal 0 only checks for existence.
+        (unsafe { libc_kill(pid, 0) } != 0).then_some(())
+    })
+    .await;
+}
+
+unsafe extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, signal: i32) -> i32;
+}
