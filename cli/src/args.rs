@@ -80,6 +80,23 @@ pub enum Command {
     Plugins(PluginsCommand),
     /// Print shell completions
     Completions(CompletionsArgs),
+    /// Run inside a remote orchestrator's pod (started by ferry, not by people)
+    #[command(subcommand, hide = true)]
+    Agent(AgentCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AgentCommand {
+    /// Fetch the run's code package and run the plan in FERRY_AGENT_PLAN against the store in
+    /// FERRY_AGENT_STORE, reporting events as JSON lines on stdout
+    Run(AgentRunArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AgentRunArgs {
+    /// Run only this step (one Job per step)
+    #[arg(long)]
+    pub step: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -112,6 +129,10 @@ pub struct RunArgs {
     /// Run every step, even those with a cached result
     #[arg(long)]
     pub no_cache: bool,
+    /// Start the run and print its id without following it (remote stacks); reattach with
+    /// `ferry logs -f RUN` or `ferry runs show RUN`
+    #[arg(long)]
+    pub detach: bool,
 }
 
 #[derive(Debug, Args)]

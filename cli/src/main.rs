@@ -39,6 +39,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Completions(args) => return commands::completions::run(args),
         Command::Init(args) => return commands::init::run(&cli.global, args),
+        // The agent takes its store from the environment, not from any ferry.toml.
+        Command::Agent(command) => return commands::agent::run(&cli.global, command),
         _ => {}
     }
     let ctx = Context::load(&cli.global)?;
@@ -52,7 +54,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Artifacts(command) => commands::artifacts::run(&ctx, command),
         Command::Stack(command) => commands::stack::run(&ctx, command),
         Command::Plugins(command) => commands::plugins::run(&ctx, command),
-        Command::Completions(_) | Command::Init(_) => unreachable!("handled above"),
+        Command::Completions(_) | Command::Init(_) | Command::Agent(_) => {
+            unreachable!("handled above")
+        }
     }
 }
 

@@ -198,7 +198,7 @@ steps:
 "#,
     );
     let run = project.ferry(&["run"]);
-    run.failure(1);
+    run.failure(3); // the failed step's exit code
     let record = project.latest_record();
     assert_eq!(record["status"], "failed");
     assert_eq!(record["steps"]["broken"]["status"], "failed");

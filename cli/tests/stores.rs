@@ -8,18 +8,8 @@ mod support;
 
 use std::process::Command;
 
-use support::Project;
+use support::{Project, toml_table};
 use test_support::{gcs_settings, plugin_path, s3_settings, server_env, unique_prefix};
-
-fn toml_table(settings: &serde_json::Value) -> String {
-    let fields: Vec<String> = settings
-        .as_object()
-        .unwrap()
-        .iter()
-        .map(|(k, v)| format!("{k} = {v}"))
-        .collect();
-    format!("{{ {} }}", fields.join(", "))
-}
 
 fn interop(args: &[&str]) -> String {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/s3-interop.py");

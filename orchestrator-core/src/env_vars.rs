@@ -33,6 +33,13 @@ pub const FERRY_PARAM_PREFIX: &str = "FERRY_PARAM_";
 /// The project root: where ferry.toml is, or where the code package was unpacked.
 pub const FERRY_PROJECT_DIR: &str = "FERRY_PROJECT_DIR";
 
+/// `ferry agent run`: the run plan (JSON), set by the remote orchestrator that started the
+/// agent, from a ConfigMap.
+pub const FERRY_AGENT_PLAN: &str = "FERRY_AGENT_PLAN";
+/// `ferry agent run`: how to open the artifact store (JSON `{plugin, settings}`), from a
+/// Secret (or a ConfigMap when the store is reached by workload identity).
+pub const FERRY_AGENT_STORE: &str = "FERRY_AGENT_STORE";
+
 /// The name a per-step variable gets for a step or parameter name.
 pub fn env_suffix(name: &str) -> String {
     name.chars()

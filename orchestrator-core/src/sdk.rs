@@ -76,6 +76,22 @@ pub struct PluginConfig {
     /// The project's root directory, against which relative paths in settings resolve.
     #[serde(default)]
     pub project_root: Option<PathBuf>,
+    /// Orchestrators only: how to open the stack's artifact store, for agents that run steps
+    /// elsewhere and must reach the same store (credentials included, so an orchestrator must
+    /// only ever ship it inside a secret). Stores never receive it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<StoreConnection>,
+}
+
+/// How to open an artifact store somewhere else: the plugin name and its settings.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StoreConnection {
+    /// Plugin name as in a stack (`local`, `storage-s3`, ...).
+    pub plugin: String,
+    pub settings: serde_json::Map<String, serde_json::Value>,
+    /// The submitting machine's project root, for settings with relative paths.
+    #[serde(default)]
+    pub project_root: Option<PathBuf>,
 }
 
 impl PluginConfig {
@@ -84,6 +100,7 @@ impl PluginConfig {
             schema_version: JSON_SCHEMA_VERSION,
             settings,
             project_root: None,
+            store: None,
         }
     }
 

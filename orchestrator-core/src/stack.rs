@@ -110,6 +110,15 @@ fn plugin_config(config: &ComponentConfig, project_root: &Path) -> String {
         .to_json()
 }
 
+/// What an orchestrator's remote agents need to open the same store.
+pub fn store_connection(config: &ComponentConfig, project_root: &Path) -> sdk::StoreConnection {
+    sdk::StoreConnection {
+        plugin: config.plugin.clone(),
+        settings: config.settings.clone(),
+        project_root: Some(project_root.to_path_buf()),
+    }
+}
+
 /// Open the artifact store a component describes.
 pub fn open_store(
     config: &ComponentConfig,
@@ -134,10 +143,14 @@ pub fn open_orchestrator(
     config: &ComponentConfig,
     project_root: &Path,
     store: &Store,
+    store_connection: Option<sdk::StoreConnection>,
     search: &SearchPath,
 ) -> Result<(OrchestratorHandle, Origin)> {
     let (module, origin) = module_for("orchestrator", config, PluginKind::ORCHESTRATOR, search)?;
-    let json = plugin_config(config, project_root);
+    let mut plugin_config =
+        PluginConfig::new(config.settings.clone()).with_project_root(project_root);
+    plugin_config.store = store_connection;
+    let json = plugin_config.to_json();
     let inner = (module.new_orchestrator())(RStr::from(json.as_str()), store.as_abi())
         .into_result()
         .map_err(|source| Error::Settings {
@@ -181,8 +194,13 @@ impl Stack {
         search: &SearchPath,
     ) -> Result<Self> {
         let (store, store_origin) = open_store(&config.store, project_root, search)?;
-        let (orchestrator, orchestrator_origin) =
-            open_orchestrator(&config.orchestrator, project_root, &store, search)?;
+        let (orchestrator, orchestrator_origin) = open_orchestrator(
+            &config.orchestrator,
+            project_root,
+            &store,
+            Some(store_connection(&config.store, project_root)),
+            search,
+        )?;
         Ok(Self {
             name: name.to_string(),
             store,

@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod agent;
 pub mod artifacts;
 pub mod completions;
 pub mod init;

@@ -10,7 +10,7 @@ use console::Style;
 use orchestrator_core::abi::JSON_SCHEMA_VERSION;
 use orchestrator_core::package;
 use orchestrator_core::pipeline::Pipeline;
-use orchestrator_core::run::{CodeInfo, RunPlan, RunStatus, new_run_id};
+use orchestrator_core::run::{CodeInfo, RunPlan, RunRecord, RunStatus, StepStatus, new_run_id};
 use orchestrator_core::stack::Stack;
 
 use crate::args::{PipelineArgs, RenderArgs, RunArgs};
@@ -28,7 +28,7 @@ pub fn run(ctx: &Context, args: RunArgs) -> Result<ExitCode> {
         plan.code.package_key = Some(package.key());
     }
     let dim = Style::new().dim();
-    println!(
+    let header = format!(
         "{} {} {}",
         Style::new()
             .bold()
@@ -41,10 +41,26 @@ pub fn run(ctx: &Context, args: RunArgs) -> Result<ExitCode> {
             stack.store.url()
         )),
     );
+    // With --detach, stdout carries only the run id, for scripts.
+    if args.detach {
+        eprintln!("{header}");
+    } else {
+        println!("{header}");
+    }
     let run_id = stack
         .orchestrator
         .submit(&plan)
         .with_context(|| format!("cannot start pipeline `{}`", plan.pipeline.name))?;
+    if args.detach {
+        println!("{run_id}");
+        eprintln!(
+            "{}",
+            dim.apply_to(format!(
+                "detached; follow with `ferry logs -f {run_id}`, check with `ferry runs show {run_id}`"
+            ))
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     let mut display = RunDisplay::new(&plan);
     stack
         .orchestrator
@@ -58,15 +74,34 @@ pub fn run(ctx: &Context, args: RunArgs) -> Result<ExitCode> {
         .status(&run_id)
         .with_context(|| format!("cannot read the result of run {run_id}"))?;
     display.finish(&record);
-    Ok(match record.status {
+    Ok(exit_code(&record))
+}
+
+/// 0 for success, 130 for a cancelled run, else the exit code of the first step that failed
+/// with one (1 when none did, e.g. a step that timed out).
+pub fn exit_code(record: &RunRecord) -> ExitCode {
+    match record.status {
         RunStatus::Succeeded => ExitCode::SUCCESS,
         RunStatus::Cancelled => ExitCode::from(crate::EXIT_CANCELLED),
-        _ => ExitCode::FAILURE,
-    })
+        _ => record
+            .ordered_steps()
+            .into_iter()
+            .filter(|(_, step)| step.status == StepStatus::Failed)
+            .find_map(|(_, step)| step.exit_code)
+            .and_then(|code| u8::try_from(code).ok())
+            .filter(|code| *code != 0)
+            .map_or(ExitCode::FAILURE, ExitCode::from),
+    }
 }
 
 pub fn render(ctx: &Context, args: RenderArgs) -> Result<ExitCode> {
-    let (plan, stack) = prepare(ctx, &args.pipeline, false)?;
+    let (mut plan, stack) = prepare(ctx, &args.pipeline, false)?;
+    // What would be shipped is part of what would be created (nothing is uploaded).
+    if stack.orchestrator.wants_code_package() {
+        let package = crate::commands::package::build(ctx)?;
+        plan.code.digest = Some(package.archive.digest.clone());
+        plan.code.package_key = Some(package.key());
+    }
     let rendered = stack
         .orchestrator
         .render(&plan)

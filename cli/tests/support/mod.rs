@@ -147,3 +147,14 @@ pub fn process_alive(pid: i32) -> bool {
             .map(|s| s.split_whitespace().nth(2) == Some("Z"))
             .unwrap_or(true)
 }
+
+/// A flat JSON object as a TOML inline table (JSON strings and numbers are valid TOML).
+pub fn toml_table(settings: &serde_json::Value) -> String {
+    let fields: Vec<String> = settings
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| format!("{k} = {v}"))
+        .collect();
+    format!("{{ {} }}", fields.join(", "))
+}

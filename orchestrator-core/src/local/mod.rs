@@ -21,6 +21,20 @@ use crate::store::{Store, layout};
 use events::RunState;
 pub use settings::LocalSettings;
 
+/// Events of a run from the store alone (its record and step logs), for orchestrators whose
+/// runs happen elsewhere: with `follow`, polls the record until the run ends and delivers each
+/// step's log once the step has finished.
+pub fn stream_stored_run(
+    store: &Store,
+    run_id: &str,
+    step: Option<&str>,
+    follow: bool,
+    sink: &mut dyn FnMut(Event) -> bool,
+    read_record: impl Fn() -> Result<RunRecord, PluginError>,
+) -> Result<(), PluginError> {
+    events::stream_stored(store, run_id, step, follow, sink, read_record, |_, _| None)
+}
+
 /// The `local` orchestrator.
 pub struct LocalOrchestrator {
     store: Store,

@@ -5,14 +5,17 @@ use chrono::{DateTime, Utc};
 use super::{RunStatus, StepStatus};
 use crate::abi::{EventKind, RunEvent};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum LogStream {
     Stdout,
     Stderr,
 }
 
-/// Something that happened in a run.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Something that happened in a run. Its JSON form (one object per line, tagged by `event`) is
+/// how a remote agent reports to the machine that follows the run.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
     Log {
         step: String,

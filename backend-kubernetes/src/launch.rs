@@ -1,0 +1,198 @@
+//! Creating a run's objects: idempotent and retried, so that a lost reply or a flaky API
+//! server never leaves two Jobs for one run, nor a Job without its plan.
+//!
+//! Order: the Jobs are created suspended; the ConfigMap and Secret are created owned by the
+//! first Job (they go when it goes, so nothing is left behind); then the Jobs are resumed. A
+//! failure before the resume deletes what was created.
+
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::core::NamespaceResourceScope;
+use orchestrator_core::abi::{ErrorKind, PluginError};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::client::Connection;
+use crate::manifest::{RUN_LABEL, RunObjects};
+
+/// Attempts of one API call that fails transiently (5xx, 429, connection errors).
+const ATTEMPTS: u32 = 6;
+
+/// Whether an error is worth retrying: the server or the network failed, not the request.
+pub fn is_transient(error: &kube::Error) -> bool {
+    match error {
+        kube::Error::Api(status) => status.code >= 500 || status.code == 429,
+        kube::Error::HyperError(_) | kube::Error::Service(_) => true,
+        _ => false,
+    }
+}
+
+/// An API error as a plugin error, with what to do where ferry knows.
+pub fn api_error(what: &str, error: kube::Error) -> PluginError {
+    match &error {
+        kube::Error::Api(status) => {
+            let hint = match status.code {
+                401 => "; the kubeconfig's credentials were refused",
+                403 => {
+                    "; the kubeconfig's user lacks permission (it needs to create, watch and delete Jobs, Pods, ConfigMaps and Secrets in the namespace)"
+                }
+                404 if status.message.contains("namespaces") => {
+                    "; create the namespace or set `namespace` in the stack"
+                }
+                _ => "",
+            };
+            let kind = match status.code {
+                401 => ErrorKind::UNAUTHENTICATED,
+                403 => ErrorKind::PERMISSION_DENIED,
+                404 => ErrorKind::NOT_FOUND,
+                409 => ErrorKind::ALREADY_EXISTS,
+                400 | 422 => ErrorKind::INVALID_INPUT,
+                _ => ErrorKind::UNAVAILABLE,
+            };
+            PluginError::new(
+                kind,
+                format!(
+                    "kubernetes: {what}: {} ({}){hint}",
+                    status.message, status.code
+                ),
+            )
+        }
+        _ => PluginError::new(
+            ErrorKind::UNAVAILABLE,
+            format!("kubernetes: {what}: {error}"),
+        ),
+    }
+}
+
+/// Runs `call` until it succeeds or fails for a reason other than a transient one.
+pub async fn retry<T, F, Fut>(what: &str, mut call: F) -> Result<T, kube::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, kube::Error>>,
+{
+    let mut delay = Duration::from_millis(100);
+    for attempt in 1..=ATTEMPTS {
+        match call().await {
+            Err(error) if attempt < ATTEMPTS && is_transient(&error) => {
+                tracing::debug!(what, attempt, %error, "transient API error; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(3));
+            }
+            other => return other,
+        }
+    }
+    unreachable!("the last attempt returns")
+}
+
+/// Creates `object` unless the run already created it: a 409 for an object carrying this
+/// run's label is the reply to an earlier attempt that got lost.
+pub async fn create_idempotent<K>(api: &Api<K>, object: &K, run_id: &str) -> Result<K, PluginError>
+where
+    K: kube::Resource<Scope = NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Serialize
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    let name = object.meta().name.clone().unwrap_or_default();
+    let kind = K::kind(&K::DynamicType::default()).to_string();
+    let what = format!("creating {kind} {name}");
+    let params = PostParams::default();
+    match retry(&what, || api.create(&params, object)).await {
+        Ok(created) => Ok(created),
+        Err(kube::Error::Api(status)) if status.code == 409 => {
+            let existing = retry(&what, || api.get(&name))
+                .await
+                .map_err(|e| api_error(&what, e))?;
+            let owner = existing
+                .meta()
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(RUN_LABEL))
+                .cloned();
+            if owner.as_deref() == Some(run_id) {
+                Ok(existing)
+            } else {
+                Err(PluginError::new(
+                    ErrorKind::ALREADY_EXISTS,
+                    format!(
+                        "kubernetes: {kind} {name} already exists and belongs to {}; delete it or change `job_prefix`",
+                        owner
+                            .map(|r| format!("run {r}"))
+                            .unwrap_or_else(|| "something other than ferry".into())
+                    ),
+                ))
+            }
+        }
+        Err(error) => Err(api_error(&what, error)),
+    }
+}
+
+fn owner_reference(job: &k8s_openapi::api::batch::v1::Job) -> OwnerReference {
+    OwnerReference {
+        api_version: "batch/v1".into(),
+        kind: "Job".into(),
+        name: job.metadata.name.clone().unwrap_or_default(),
+        uid: job.metadata.uid.clone().unwrap_or_default(),
+        controller: Some(false),
+        block_owner_deletion: Some(false),
+    }
+}
+
+/// Creates every object of the run and starts its Jobs.
+pub async fn launch(
+    connection: &Connection,
+    objects: &RunObjects,
+    run_id: &str,
+) -> Result<(), PluginError> {
+    let ns = &objects.namespace;
+    let jobs: Api<k8s_openapi::api::batch::v1::Job> =
+        Api::namespaced(connection.client.clone(), ns);
+    let mut created = Vec::new();
+    let result = async {
+        for job in &objects.jobs {
+            created.push(create_idempotent(&jobs, job, run_id).await?);
+        }
+        let owner = owner_reference(&created[0]);
+        let mut config_map = objects.config_map.clone();
+        config_map.metadata.owner_references = Some(vec![owner.clone()]);
+        create_idempotent(
+            &Api::namespaced(connection.client.clone(), ns),
+            &config_map,
+            run_id,
+        )
+        .await?;
+        if let Some(secret) = &objects.secret {
+            let mut secret = secret.clone();
+            secret.metadata.owner_references = Some(vec![owner]);
+            create_idempotent(
+                &Api::namespaced(connection.client.clone(), ns),
+                &secret,
+                run_id,
+            )
+            .await?;
+        }
+        for job in &created {
+            let name = job.metadata.name.clone().unwrap_or_default();
+            let what = format!("starting Job {name}");
+            let resume = Patch::Merge(serde_json::json!({"spec": {"suspend": false}}));
+            let params = PatchParams::default();
+            retry(&what, || jobs.patch(&name, &params, &resume))
+                .await
+                .map_err(|e| api_error(&what, e))?;
+        }
+        Ok(())
+    }
+    .await;
+    if result.is_err() {
+        // Nothing half-made stays behind: the Jobs take their ConfigMap and Secret with them.
+        for job in &created {
+            let name = job.metadata.name.clone().unwrap_or_default();
+            let _ = jobs.delete(&name, &DeleteParams::background()).await;
+        }
+    }
+    result
+}

@@ -1,0 +1,388 @@
+//! The objects of a run, built by pure functions (the seed's `create_job_object`): one
+//! ConfigMap with the run plan, one Secret with the store's settings, and the Jobs.
+//!
+//! Nothing secret is ever a literal in a Job spec: the agent reads the plan and the store
+//! settings from environment variables that reference the ConfigMap and the Secret. Jobs are
+//! created suspended; the ConfigMap and Secret are then created with an owner reference to
+//! the first Job (so they go when it goes), and only then are the Jobs resumed.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use orchestrator_core::pipeline::Step;
+use orchestrator_core::run::RunPlan;
+use orchestrator_core::sdk::StoreConnection;
+use serde_json::{Value, json};
+
+use crate::names;
+use crate::settings::{Mode, Settings, StoreCredentials};
+
+pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+pub const RUN_LABEL: &str = "ferry.dev/run-id";
+pub const PIPELINE_LABEL: &str = "ferry.dev/pipeline";
+pub const STEP_LABEL: &str = "ferry.dev/step";
+/// Exact step and pipeline names (labels may only hold a sanitized form).
+pub const STEP_ANNOTATION: &str = "ferry.dev/step-name";
+pub const PIPELINE_ANNOTATION: &str = "ferry.dev/pipeline-name";
+pub const CODE_ANNOTATION: &str = "ferry.dev/code-digest";
+
+/// Keys in the ConfigMap and Secret, and the variables the agent reads them from.
+pub const PLAN_KEY: &str = "plan.json";
+pub const STORE_KEY: &str = "store.json";
+pub const PLAN_ENV: &str = orchestrator_core::env_vars::FERRY_AGENT_PLAN;
+pub const STORE_ENV: &str = orchestrator_core::env_vars::FERRY_AGENT_STORE;
+/// Where the agent unpacks the code inside the container.
+pub const WORK_DIR: &str = "/workspace";
+pub const CONTAINER: &str = "ferry";
+
+/// Everything `ferry run` creates for one run, in creation order.
+#[derive(Clone, Debug)]
+pub struct RunObjects {
+    pub namespace: String,
+    pub jobs: Vec<Job>,
+    pub config_map: ConfigMap,
+    pub secret: Option<Secret>,
+}
+
+impl RunObjects {
+    /// Every object as one multi-document YAML stream (`ferry render`). Secret values are
+    /// shown, since they only ever go inside Secret objects; render output is for the user.
+    pub fn to_yaml(&self) -> String {
+        let mut docs: Vec<Value> = Vec::new();
+        docs.push(serde_json::to_value(&self.config_map).expect("objects serialise"));
+        if let Some(secret) = &self.secret {
+            docs.push(serde_json::to_value(secret).expect("objects serialise"));
+        }
+        for job in &self.jobs {
+            docs.push(serde_json::to_value(job).expect("objects serialise"));
+        }
+        docs.iter()
+            .map(|d| {
+                format!(
+                    "---\n{}",
+                    serde_saphyr::to_string(d).expect("JSON values serialise as YAML")
+                )
+            })
+            .collect()
+    }
+}
+
+fn labels(settings: &Settings, plan: &RunPlan, step: Option<&str>) -> BTreeMap<String, String> {
+    let mut labels = settings.extra_labels.clone();
+    // ferry's own labels win: `runs cancel` and `kubectl get -l` rely on them.
+    labels.insert(MANAGED_BY.into(), "ferry".into());
+    labels.insert(RUN_LABEL.into(), names::label_value(&plan.run_id));
+    labels.insert(
+        PIPELINE_LABEL.into(),
+        names::label_value(&plan.pipeline.name),
+    );
+    if let Some(step) = step {
+        labels.insert(STEP_LABEL.into(), names::label_value(step));
+    }
+    labels
+}
+
+fn annotations(
+    settings: &Settings,
+    plan: &RunPlan,
+    step: Option<&str>,
+) -> BTreeMap<String, String> {
+    let mut annotations = settings.extra_annotations.clone();
+    annotations.insert(PIPELINE_ANNOTATION.into(), plan.pipeline.name.clone());
+    if let Some(step) = step {
+        annotations.insert(STEP_ANNOTATION.into(), step.to_string());
+    }
+    if let Some(digest) = &plan.code.digest {
+        annotations.insert(CODE_ANNOTATION.into(), digest.clone());
+    }
+    annotations
+}
+
+/// The per-run ConfigMap and Secret share the name of the run's first Job.
+pub fn config_name(settings: &Settings, plan: &RunPlan) -> String {
+    names::job_name(
+        &settings.job_prefix,
+        &plan.pipeline.name,
+        None,
+        &plan.run_id,
+    )
+}
+
+/// A step's resources over the stack's defaults (`cpu`/`memory` as requests and, for memory,
+/// also the limit: a step that asks for 2Gi is killed above 2Gi rather than starving others).
+fn resources(settings: &Settings, step: Option<&Step>) -> Value {
+    let mut resources = settings.resources.clone().unwrap_or_else(|| json!({}));
+    if let Some(step) = step {
+        let r = &step.resources;
+        if let Some(cpu) = &r.cpu {
+            resources["requests"]["cpu"] = json!(cpu);
+        }
+        if let Some(memory) = &r.memory {
+            resources["requests"]["memory"] = json!(memory);
+            resources["limits"]["memory"] = json!(memory);
+        }
+        if let Some(gpu) = r.gpu {
+            resources["limits"]["nvidia.com/gpu"] = json!(gpu.to_string());
+        }
+    }
+    resources
+}
+
+fn job(
+    settings: &Settings,
+    plan: &RunPlan,
+    namespace: &str,
+    step: Option<&Step>,
+    config: &str,
+) -> Job {
+    let step_name = step.map(|s| s.name.as_str());
+    let name = names::job_name(
+        &settings.job_prefix,
+        &plan.pipeline.name,
+        step_name,
+        &plan.run_id,
+    );
+    let labels = labels(settings, plan, step_name);
+    let annotations = annotations(settings, plan, step_name);
+    let mut env = vec![
+        json!({"name": PLAN_ENV, "valueFrom": {"configMapKeyRef": {"name": config, "key": PLAN_KEY}}}),
+    ];
+    // With workload identity the store's settings hold no credentials and travel in the
+    // ConfigMap; otherwise only ever in the Secret.
+    let store_source = match settings.store_credentials {
+        StoreCredentials::Secret => "secretKeyRef",
+        StoreCredentials::WorkloadIdentity => "configMapKeyRef",
+    };
+    env.push(
+        json!({"name": STORE_ENV, "valueFrom": {store_source: {"name": config, "key": STORE_KEY}}}),
+    );
+    for (key, value) in &settings.env {
+        env.push(json!({"name": key, "value": value}));
+    }
+    let mut args = vec!["agent".to_string(), "run".to_string()];
+    if let Some(step) = step_name {
+        args.push("--step".into());
+        args.push(step.to_string());
+    }
+    let mut container = json!({
+        "name": CONTAINER,
+        "image": settings.image,
+        "imagePullPolicy": settings.image_pull_policy.as_str(),
+        "command": ["ferry"],
+        "args": args,
+        "workingDir": WORK_DIR,
+        "env": env,
+        "resources": resources(settings, step),
+    });
+    if !settings.env_from_secrets.is_empty() {
+        container["envFrom"] = settings
+            .env_from_secrets
+            .iter()
+            .map(|s| json!({"secretRef": {"name": s}}))
+            .collect();
+    }
+    let mut pod_spec = json!({
+        "restartPolicy": "Never",
+        "containers": [container],
+    });
+    if let Some(sa) = &settings.service_account {
+        pod_spec["serviceAccountName"] = json!(sa);
+    }
+    if !settings.image_pull_secrets.is_empty() {
+        pod_spec["imagePullSecrets"] = settings
+            .image_pull_secrets
+            .iter()
+            .map(|s| json!({"name": s}))
+            .collect();
+    }
+    if !settings.node_selector.is_empty() {
+        pod_spec["nodeSelector"] = json!(settings.node_selector);
+    }
+    if let Some(t) = &settings.tolerations {
+        pod_spec["tolerations"] = t.clone();
+    }
+    if let Some(a) = &settings.affinity {
+        pod_spec["affinity"] = a.clone();
+    }
+    let mut spec = json!({
+        "suspend": true,
+        "backoffLimit": settings.backoff_limit,
+        "template": {
+            "metadata": { "labels": labels, "annotations": annotations },
+            "spec": pod_spec,
+        },
+    });
+    if let Some(ttl) = settings.ttl_seconds_after_finished {
+        spec["ttlSecondsAfterFinished"] = json!(ttl);
+    }
+    if let Some(deadline) = settings.active_deadline_seconds {
+        spec["activeDeadlineSeconds"] = json!(deadline);
+    }
+    let job = json!({
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": { "name": name, "namespace": namespace, "labels": labels, "annotations": annotations },
+        "spec": spec,
+    });
+    serde_json::from_value(job).expect("the Job literal has the Job shape")
+}
+
+/// All objects of a run.
+pub fn run_objects(
+    settings: &Settings,
+    plan: &RunPlan,
+    namespace: &str,
+    store: &StoreConnection,
+) -> RunObjects {
+    let config = config_name(settings, plan);
+    let labels = labels(settings, plan, None);
+    let annotations = annotations(settings, plan, None);
+    let jobs = match settings.mode {
+        Mode::Pipeline => vec![job(settings, plan, namespace, None, &config)],
+        Mode::Steps => plan
+            .pipeline
+            .steps
+            .iter()
+            .map(|step| job(settings, plan, namespace, Some(step), &config))
+            .collect(),
+    };
+    let metadata = json!({ "name": config, "namespace": namespace, "labels": labels, "annotations": annotations });
+    let store_json = serde_json::to_string(store).expect("settings serialise");
+    let mut data = json!({ PLAN_KEY: plan.to_json() });
+    if settings.store_credentials == StoreCredentials::WorkloadIdentity {
+        data[STORE_KEY] = json!(store_json);
+    }
+    let config_map = serde_json::from_value(json!({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": metadata,
+        "data": data,
+    }))
+    .expect("the ConfigMap literal has the ConfigMap shape");
+    let secret = match settings.store_credentials {
+        StoreCredentials::Secret => Some(
+            serde_json::from_value(json!({
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": metadata,
+                "type": "Opaque",
+                "stringData": { STORE_KEY: store_json },
+            }))
+            .expect("the Secret literal has the Secret shape"),
+        ),
+        StoreCredentials::WorkloadIdentity => None,
+    };
+    RunObjects {
+        namespace: namespace.to_string(),
+        jobs,
+        config_map,
+        secret,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use orchestrator_core::pipeline::Pipeline;
+
+    pub(crate) fn plan() -> RunPlan {
+        let pipeline = Pipeline::from_yaml_str(
+            "name: hello\nsteps:\n  greet:\n    run: echo hi\n  train_model-2:\n    run: echo train\n    needs: [greet]\n    resources: {cpu: \"2\", memory: 1Gi, gpu: 1}\n",
+            None,
+        )
+        .unwrap();
+        RunPlan {
+            schema_version: 1,
+            run_id: "20261127-101010-000-abcdef".into(),
+            pipeline,
+            pipeline_file: "pipeline.yaml".into(),
+            params: BTreeMap::new(),
+            project_root: "/project".into(),
+            working_dir: "".into(),
+            stack: "k8s".into(),
+            code: orchestrator_core::run::CodeInfo {
+                digest: Some("d1g".into()),
+                package_key: Some("packages/d1g.tar.zst".into()),
+            },
+            no_cache: false,
+            created_at: chrono::Utc::now(),
+        }
+    }
+
+    fn store() -> StoreConnection {
+        StoreConnection {
+            plugin: "s3".into(),
+            settings: json!({"bucket": "b", "secret_access_key": "MARKER-SECRET"})
+                .as_object()
+                .unwrap()
+                .clone(),
+            project_root: None,
+        }
+    }
+
+    #[test]
+    fn secrets_only_ever_sit_in_the_secret() {
+        let objects = run_objects(&Settings::default(), &plan(), "ml", &store());
+        for job in &objects.jobs {
+            let text = serde_json::to_string(job).unwrap();
+            assert!(!text.contains("MARKER-SECRET"), "{text}");
+        }
+        assert!(
+            !serde_json::to_string(&objects.config_map)
+                .unwrap()
+                .contains("MARKER-SECRET")
+        );
+        let secret = serde_json::to_string(objects.secret.as_ref().unwrap()).unwrap();
+        assert!(secret.contains("MARKER-SECRET"));
+        let env = serde_json::to_value(&objects.jobs[0]).unwrap()["spec"]["template"]["spec"]["containers"][0]["env"].clone();
+        assert_eq!(env[1]["valueFrom"]["secretKeyRef"]["key"], STORE_KEY);
+    }
+
+    #[test]
+    fn ferry_labels_win_over_extra_labels_and_names_fit() {
+        let mut settings = Settings {
+            mode: Mode::Steps,
+            store_credentials: StoreCredentials::WorkloadIdentity,
+            ..Settings::default()
+        };
+        settings
+            .extra_labels
+            .insert(RUN_LABEL.into(), "spoofed".into());
+        settings.extra_labels.insert("team".into(), "ml".into());
+        let objects = run_objects(&settings, &plan(), "ml", &store());
+        assert_eq!(objects.jobs.len(), 2);
+        assert!(objects.secret.is_none());
+        for job in &objects.jobs {
+            let labels = job.metadata.labels.as_ref().unwrap();
+            assert_eq!(labels[RUN_LABEL], "20261127-101010-000-abcdef");
+            assert_eq!(labels["team"], "ml");
+            let name = job.metadata.name.as_deref().unwrap();
+            names::check_dns_label(name).unwrap();
+            let spec = job.spec.as_ref().unwrap();
+            assert_eq!(spec.suspend, Some(true));
+            assert_eq!(
+                spec.template
+                    .spec
+                    .as_ref()
+                    .unwrap()
+                    .restart_policy
+                    .as_deref(),
+                Some("Never")
+            );
+        }
+        let train = serde_json::to_value(&objects.jobs[1]).unwrap();
+        assert_eq!(
+            train["metadata"]["annotations"][STEP_ANNOTATION],
+            "train_model-2"
+        );
+        let resources = &train["spec"]["template"]["spec"]["containers"][0]["resources"];
+        assert_eq!(resources["requests"]["cpu"], "2");
+        assert_eq!(resources["limits"]["memory"], "1Gi");
+        assert_eq!(resources["limits"]["nvidia.com/gpu"], "1");
+        assert_eq!(
+            train["spec"]["template"]["spec"]["containers"][0]["args"],
+            json!(["agent", "run", "--step", "train_model-2"])
+        );
+    }
+}

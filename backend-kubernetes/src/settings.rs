@@ -1,0 +1,441 @@
+//! The stack settings of the Kubernetes orchestrator: the seed's (ZenML) settings with the same
+//! meaning, plus what its users asked for. Parsed and checked once, when the stack opens.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use orchestrator_core::abi::PluginError;
+use orchestrator_core::sdk::PluginConfig;
+use orchestrator_core::store::settings::{unknown_key, value_string};
+use serde_json::Value;
+
+use crate::names;
+
+pub const NAME: &str = "kubernetes";
+
+/// The documented keys; `kubernetes_config_path` (the seed's name) is an alias of `kubeconfig`.
+pub const KEYS: &[(&str, &str)] = &[
+    (
+        "image",
+        "container image with ferry and its plugins (default: the runtime image of this ferry version)",
+    ),
+    ("job_prefix", "prefix of Job names (default \"ferry-\")"),
+    (
+        "extra_labels",
+        "labels added to every object, e.g. { team = \"ml\" }",
+    ),
+    ("extra_annotations", "annotations added to every object"),
+    (
+        "namespace",
+        "namespace of the run's objects (default: the kubeconfig context's, else \"default\")",
+    ),
+    (
+        "image_pull_policy",
+        "Always | Never | IfNotPresent (default IfNotPresent)",
+    ),
+    (
+        "kubeconfig",
+        "kubeconfig file (alias: kubernetes_config_path; default $KUBECONFIG, then ~/.kube/config, then in-cluster)",
+    ),
+    (
+        "context",
+        "kubeconfig context (default: the current context)",
+    ),
+    ("service_account", "service account of the pods"),
+    (
+        "image_pull_secrets",
+        "names of Secrets for pulling the image, e.g. [\"regcred\"]",
+    ),
+    (
+        "node_selector",
+        "node labels the pods require, e.g. { \"cloud.google.com/gke-nodepool\" = \"gpu\" }",
+    ),
+    ("tolerations", "pod tolerations, as in a pod spec"),
+    ("affinity", "pod affinity, as in a pod spec"),
+    (
+        "resources",
+        "default container resources, e.g. { requests = { cpu = \"1\", memory = \"2Gi\" } }; a step's own resources override",
+    ),
+    (
+        "env",
+        "extra environment variables of the pods, e.g. { LOG_LEVEL = \"debug\" }",
+    ),
+    (
+        "env_from_secrets",
+        "names of Secrets whose keys become environment variables",
+    ),
+    (
+        "ttl_seconds_after_finished",
+        "delete finished Jobs (and their pods) after this many seconds (default 3600)",
+    ),
+    (
+        "active_deadline_seconds",
+        "fail a Job that runs longer than this",
+    ),
+    (
+        "backoff_limit",
+        "pod retries per Job (default 0: ferry retries steps itself)",
+    ),
+    (
+        "pending_timeout",
+        "fail a run whose pod stays unschedulable this long, e.g. \"10m\" (default 10m)",
+    ),
+    (
+        "mode",
+        "pipeline (one Job runs the whole pipeline) | steps (one Job per step)",
+    ),
+    (
+        "max_parallel_steps",
+        "steps mode: Jobs running at once (default 16)",
+    ),
+    (
+        "store_credentials",
+        "secret (default: the store's settings travel in a per-run Secret) | workload-identity (nothing is shipped; the pod's identity reaches the store)",
+    ),
+];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PullPolicy {
+    Always,
+    Never,
+    IfNotPresent,
+}
+
+impl PullPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PullPolicy::Always => "Always",
+            PullPolicy::Never => "Never",
+            PullPolicy::IfNotPresent => "IfNotPresent",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// One Job runs the whole pipeline, as the seed did.
+    Pipeline,
+    /// One Job per step, in DAG order.
+    Steps,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoreCredentials {
+    Secret,
+    WorkloadIdentity,
+}
+
+/// Validated settings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Settings {
+    pub image: String,
+    pub job_prefix: String,
+    pub extra_labels: BTreeMap<String, String>,
+    pub extra_annotations: BTreeMap<String, String>,
+    pub namespace: Option<String>,
+    pub image_pull_policy: PullPolicy,
+    pub kubeconfig: Option<PathBuf>,
+    pub context: Option<String>,
+    pub service_account: Option<String>,
+    pub image_pull_secrets: Vec<String>,
+    pub node_selector: BTreeMap<String, String>,
+    pub tolerations: Option<Value>,
+    pub affinity: Option<Value>,
+    pub resources: Option<Value>,
+    pub env: BTreeMap<String, String>,
+    pub env_from_secrets: Vec<String>,
+    pub ttl_seconds_after_finished: Option<i64>,
+    pub active_deadline_seconds: Option<i64>,
+    pub backoff_limit: i32,
+    pub pending_timeout: Duration,
+    pub mode: Mode,
+    pub max_parallel_steps: usize,
+    pub store_credentials: StoreCredentials,
+}
+
+/// The runtime image of this ferry version (see the Dockerfile at the repository root).
+pub fn default_image() -> String {
+    format!("ghcr.io/ferry-dev/ferry:{}", env!("CARGO_PKG_VERSION"))
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            image: default_image(),
+            job_prefix: "ferry-".into(),
+            extra_labels: BTreeMap::new(),
+            extra_annotations: BTreeMap::new(),
+            namespace: None,
+            image_pull_policy: PullPolicy::IfNotPresent,
+            kubeconfig: None,
+            context: None,
+            service_account: None,
+            image_pull_secrets: Vec::new(),
+            node_selector: BTreeMap::new(),
+            tolerations: None,
+            affinity: None,
+            resources: None,
+            env: BTreeMap::new(),
+            env_from_secrets: Vec::new(),
+            ttl_seconds_after_finished: Some(3600),
+            active_deadline_seconds: None,
+            backoff_limit: 0,
+            pending_timeout: Duration::from_secs(600),
+            mode: Mode::Pipeline,
+            max_parallel_steps: 16,
+            store_credentials: StoreCredentials::Secret,
+        }
+    }
+}
+
+fn invalid(key: &str, why: impl std::fmt::Display) -> PluginError {
+    PluginError::invalid_input(format!("{NAME}: setting `{key}`: {why}"))
+}
+
+fn string_map(key: &str, value: &Value) -> Result<BTreeMap<String, String>, PluginError> {
+    let map = value
+        .as_object()
+        .ok_or_else(|| invalid(key, "expected a table of names to strings"))?;
+    map.iter()
+        .map(|(k, v)| Ok((k.clone(), value_string(&format!("{key}.{k}"), v)?)))
+        .collect()
+}
+
+fn string_list(key: &str, value: &Value) -> Result<Vec<String>, PluginError> {
+    let list = value
+        .as_array()
+        .ok_or_else(|| invalid(key, "expected a list of names"))?;
+    list.iter()
+        .enumerate()
+        .map(|(i, v)| value_string(&format!("{key}[{i}]"), v))
+        .collect()
+}
+
+fn integer(key: &str, value: &Value, min: i64) -> Result<i64, PluginError> {
+    let n = match value {
+        Value::Number(n) => n.as_i64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+    .ok_or_else(|| invalid(key, "expected a whole number"))?;
+    if n < min {
+        return Err(invalid(key, format!("must be at least {min}, got {n}")));
+    }
+    Ok(n)
+}
+
+impl Settings {
+    pub fn from_config(config: &PluginConfig) -> Result<Self, PluginError> {
+        let mut s = Settings::default();
+        for (key, value) in &config.settings {
+            match key.as_str() {
+                "image" => s.image = value_string(key, value)?,
+                "job_prefix" => s.job_prefix = value_string(key, value)?,
+                "extra_labels" => s.extra_labels = string_map(key, value)?,
+                "extra_annotations" => s.extra_annotations = string_map(key, value)?,
+                "namespace" => s.namespace = Some(value_string(key, value)?),
+                "image_pull_policy" => {
+                    s.image_pull_policy = match value_string(key, value)?.as_str() {
+                        "Always" => PullPolicy::Always,
+                        "Never" => PullPolicy::Never,
+                        "IfNotPresent" => PullPolicy::IfNotPresent,
+                        other => {
+                            return Err(invalid(
+                                key,
+                                format!(
+                                    "`{other}` is not a pull policy; use Always, Never or IfNotPresent"
+                                ),
+                            ));
+                        }
+                    }
+                }
+                "kubeconfig" | "kubernetes_config_path" => {
+                    let path = PathBuf::from(value_string(key, value)?);
+                    s.kubeconfig = Some(match (&config.project_root, path.is_relative()) {
+                        (Some(root), true) => root.join(path),
+                        _ => path,
+                    });
+                }
+                "context" => s.context = Some(value_string(key, value)?),
+                "service_account" => s.service_account = Some(value_string(key, value)?),
+                "image_pull_secrets" => s.image_pull_secrets = string_list(key, value)?,
+                "node_selector" => s.node_selector = string_map(key, value)?,
+                "tolerations" => s.tolerations = Some(value.clone()),
+                "affinity" => s.affinity = Some(value.clone()),
+                "resources" => s.resources = Some(value.clone()),
+                "env" => s.env = string_map(key, value)?,
+                "env_from_secrets" => s.env_from_secrets = string_list(key, value)?,
+                "ttl_seconds_after_finished" => {
+                    s.ttl_seconds_after_finished = Some(integer(key, value, 0)?)
+                }
+                "active_deadline_seconds" => {
+                    s.active_deadline_seconds = Some(integer(key, value, 1)?)
+                }
+                "backoff_limit" => {
+                    s.backoff_limit = integer(key, value, 0)?.min(i64::from(i32::MAX)) as i32
+                }
+                "pending_timeout" => {
+                    let text = value_string(key, value)?;
+                    s.pending_timeout = humantime::parse_duration(&text).map_err(|e| {
+                        invalid(
+                            key,
+                            format!("`{text}` is not a duration ({e}); write e.g. \"10m\""),
+                        )
+                    })?;
+                }
+                "mode" => {
+                    s.mode = match value_string(key, value)?.as_str() {
+                        "pipeline" => Mode::Pipeline,
+                        "steps" => Mode::Steps,
+                        other => {
+                            return Err(invalid(
+                                key,
+                                format!("`{other}` is not a mode; use pipeline or steps"),
+                            ));
+                        }
+                    }
+                }
+                "max_parallel_steps" => s.max_parallel_steps = integer(key, value, 1)? as usize,
+                "store_credentials" => {
+                    s.store_credentials = match value_string(key, value)?.as_str() {
+                        "secret" => StoreCredentials::Secret,
+                        "workload-identity" => StoreCredentials::WorkloadIdentity,
+                        other => {
+                            return Err(invalid(
+                                key,
+                                format!(
+                                    "`{other}` is not supported; use secret or workload-identity"
+                                ),
+                            ));
+                        }
+                    }
+                }
+                other => return Err(unknown_key(NAME, other, KEYS)),
+            }
+        }
+        s.check()?;
+        Ok(s)
+    }
+
+    /// Checks what the API server would refuse later, so that a typo fails at once with the
+    /// setting's name rather than as a 422 in the middle of a run.
+    fn check(&self) -> Result<(), PluginError> {
+        if self.image.trim().is_empty() {
+            return Err(invalid("image", "must not be empty"));
+        }
+        names::check_prefix(&self.job_prefix).map_err(|why| invalid("job_prefix", why))?;
+        for (key, value) in &self.extra_labels {
+            names::check_label(key, value).map_err(|why| invalid("extra_labels", why))?;
+        }
+        for key in self.extra_annotations.keys() {
+            names::check_qualified_name(key)
+                .map_err(|why| invalid("extra_annotations", format!("key `{key}`: {why}")))?;
+        }
+        for (key, value) in &self.node_selector {
+            names::check_label(key, value).map_err(|why| invalid("node_selector", why))?;
+        }
+        if let Some(ns) = &self.namespace {
+            names::check_dns_label(ns)
+                .map_err(|why| invalid("namespace", format!("`{ns}`: {why}")))?;
+        }
+        if let Some(sa) = &self.service_account {
+            names::check_dns_subdomain(sa)
+                .map_err(|why| invalid("service_account", format!("`{sa}`: {why}")))?;
+        }
+        for secret in self.image_pull_secrets.iter().chain(&self.env_from_secrets) {
+            names::check_dns_subdomain(secret).map_err(|why| {
+                invalid(
+                    "image_pull_secrets / env_from_secrets",
+                    format!("`{secret}`: {why}"),
+                )
+            })?;
+        }
+        for name in self.env.keys() {
+            names::check_env_name(name)
+                .map_err(|why| invalid("env", format!("`{name}`: {why}")))?;
+        }
+        if let Some(t) = &self.tolerations
+            && !t.is_array()
+        {
+            return Err(invalid("tolerations", "expected a list of tolerations"));
+        }
+        for (key, value) in [("affinity", &self.affinity), ("resources", &self.resources)] {
+            if let Some(v) = value
+                && !v.is_object()
+            {
+                return Err(invalid(key, "expected a table"));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parse(settings: Value) -> Result<Settings, PluginError> {
+        let mut config = PluginConfig::new(settings.as_object().unwrap().clone());
+        config.project_root = Some(PathBuf::from("/project"));
+        Settings::from_config(&config)
+    }
+
+    #[test]
+    fn seed_settings_keep_their_meaning() {
+        let s = parse(json!({
+            "image": "registry.example/ferry:1",
+            "job_prefix": "train-",
+            "extra_labels": {"team": "ml"},
+            "extra_annotations": {"example.com/owner": "ana"},
+            "namespace": "ml",
+            "image_pull_policy": "Always",
+            "kubernetes_config_path": "kube/config",
+        }))
+        .unwrap();
+        assert_eq!(s.image, "registry.example/ferry:1");
+        assert_eq!(s.job_prefix, "train-");
+        assert_eq!(s.extra_labels["team"], "ml");
+        assert_eq!(s.namespace.as_deref(), Some("ml"));
+        assert_eq!(s.image_pull_policy, PullPolicy::Always);
+        assert_eq!(s.kubeconfig, Some(PathBuf::from("/project/kube/config")));
+    }
+
+    #[test]
+    fn defaults_are_safe() {
+        let s = parse(json!({})).unwrap();
+        assert_eq!(s.image_pull_policy, PullPolicy::IfNotPresent);
+        assert_eq!(s.job_prefix, "ferry-");
+        assert_eq!(s.mode, Mode::Pipeline);
+        assert_eq!(s.ttl_seconds_after_finished, Some(3600));
+        assert!(s.image.ends_with(env!("CARGO_PKG_VERSION")));
+    }
+
+    #[test]
+    fn bad_values_name_the_setting() {
+        let cases = [
+            (
+                json!({"image_pull_policy": "Sometimes"}),
+                "setting `image_pull_policy`: `Sometimes` is not a pull policy",
+            ),
+            (json!({"job_prefix": "Train_"}), "setting `job_prefix`"),
+            (
+                json!({"extra_labels": {"bad key!": "x"}}),
+                "setting `extra_labels`",
+            ),
+            (json!({"namespace": "ML"}), "setting `namespace`: `ML`"),
+            (json!({"mode": "dag"}), "`dag` is not a mode"),
+            (
+                json!({"pending_timeout": "soon"}),
+                "`soon` is not a duration",
+            ),
+            (json!({"backoff_limit": -1}), "must be at least 0"),
+            (json!({"image_pul_policy": "Always"}), "image_pull_policy"),
+        ];
+        for (settings, expected) in cases {
+            let error = parse(settings.clone()).unwrap_err().to_string();
+            assert!(error.contains(expected), "{settings}: {error}");
+        }
+    }
+}

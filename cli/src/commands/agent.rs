@@ -1,0 +1,111 @@
+//! `ferry agent run`: what a remote orchestrator's pod runs. It opens the stack's store from
+//! `FERRY_AGENT_STORE`, fetches the code package the plan names, verifies and unpacks it, runs
+//! the pipeline with the local orchestrator against that store, and reports every event as
+//! one JSON object per line on stdout (the machine that follows the run reads them from the
+//! pod log). Diagnostics go to stderr. The exit code is the failed step's, like `ferry run`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context as _, Result, bail};
+use orchestrator_core::config::ComponentConfig;
+use orchestrator_core::env_vars::{FERRY_AGENT_PLAN, FERRY_AGENT_STORE, FERRY_PLUGIN_PATH};
+use orchestrator_core::loader::SearchPath;
+use orchestrator_core::local::LocalOrchestrator;
+use orchestrator_core::package::unpack::unpack_file;
+use orchestrator_core::run::RunPlan;
+use orchestrator_core::sdk::{OrchestratorPlugin as _, PluginConfig, StoreConnection};
+use orchestrator_core::stack;
+
+use crate::args::{AgentCommand, GlobalArgs};
+
+pub fn run(global: &GlobalArgs, command: AgentCommand) -> Result<ExitCode> {
+    match command {
+        AgentCommand::Run(args) => run_plan(global, args.step),
+    }
+}
+
+fn env_json(name: &str) -> Result<String> {
+    std::env::var(name).with_context(|| {
+        format!("{name} is not set: `ferry agent` runs inside a pod started by a remote orchestrator, which sets it")
+    })
+}
+
+fn run_plan(global: &GlobalArgs, step: Option<String>) -> Result<ExitCode> {
+    if step.is_some() {
+        bail!("`ferry agent run --step` (one Job per step) is not available in this ferry yet");
+    }
+    let mut plan =
+        RunPlan::from_json(&env_json(FERRY_AGENT_PLAN)?).context("reading the run plan")?;
+    let connection: StoreConnection = serde_json::from_str(&env_json(FERRY_AGENT_STORE)?)
+        .context("reading the store settings")?;
+    let cwd = std::env::current_dir().context("reading the working directory")?;
+    let search = SearchPath::standard(
+        &global.plugin_dirs,
+        std::env::var(FERRY_PLUGIN_PATH).ok().as_deref(),
+        &[],
+    );
+    let component = ComponentConfig {
+        plugin: connection.plugin.clone(),
+        settings: connection.settings.clone(),
+    };
+    let settings_root = connection
+        .project_root
+        .clone()
+        .unwrap_or_else(|| cwd.clone());
+    let (store, _) = stack::open_store(&component, &settings_root, &search).with_context(|| {
+        format!(
+            "opening the artifact store (plugin `{}`)",
+            connection.plugin
+        )
+    })?;
+
+    let key = plan
+        .code
+        .package_key
+        .clone()
+        .context("the run plan names no code package")?;
+    let digest = plan
+        .code
+        .digest
+        .clone()
+        .context("the run plan has no code digest")?;
+    let archive = cwd.join(".ferry-package.tar.zst");
+    store
+        .get_file(&key, &archive)
+        .with_context(|| format!("fetching the code package {key} from {}", store.url()))?;
+    let code: PathBuf = cwd.join("code");
+    unpack_file(&archive, &digest, &code)
+        .with_context(|| format!("unpacking the code package {key}"))?;
+    let _ = std::fs::remove_file(&archive);
+    eprintln!(
+        "ferry agent: run {} of `{}`, code {digest} unpacked in {}",
+        plan.run_id,
+        plan.pipeline.name,
+        code.display()
+    );
+
+    plan.project_root = code.clone();
+    let orchestrator = LocalOrchestrator::new(
+        PluginConfig::new(Default::default()).with_project_root(&code),
+        store,
+    )
+    .context("starting the local orchestrator")?;
+    let run_id = orchestrator.submit(plan).context("starting the run")?;
+    let stdout = std::io::stdout();
+    orchestrator
+        .stream_events(&run_id, None, true, &mut |event| {
+            use std::io::Write as _;
+            let line = serde_json::to_string(&event).expect("events serialise");
+            let mut out = stdout.lock();
+            // A closed stdout (the pod log is gone) must not stop the run.
+            let _ = writeln!(out, "{line}");
+            let _ = out.flush();
+            true
+        })
+        .context("following the run")?;
+    let record = orchestrator
+        .status(&run_id)
+        .context("reading the run's result")?;
+    Ok(crate::commands::run::exit_code(&record))
+}

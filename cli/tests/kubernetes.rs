@@ -1,0 +1,343 @@
+//! `ferry run` on a Kubernetes stack, end to end: the `kubernetes` plugin against the test API
+//! server (testing/kube-test-server, whose kubelet runs each pod's command as a local process,
+//! here the `ferry agent` built next to this test) and SeaweedFS as the S3 store.
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use kube_test_server::{FaultConfig, OomKill, PodMatch, Resource, ServerConfig, TestServer};
+use support::{Project, toml_table};
+use test_support::{plugin_path, s3_settings, target_dir, unique_prefix};
+
+struct Cluster {
+    runtime: tokio::runtime::Runtime,
+    server: Option<TestServer>,
+    _dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    fn start() -> Self {
+        plugin_path("backend-kubernetes");
+        plugin_path("storage-s3");
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        // Pods find `ferry` (and, next to it, the plugins) first on their PATH, as in the image.
+        let path = format!(
+            "{}:{}",
+            target_dir().display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let config = ServerConfig::new(dir.path()).tls(true).pod_path(path);
+        let server = runtime
+            .block_on(TestServer::start(config))
+            .expect("test API server starts");
+        Cluster {
+            runtime,
+            server: Some(server),
+            _dir: dir,
+        }
+    }
+
+    fn server(&self) -> &TestServer {
+        self.server.as_ref().unwrap()
+    }
+
+    fn kubeconfig(&self) -> PathBuf {
+        self.server().kubeconfig().to_path_buf()
+    }
+
+    /// A project with `examples/<example>` and a `k8s` stack: this cluster and an S3 prefix of
+    /// its own.
+    fn project(&self, example: &str, extra_settings: &str) -> Project {
+        let project = Project::with_example(example);
+        let prefix = unique_prefix("k8s");
+        project.write(
+            "ferry.toml",
+            &format!(
+                "stack = \"k8s\"\n\n[stacks.k8s.orchestrator]\nplugin = \"kubernetes\"\n\n[stacks.k8s.orchestrator.settings]\nkubeconfig = {:?}\nimage = \"ferry:test\"\npending_timeout = \"2s\"\n{extra_settings}\n\n[stacks.k8s.store]\nplugin = \"storage-s3\"\nsettings = {}\n",
+                self.kubeconfig().display().to_string(),
+                toml_table(&s3_settings(&prefix)),
+            ),
+        );
+        project
+    }
+
+    fn jobs(&self) -> Vec<serde_json::Value> {
+        self.server().list(Resource::Job, "default")
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if let Some(server) = self.server.take() {
+            self.runtime.block_on(server.shutdown());
+        }
+    }
+}
+
+fn kubectl(cluster: &Cluster, args: &[&str]) -> String {
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let kubectl = std::env::var_os("FERRY_TEST_KUBECTL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo.join(".tools/venv/bin/kubectl"));
+    assert!(
+        kubectl.exists(),
+        "kubectl is not installed: run `scripts/servers.sh install`"
+    );
+    let out = Command::new(kubectl)
+        .args(args)
+        .env("KUBECONFIG", cluster.kubeconfig())
+        .env("HOME", cluster._dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "kubectl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn run_id_of(project: &Project) -> String {
+    let list = project.ferry(&["runs", "list", "--output", "json"]);
+    list.success();
+    let runs: Vec<serde_json::Value> = serde_json::from_str(&list.stdout()).unwrap();
+    runs[0]["run_id"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn hello_runs_as_a_job_with_code_outputs_and_logs_in_s3() {
+    let cluster = Cluster::start();
+    let project = cluster.project("hello", "");
+    let run = project.ferry(&["run", "hello"]);
+    run.success();
+    let stdout = run.stdout();
+    assert!(
+        stdout.contains("hello, newcomer"),
+        "the report step's output is streamed:\n{stdout}"
+    );
+
+    let run_id = run_id_of(&project);
+    let show = project.ferry(&["runs", "show", &run_id, "--output", "json"]);
+    show.success();
+    let record: serde_json::Value = serde_json::from_str(&show.stdout()).unwrap();
+    assert_eq!(record["status"], "succeeded", "{record:#}");
+    assert_eq!(record["steps"]["report"]["status"], "succeeded");
+
+    // Outputs and logs are in the store, readable after the pod is gone.
+    let artifacts = project.ferry(&["artifacts", "list", &run_id]);
+    artifacts.success();
+    assert!(
+        artifacts.stdout().contains("poem.txt"),
+        "{}",
+        artifacts.stdout()
+    );
+    for job in cluster.jobs() {
+        let name = job["metadata"]["name"].as_str().unwrap().to_string();
+        kubectl(&cluster, &["delete", "job", &name, "--wait=true"]);
+    }
+    let logs = project.ferry(&["logs", &run_id, "report"]);
+    logs.success();
+    assert!(
+        logs.stdout().contains("hello, newcomer"),
+        "{}",
+        logs.stdout()
+    );
+}
+
+#[test]
+fn kubectl_lists_exactly_the_runs_jobs_and_two_runs_do_not_collide() {
+    let cluster = Cluster::start();
+    let project = cluster.project("hello", "");
+    let first = project.ferry(&["run", "hello", "--detach"]);
+    first.success();
+    let second = project.ferry(&["run", "hello", "--detach"]);
+    second.success();
+    let (a, b) = (
+        first.stdout().trim().to_string(),
+        second.stdout().trim().to_string(),
+    );
+    assert_ne!(a, b);
+    for id in [&a, &b] {
+        let names = kubectl(
+            &cluster,
+            &[
+                "get",
+                "jobs",
+                "-l",
+                &format!("ferry.dev/run-id={id}"),
+                "-o",
+                "name",
+            ],
+        );
+        assert_eq!(
+            names.lines().count(),
+            1,
+            "one Job per run in pipeline mode: {names}"
+        );
+        // Reattach: follow the detached run to its end.
+        let logs = project.ferry(&["logs", "-f", id]);
+        logs.success();
+        assert!(
+            logs.stdout().contains("hello, newcomer"),
+            "{}",
+            logs.stdout()
+        );
+    }
+    assert_eq!(cluster.jobs().len(), 2);
+    for id in [&a, &b] {
+        let show = project.ferry(&["runs", "show", id, "--output", "json"]);
+        let record: serde_json::Value = serde_json::from_str(&show.stdout()).unwrap();
+        assert_eq!(record["status"], "succeeded", "{record:#}");
+    }
+}
+
+#[test]
+fn a_failing_step_fails_the_run_with_its_exit_code() {
+    let cluster = Cluster::start();
+    let project = cluster.project("hello", "");
+    project.write(
+        "hello/pipeline.yaml",
+        "name: failing\nsteps:\n  broken:\n    run: echo about to fail; exit 7\n",
+    );
+    let run = project.ferry(&["run", "hello"]);
+    run.failure(7);
+    assert!(run.stdout().contains("about to fail"), "{}", run.stdout());
+}
+
+#[test]
+fn image_pull_failures_pending_pods_and_oom_kills_end_the_run_with_the_reason() {
+    let cluster = Cluster::start();
+    cluster.server().set_faults(FaultConfig {
+        image_pull_failures: vec!["registry.invalid/*".into()],
+        unschedulable: vec![PodMatch {
+            label_selector: "ferry.dev/pipeline=pending".into(),
+            ..PodMatch::default()
+        }],
+        oom_kills: vec![OomKill {
+            pods: PodMatch {
+                label_selector: "ferry.dev/pipeline=oom".into(),
+                ..PodMatch::default()
+            },
+            after_ms: 300,
+            exit_code: 0,
+        }],
+        api: vec![],
+    });
+
+    let pull = cluster.project("hello", "");
+    pull.write(
+        "ferry.toml",
+        &pull.read("ferry.toml").replace(
+            "image = \"ferry:test\"",
+            "image = \"registry.invalid/ferry:1\"",
+        ),
+    );
+    let run = pull.ferry(&["run", "hello"]);
+    run.failure(1);
+    let out = format!("{}{}", run.stdout(), run.stderr());
+    assert!(
+        out.contains("ErrImagePull") || out.contains("ImagePullBackOff"),
+        "{out}"
+    );
+    assert!(
+        cluster.jobs().is_empty()
+            || cluster
+                .jobs()
+                .iter()
+                .all(|j| !j["metadata"]["deletionTimestamp"].is_null()),
+        "the stuck Job is deleted"
+    );
+
+    let pending = cluster.project("hello", "");
+    pending.write(
+        "hello/pipeline.yaml",
+        "name: pending\nsteps:\n  wait:\n    run: echo never\n",
+    );
+    let run = pending.ferry(&["run", "hello"]);
+    run.failure(1);
+    let out = format!("{}{}", run.stdout(), run.stderr());
+    assert!(out.contains("could not be scheduled"), "{out}");
+
+    let oom = cluster.project("hello", "");
+    oom.write(
+        "hello/pipeline.yaml",
+        "name: oom\nsteps:\n  hog:\n    run: sleep 5\n",
+    );
+    let run = oom.ferry(&["run", "hello"]);
+    assert_ne!(
+        run.code(),
+        0,
+        "an OOM kill is a failure even when the exit code says 0"
+    );
+    let out = format!("{}{}", run.stdout(), run.stderr());
+    assert!(out.contains("OOMKilled"), "{out}");
+    let record: serde_json::Value = serde_json::from_str(
+        &oom.ferry(&["runs", "show", &run_id_of(&oom), "--output", "json"])
+            .stdout(),
+    )
+    .unwrap();
+    assert_eq!(record["status"], "failed");
+    assert!(
+        record["error"].as_str().unwrap().contains("OOMKilled"),
+        "{record:#}"
+    );
+}
+
+#[test]
+fn cancel_deletes_the_runs_jobs_and_records_the_run_as_cancelled() {
+    let cluster = Cluster::start();
+    let project = cluster.project("hello", "");
+    project.write(
+        "hello/pipeline.yaml",
+        "name: slow\nsteps:\n  nap:\n    run: sleep 60\n",
+    );
+    let started = project.ferry(&["run", "hello", "--detach"]);
+    started.success();
+    let id = started.stdout().trim().to_string();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !cluster
+        .server()
+        .list(Resource::Pod, "default")
+        .iter()
+        .any(|p| p["status"]["phase"] == "Running")
+    {
+        assert!(std::time::Instant::now() < deadline, "the pod never ran");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    project.ferry(&["runs", "cancel", &id]).success();
+    assert!(
+        cluster.jobs().is_empty(),
+        "cancel waits until the Jobs are gone"
+    );
+    let record: serde_json::Value = serde_json::from_str(
+        &project
+            .ferry(&["runs", "show", &id, "--output", "json"])
+            .stdout(),
+    )
+    .unwrap();
+    assert_eq!(record["status"], "cancelled", "{record:#}");
+}
+
+#[test]
+fn render_prints_every_object_and_no_credentials() {
+    let cluster = Cluster::start();
+    let project = cluster.project("hello", "extra_labels = { team = \"ml\" }");
+    let render = project.ferry(&["render", "hello"]);
+    render.success();
+    let yaml = render.stdout();
+    for kind in ["kind: ConfigMap", "kind: Secret", "kind: Job"] {
+        assert!(yaml.contains(kind), "{kind} missing:\n{yaml}");
+    }
+    assert!(yaml.contains("team: ml"), "{yaml}");
+    let secret = std::env::var("FERRY_TEST_S3_SECRET_ACCESS_KEY").unwrap();
+    assert!(!yaml.contains(&secret), "render shows no store credentials");
+    assert!(cluster.jobs().is_empty(), "render creates nothing");
+}
