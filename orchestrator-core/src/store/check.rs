@@ -103,8 +103,8 @@ pub fn advice(error: &PluginError) -> String {
             "signaturedoesnotmatch",
             "invalidaccesskeyid",
             "accessdenied",
-            "403",
-            "401",
+            "403 forbidden",
+            "401 unauthorized",
             "unauthenticated",
             "invalid_grant",
         ])
@@ -163,6 +163,15 @@ mod tests {
             (
                 "AuthorizationHeaderMalformed: the region 'us-east-1' is wrong",
                 "another region",
+            ),
+            (
+                "Client error with status 403 Forbidden: <Code>AccessDenied</Code>",
+                "refused the credentials",
+            ),
+            // Digits in a key (run ids carry milliseconds) are not status codes.
+            (
+                "connect error for tests/20261127-141400-403-ab12cd-errors/x: Connection refused",
+                "cannot reach",
             ),
         ];
         for (message, expected) in cases {
