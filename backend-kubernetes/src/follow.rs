@@ -215,6 +215,8 @@ pub async fn follow(
         watcher(jobs.clone(), watcher::Config::default().labels(&selector)).boxed();
     let mut pending_since: HashMap<String, Instant> = HashMap::new();
     let mut all_finished_at: Option<Instant> = None;
+    // Until the pods have been listed once, a finished Job may still have logs to stream.
+    let mut pods_synced = false;
     let mut tick = tokio::time::interval(Duration::from_millis(250));
 
     loop {
@@ -222,6 +224,10 @@ pub async fn follow(
             Some(event) = pod_events.next() => {
                 let pod = match event {
                     Ok(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod)) => pod,
+                    Ok(watcher::Event::InitDone) => {
+                        pods_synced = true;
+                        continue;
+                    }
                     Ok(_) => continue,
                     Err(error) => {
                         tracing::debug!(%error, "pod watch error; the watcher retries");
@@ -316,7 +322,7 @@ pub async fn follow(
             }
         }
         if let Some(at) = all_finished_at
-            && (streams_open == 0 || at.elapsed() >= DRAIN)
+            && ((pods_synced && streams_open == 0) || at.elapsed() >= DRAIN)
         {
             return Ok(outcome);
         }
@@ -360,4 +366,196 @@ pub fn record_failure(
     }
     store.put_json(&layout::run_record(run_id), &record)?;
     Ok(Some(record))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mock::{self, json_response, next, text_response};
+    use serde_json::{Value, json};
+
+    const RUN: &str = "20261127-101010-000-abcdef";
+
+    fn job(conditions: Value) -> Value {
+        json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "ferry-hello-1", "namespace": "default", "resourceVersion": "5", "labels": {RUN_LABEL: RUN}},
+               "spec": {"template": {"spec": {"containers": []}}}, "status": {"conditions": conditions}})
+    }
+
+    fn pod(state: Value) -> Value {
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "ferry-hello-1-abcde", "namespace": "default", "resourceVersion": "6"},
+               "spec": {"containers": [{"name": "ferry", "image": "ferry"}]},
+               "status": {"phase": "Running", "containerStatuses": [{"name": "ferry", "image": "ferry", "imageID": "", "ready": true, "restartCount": 0, "state": state}]}})
+    }
+
+    fn list(kind: &str, items: Vec<Value>) -> Value {
+        json!({"apiVersion": "v1", "kind": kind, "metadata": {"resourceVersion": "10"}, "items": items})
+    }
+
+    /// Answers like an API server holding `jobs` and `pods`; watches stay open. Returns every
+    /// request URI seen.
+    async fn serve(
+        mut handle: mock::MockHandle,
+        jobs: Vec<Value>,
+        pods: Vec<Value>,
+        log: String,
+    ) -> Vec<String> {
+        let mut seen = Vec::new();
+        let mut open_watches = Vec::new();
+        while let Ok(Some((request, send))) = tokio::time::timeout(Duration::from_secs(2), async {
+            Some(next(&mut handle).await)
+        })
+        .await
+        {
+            seen.push(format!("{} {}", request.method, request.uri));
+            let uri = request.uri.clone();
+            if uri.contains("watch=true") {
+                open_watches.push(send);
+            } else if uri.contains("/log?") {
+                send.send_response(text_response(&log));
+            } else if request.method == "DELETE" {
+                send.send_response(json_response(200, &json!({"kind": "Status", "apiVersion": "v1", "status": "Success", "metadata": {}})));
+            } else if uri.contains("/jobs") {
+                send.send_response(json_response(200, &list("JobList", jobs.clone())));
+            } else if uri.contains("/pods") {
+                send.send_response(json_response(200, &list("PodList", pods.clone())));
+            } else {
+                panic!("unexpected request {uri}");
+            }
+        }
+        seen
+    }
+
+    fn options(follow: bool) -> FollowOptions<'static> {
+        FollowOptions {
+            run_id: RUN,
+            step: None,
+            follow,
+            pending_timeout: Duration::from_secs(60),
+        }
+    }
+
+    #[tokio::test]
+    async fn agent_events_stream_from_the_pod_log_until_the_job_ends() {
+        let (client, handle) = mock::client();
+        let connection = Connection {
+            client,
+            namespace: "default".into(),
+            source: "test".into(),
+        };
+        let events = [
+            Event::StepStatus {
+                step: "greet".into(),
+                status: StepStatus::Running,
+                time: Utc::now(),
+            },
+            Event::Log {
+                step: "greet".into(),
+                stream: orchestrator_core::run::LogStream::Stdout,
+                line: "hello".into(),
+                time: Utc::now(),
+            },
+            Event::StepStatus {
+                step: "greet".into(),
+                status: StepStatus::Succeeded,
+                time: Utc::now(),
+            },
+            Event::RunStatus {
+                status: RunStatus::Succeeded,
+                time: Utc::now(),
+            },
+        ];
+        let mut log: String = events
+            .iter()
+            .map(|e| serde_json::to_string(e).unwrap() + "\n")
+            .collect();
+        log.push_str("ferry agent: a diagnostic line\n");
+        let complete =
+            json!([{"type": "Complete", "status": "True", "reason": "CompletionsReached"}]);
+        let server = tokio::spawn(serve(
+            handle,
+            vec![job(complete)],
+            vec![pod(
+                json!({"running": {"startedAt": "2026-11-27T10:10:10Z"}}),
+            )],
+            log,
+        ));
+        let mut received = Vec::new();
+        let outcome = follow(&connection, &options(true), &mut |e| {
+            received.push(e);
+            true
+        })
+        .await
+        .unwrap();
+        assert!(outcome.found && outcome.saw_run_status && outcome.failure.is_none());
+        assert_eq!(&received[..4], &events[..]);
+        assert!(
+            matches!(&received[4], Event::Notice { text, .. } if text == "ferry agent: a diagnostic line")
+        );
+        let seen = server.await.unwrap();
+        assert!(
+            seen.iter()
+                .any(|r| r.contains("/pods?") && r.contains("watch=true")),
+            "pods are watched: {seen:#?}"
+        );
+        assert!(
+            seen.iter().any(|r| r.contains("/log?")
+                && r.contains("follow=true")
+                && r.contains("container=ferry")),
+            "{seen:#?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_image_that_cannot_be_pulled_fails_the_run_at_once_and_deletes_its_job() {
+        let (client, handle) = mock::client();
+        let connection = Connection {
+            client,
+            namespace: "default".into(),
+            source: "test".into(),
+        };
+        let waiting = json!({"waiting": {"reason": "ImagePullBackOff", "message": "Back-off pulling image \"nope\""}});
+        let server = tokio::spawn(serve(
+            handle,
+            vec![job(json!([]))],
+            vec![pod(waiting)],
+            String::new(),
+        ));
+        let mut notices = Vec::new();
+        let outcome = follow(&connection, &options(true), &mut |e| {
+            if let Event::Notice { text, .. } = e {
+                notices.push(text);
+            }
+            true
+        })
+        .await
+        .unwrap();
+        let failure = outcome.failure.unwrap();
+        assert!(
+            failure.contains("ImagePullBackOff") && failure.contains("Back-off pulling image"),
+            "{failure}"
+        );
+        assert_eq!(notices, [failure]);
+        let seen = server.await.unwrap();
+        assert!(
+            seen.iter()
+                .any(|r| r.starts_with("DELETE") && r.contains("/jobs/ferry-hello-1")),
+            "{seen:#?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_run_without_jobs_is_left_to_the_store() {
+        let (client, handle) = mock::client();
+        let connection = Connection {
+            client,
+            namespace: "default".into(),
+            source: "test".into(),
+        };
+        let server = tokio::spawn(serve(handle, vec![], vec![], String::new()));
+        let outcome = follow(&connection, &options(false), &mut |_| true)
+            .await
+            .unwrap();
+        assert!(!outcome.found);
+        assert_eq!(server.await.unwrap().len(), 1, "one list, nothing else");
+    }
 }

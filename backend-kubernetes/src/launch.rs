@@ -196,3 +196,165 @@ pub async fn launch(
     }
     result
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mock::{self, json_response, next, status};
+    use crate::settings::Settings;
+    use serde_json::json;
+
+    const RUN: &str = "20261127-101010-000-abcdef";
+
+    fn objects() -> RunObjects {
+        let plan = crate::manifest::tests::plan();
+        let store = orchestrator_core::sdk::StoreConnection {
+            plugin: "local".into(),
+            ..Default::default()
+        };
+        crate::manifest::run_objects(&Settings::default(), &plan, "default", &store)
+    }
+
+    fn with_uid(mut object: serde_json::Value) -> serde_json::Value {
+        object["metadata"]["uid"] = json!("job-uid");
+        object
+    }
+
+    #[tokio::test]
+    async fn a_create_whose_reply_was_lost_meets_its_own_object() {
+        let (client, mut handle) = mock::client();
+        let job = objects().jobs.remove(0);
+        let server = tokio::spawn(async move {
+            let (seen, send) = next(&mut handle).await;
+            assert_eq!(
+                (seen.method.as_str(), seen.uri.as_str()),
+                ("POST", "/apis/batch/v1/namespaces/default/jobs?")
+            );
+            // The Job was created, then the reply was lost.
+            send.send_response(json_response(
+                500,
+                &status(500, "InternalError", "etcd timeout"),
+            ));
+            let (seen, send) = next(&mut handle).await;
+            assert_eq!(seen.method, "POST");
+            let name = seen.body["metadata"]["name"].as_str().unwrap().to_string();
+            send.send_response(json_response(
+                409,
+                &status(409, "AlreadyExists", "jobs.batch exists"),
+            ));
+            let (seen, send) = next(&mut handle).await;
+            assert_eq!(seen.method, "GET");
+            assert!(seen.uri.ends_with(&format!("/jobs/{name}")), "{}", seen.uri);
+            let mut existing = serde_json::to_value(&job_clone()).unwrap();
+            existing["metadata"]["uid"] = json!("the-first-one");
+            send.send_response(json_response(200, &existing));
+        });
+        let jobs: Api<k8s_openapi::api::batch::v1::Job> = Api::namespaced(client, "default");
+        let created = create_idempotent(&jobs, &job, RUN).await.unwrap();
+        assert_eq!(
+            created.metadata.uid.as_deref(),
+            Some("the-first-one"),
+            "no second Job"
+        );
+        server.await.unwrap();
+    }
+
+    fn job_clone() -> k8s_openapi::api::batch::v1::Job {
+        objects().jobs.remove(0)
+    }
+
+    #[tokio::test]
+    async fn a_name_taken_by_another_run_is_refused_with_what_to_do() {
+        let (client, mut handle) = mock::client();
+        let server = tokio::spawn(async move {
+            let (_, send) = next(&mut handle).await;
+            send.send_response(json_response(409, &status(409, "AlreadyExists", "exists")));
+            let (_, send) = next(&mut handle).await;
+            let mut other = serde_json::to_value(job_clone()).unwrap();
+            other["metadata"]["labels"][RUN_LABEL] = json!("20261127-000000-000-ffffff");
+            send.send_response(json_response(200, &other));
+        });
+        let jobs: Api<k8s_openapi::api::batch::v1::Job> = Api::namespaced(client, "default");
+        let error = create_idempotent(&jobs, &job_clone(), RUN)
+            .await
+            .unwrap_err();
+        assert!(
+            error
+                .message()
+                .contains("belongs to run 20261127-000000-000-ffffff"),
+            "{error}"
+        );
+        assert!(error.message().contains("job_prefix"), "{error}");
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn launch_creates_suspended_then_owned_config_then_resumes() {
+        let (client, mut handle) = mock::client();
+        let connection = Connection {
+            client,
+            namespace: "default".into(),
+            source: "test".into(),
+        };
+        let server = tokio::spawn(async move {
+            let (seen, send) = next(&mut handle).await;
+            assert!(seen.uri.contains("/jobs"));
+            assert_eq!(seen.body["spec"]["suspend"], true, "created suspended");
+            send.send_response(json_response(201, &with_uid(seen.body.clone())));
+            let (seen, send) = next(&mut handle).await;
+            assert!(seen.uri.contains("/configmaps"), "{}", seen.uri);
+            assert_eq!(
+                seen.body["metadata"]["ownerReferences"][0]["uid"],
+                "job-uid"
+            );
+            send.send_response(json_response(201, &seen.body));
+            let (seen, send) = next(&mut handle).await;
+            assert!(seen.uri.contains("/secrets"), "{}", seen.uri);
+            assert_eq!(seen.body["metadata"]["ownerReferences"][0]["kind"], "Job");
+            send.send_response(json_response(201, &seen.body));
+            let (seen, send) = next(&mut handle).await;
+            assert_eq!(seen.method, "PATCH");
+            assert_eq!(seen.body, json!({"spec": {"suspend": false}}));
+            send.send_response(json_response(
+                200,
+                &with_uid(serde_json::to_value(job_clone()).unwrap()),
+            ));
+        });
+        launch(&connection, &objects(), RUN).await.unwrap();
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_failed_launch_deletes_what_it_created() {
+        let (client, mut handle) = mock::client();
+        let connection = Connection {
+            client,
+            namespace: "default".into(),
+            source: "test".into(),
+        };
+        let server = tokio::spawn(async move {
+            let (seen, send) = next(&mut handle).await;
+            send.send_response(json_response(201, &with_uid(seen.body.clone())));
+            let (_, send) = next(&mut handle).await;
+            send.send_response(json_response(
+                403,
+                &status(
+                    403,
+                    "Forbidden",
+                    "configmaps is forbidden: User cannot create",
+                ),
+            ));
+            let (seen, send) = next(&mut handle).await;
+            assert_eq!(seen.method, "DELETE");
+            assert!(seen.uri.contains("/jobs/"), "{}", seen.uri);
+            assert_eq!(
+                seen.body["propagationPolicy"], "Background",
+                "the pods go too"
+            );
+            send.send_response(json_response(200, &status(200, "", "")));
+        });
+        let error = launch(&connection, &objects(), RUN).await.unwrap_err();
+        assert!(error.message().contains("lacks permission"), "{error}");
+        server.await.unwrap();
+    }
+}

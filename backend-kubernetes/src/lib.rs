@@ -10,6 +10,8 @@ pub mod client;
 pub mod follow;
 pub mod launch;
 pub mod manifest;
+#[cfg(test)]
+mod mock;
 pub mod names;
 pub mod settings;
 

@@ -282,7 +282,7 @@ pub fn run_objects(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use orchestrator_core::pipeline::Pipeline;
 
