@@ -245,7 +245,7 @@ mod tests {
             let (seen, send) = next(&mut handle).await;
             assert_eq!(seen.method, "GET");
             assert!(seen.uri.ends_with(&format!("/jobs/{name}")), "{}", seen.uri);
-            let mut existing = serde_json::to_value(&job_clone()).unwrap();
+            let mut existing = serde_json::to_value(job_clone()).unwrap();
             existing["metadata"]["uid"] = json!("the-first-one");
             send.send_response(json_response(200, &existing));
         });
