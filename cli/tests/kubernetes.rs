@@ -341,3 +341,68 @@ fn render_prints_every_object_and_no_credentials() {
     assert!(!yaml.contains(&secret), "render shows no store credentials");
     assert!(cluster.jobs().is_empty(), "render creates nothing");
 }
+
+#[test]
+fn rendered_objects_pass_kubernetes_validate_for_a_matrix_of_settings() {
+    let cluster = Cluster::start();
+    let validate = std::env::var_os("FERRY_TEST_KUBERNETES_VALIDATE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.tools/venv/bin/kubernetes-validate"));
+    assert!(validate.exists(), "kubernetes-validate is not installed: run `scripts/servers.sh install`");
+    let matrix = [
+        "",
+        "image_pull_policy = \"Always\"\nnamespace = \"ml\"\njob_prefix = \"train-\"",
+        "image_pull_policy = \"Never\"\nstore_credentials = \"workload-identity\"\nservice_account = \"ferry-runner\"",
+        concat!(
+            "extra_labels = { team = \"ml\", \"example.com/cost-centre\" = \"42\" }\n",
+            "extra_annotations = { \"example.com/owner\" = \"ana\" }\n",
+            "image_pull_secrets = [\"regcred\"]\n",
+            "node_selector = { \"kubernetes.io/os\" = \"linux\" }\n",
+            "tolerations = [{ key = \"gpu\", operator = \"Exists\", effect = \"NoSchedule\" }]\n",
+            "affinity = { nodeAffinity = { requiredDuringSchedulingIgnoredDuringExecution = { nodeSelectorTerms = [{ matchExpressions = [{ key = \"kubernetes.io/arch\", operator = \"In\", values = [\"amd64\"] }] }] } } }\n",
+            "resources = { requests = { cpu = \"500m\", memory = \"1Gi\" }, limits = { memory = \"2Gi\" } }\n",
+            "env = { LOG_LEVEL = \"debug\" }\n",
+            "env_from_secrets = [\"wandb\"]\n",
+            "ttl_seconds_after_finished = 60\nactive_deadline_seconds = 3600\nbackoff_limit = 2",
+        ),
+    ];
+    // `kubectl create namespace` sends protobuf, which the test server does not decode.
+    let namespace = cluster._dir.path().join("namespace.yaml");
+    std::fs::write(&namespace, "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: ml\n").unwrap();
+    kubectl(&cluster, &["create", "-f", namespace.to_str().unwrap()]);
+    for (i, settings) in matrix.iter().enumerate() {
+        let project = cluster.project("ml", settings);
+        let render = project.ferry(&["render", "ml"]);
+        render.success();
+        let file = project.path().join(format!("rendered-{i}.yaml"));
+        std::fs::write(&file, render.stdout()).unwrap();
+        let out = Command::new(&validate).args(["--strict", "--kubernetes-version", "1.37.0"]).arg(&file).output().unwrap();
+        assert!(
+            out.status.success(),
+            "settings {settings:?}: kubernetes-validate refused the rendered objects:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            render.stdout()
+        );
+        // The test server accepts exactly what ferry would create, strictly.
+        let applied = Command::new(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.tools/venv/bin/kubectl"))
+            .args(["create", "--dry-run=server", "--validate=strict", "-f"])
+            .arg(&file)
+            .env("KUBECONFIG", cluster.kubeconfig())
+            .env("HOME", cluster._dir.path())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&applied.stderr);
+        assert!(applied.status.success(), "settings {settings:?}: {stderr}");
+    }
+}
+
+#[test]
+fn the_ml_example_runs_on_kubernetes() {
+    let cluster = Cluster::start();
+    let project = cluster.project("ml", "");
+    let run = project.ferry(&["run", "ml"]);
+    run.success();
+    let record: serde_json::Value = serde_json::from_str(&project.ferry(&["runs", "show", &run_id_of(&project), "--output", "json"]).stdout()).unwrap();
+    assert_eq!(record["status"], "succeeded", "{record:#}");
+    assert!(record["steps"].as_object().unwrap().len() >= 3, "{record:#}");
+}
