@@ -133,6 +133,17 @@ pub struct RunArgs {
     /// `ferry logs -f RUN` or `ferry runs show RUN`
     #[arg(long)]
     pub detach: bool,
+    /// What Ctrl-C does to a run on a remote stack: ask (on a terminal; detach otherwise),
+    /// cancel it, or detach and leave it running
+    #[arg(long, value_enum, default_value_t = OnInterrupt::Ask)]
+    pub on_interrupt: OnInterrupt,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OnInterrupt {
+    Ask,
+    Cancel,
+    Detach,
 }
 
 #[derive(Debug, Args)]

@@ -347,8 +347,13 @@ fn rendered_objects_pass_kubernetes_validate_for_a_matrix_of_settings() {
     let cluster = Cluster::start();
     let validate = std::env::var_os("FERRY_TEST_KUBERNETES_VALIDATE")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.tools/venv/bin/kubernetes-validate"));
-    assert!(validate.exists(), "kubernetes-validate is not installed: run `scripts/servers.sh install`");
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.tools/venv/bin/kubernetes-validate")
+        });
+    assert!(
+        validate.exists(),
+        "kubernetes-validate is not installed: run `scripts/servers.sh install`"
+    );
     let matrix = [
         "",
         "image_pull_policy = \"Always\"\nnamespace = \"ml\"\njob_prefix = \"train-\"",
@@ -368,7 +373,11 @@ fn rendered_objects_pass_kubernetes_validate_for_a_matrix_of_settings() {
     ];
     // `kubectl create namespace` sends protobuf, which the test server does not decode.
     let namespace = cluster._dir.path().join("namespace.yaml");
-    std::fs::write(&namespace, "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: ml\n").unwrap();
+    std::fs::write(
+        &namespace,
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: ml\n",
+    )
+    .unwrap();
     kubectl(&cluster, &["create", "-f", namespace.to_str().unwrap()]);
     for (i, settings) in matrix.iter().enumerate() {
         let project = cluster.project("ml", settings);
@@ -376,7 +385,11 @@ fn rendered_objects_pass_kubernetes_validate_for_a_matrix_of_settings() {
         render.success();
         let file = project.path().join(format!("rendered-{i}.yaml"));
         std::fs::write(&file, render.stdout()).unwrap();
-        let out = Command::new(&validate).args(["--strict", "--kubernetes-version", "1.37.0"]).arg(&file).output().unwrap();
+        let out = Command::new(&validate)
+            .args(["--strict", "--kubernetes-version", "1.37.0"])
+            .arg(&file)
+            .output()
+            .unwrap();
         assert!(
             out.status.success(),
             "settings {settings:?}: kubernetes-validate refused the rendered objects:\n{}\n{}",
@@ -384,13 +397,15 @@ fn rendered_objects_pass_kubernetes_validate_for_a_matrix_of_settings() {
             render.stdout()
         );
         // The test server accepts exactly what ferry would create, strictly.
-        let applied = Command::new(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.tools/venv/bin/kubectl"))
-            .args(["create", "--dry-run=server", "--validate=strict", "-f"])
-            .arg(&file)
-            .env("KUBECONFIG", cluster.kubeconfig())
-            .env("HOME", cluster._dir.path())
-            .output()
-            .unwrap();
+        let applied = Command::new(
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.tools/venv/bin/kubectl"),
+        )
+        .args(["create", "--dry-run=server", "--validate=strict", "-f"])
+        .arg(&file)
+        .env("KUBECONFIG", cluster.kubeconfig())
+        .env("HOME", cluster._dir.path())
+        .output()
+        .unwrap();
         let stderr = String::from_utf8_lossy(&applied.stderr);
         assert!(applied.status.success(), "settings {settings:?}: {stderr}");
     }
@@ -402,7 +417,75 @@ fn the_ml_example_runs_on_kubernetes() {
     let project = cluster.project("ml", "");
     let run = project.ferry(&["run", "ml"]);
     run.success();
-    let record: serde_json::Value = serde_json::from_str(&project.ferry(&["runs", "show", &run_id_of(&project), "--output", "json"]).stdout()).unwrap();
+    let record: serde_json::Value = serde_json::from_str(
+        &project
+            .ferry(&["runs", "show", &run_id_of(&project), "--output", "json"])
+            .stdout(),
+    )
+    .unwrap();
     assert_eq!(record["status"], "succeeded", "{record:#}");
-    assert!(record["steps"].as_object().unwrap().len() >= 3, "{record:#}");
+    assert!(
+        record["steps"].as_object().unwrap().len() >= 3,
+        "{record:#}"
+    );
+}
+
+fn wait_for_running_pod(cluster: &Cluster) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !cluster
+        .server()
+        .list(Resource::Pod, "default")
+        .iter()
+        .any(|p| p["status"]["phase"] == "Running")
+    {
+        assert!(std::time::Instant::now() < deadline, "the pod never ran");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn ctrl_c_cancels_or_detaches_as_on_interrupt_says() {
+    let cluster = Cluster::start();
+    for policy in ["cancel", "detach"] {
+        let project = cluster.project("hello", "");
+        project.write(
+            "hello/pipeline.yaml",
+            "name: slow\nsteps:\n  nap:\n    run: sleep 60\n",
+        );
+        let child = project
+            .command(&["run", "hello", "--on-interrupt", policy])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        wait_for_running_pod(&cluster);
+        // SAFETY: kill(2) on our own child process.
+        unsafe { libc_kill(child.id() as i32, 2) };
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(130), "{stderr}");
+        let id = run_id_of(&project);
+        let record: serde_json::Value = serde_json::from_str(
+            &project
+                .ferry(&["runs", "show", &id, "--output", "json"])
+                .stdout(),
+        )
+        .unwrap();
+        if policy == "cancel" {
+            assert!(stderr.contains("cancelled run"), "{stderr}");
+            assert_eq!(record["status"], "cancelled");
+            assert!(cluster.jobs().is_empty());
+        } else {
+            assert!(stderr.contains(&format!("ferry logs -f {id}")), "{stderr}");
+            assert_eq!(cluster.jobs().len(), 1, "the run goes on");
+            assert_ne!(record["status"], "cancelled");
+            project.ferry(&["runs", "cancel", &id]).success();
+            assert!(cluster.jobs().is_empty());
+        }
+    }
+}
+
+unsafe extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, signal: i32) -> i32;
 }

@@ -62,13 +62,27 @@ pub fn run(ctx: &Context, args: RunArgs) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let mut display = RunDisplay::new(&plan);
-    stack
-        .orchestrator
-        .stream_events(&run_id, None, true, |event| {
-            display.show(event);
-            true
-        })
-        .with_context(|| format!("lost track of run {run_id}"))?;
+    let remote = stack.orchestrator.wants_code_package();
+    std::thread::scope(|scope| {
+        // Closed when following ends, which ends the Ctrl-C guard.
+        let (done, watching) = std::sync::mpsc::channel::<()>();
+        if remote {
+            let orchestrator = &stack.orchestrator;
+            let run_id = run_id.as_str();
+            scope.spawn(move || {
+                crate::interrupt::guard(orchestrator, run_id, args.on_interrupt, watching)
+            });
+        }
+        let followed = stack
+            .orchestrator
+            .stream_events(&run_id, None, true, |event| {
+                display.show(event);
+                true
+            })
+            .with_context(|| format!("lost track of run {run_id}"));
+        drop(done);
+        followed
+    })?;
     let record = stack
         .orchestrator
         .status(&run_id)
