@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# ferry's own overhead on a Kubernetes stack, against the test API server (testing/kube-test-server,
+# pods as local processes) and SeaweedFS, so that the figures are ferry's and not a cluster's:
+#   * submit: `ferry run --detach` from start to return, i.e. package (unchanged, from the index)
+#     + HEAD of the package + run record + Job/ConfigMap/Secret created + Job resumed;
+#   * return latency: from the last step's exit (its finished_at in the run record) to
+#     `ferry run` returning, following by watch;
+#   * end to end: a one-step `true` pipeline, `ferry run` start to return.
+# Prints a markdown table of medians.
+#
+#   bench/k8s-bench.sh [ROUNDS]        # default 20
+#
+# Starts its own servers (SeaweedFS on FERRY_S3_PORT, default 8373; the test API server on a
+# free port) and stops them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rounds=${1:-20}
+export FERRY_TOOLS_DIR="${FERRY_TOOLS_DIR:-$PWD/.tools}"
+export FERRY_S3_PORT="${FERRY_S3_PORT:-8373}"
+. scripts/servers.sh
+ferry_tools_install
+work=$(mktemp -d /tmp/ferry-k8s-bench.XXXXXX)
+server_pid=
+cleanup() {
+    [[ -n $server_pid ]] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null
+    ferry_servers_stop
+    rm -rf "$work"
+}
+trap cleanup EXIT
+ferry_servers_start >/dev/null
+
+cargo build --release -p cli -p backend-kubernetes -p storage-s3 -p kube-test-server >/dev/null 2>&1
+release=$PWD/target/release
+PATH="$release:$PATH" "$release/kube-test-server" --data-dir "$work/cluster" >"$work/server.out" 2>"$work/server.err" &
+server_pid=$!
+for _ in $(seq 100); do grep -q ready "$work/server.out" 2>/dev/null && break; sleep 0.05; done
+
+mkdir -p "$work/project/pipe"
+printf 'name: bench\nsteps:\n  one:\n    run: "true"\n    cache: false\n' >"$work/project/pipe/pipeline.yaml"
+cat >"$work/project/ferry.toml" <<TOML
+stack = "k8s"
+[stacks.k8s.orchestrator]
+plugin = "kubernetes"
+settings = { kubeconfig = "$work/cluster/kubeconfig", image = "ferry:bench" }
+[stacks.k8s.store]
+plugin = "storage-s3"
+settings = { url = "s3://$FERRY_TEST_S3_BUCKET/k8s-bench", endpoint = "$FERRY_TEST_S3_ENDPOINT", region = "$FERRY_TEST_S3_REGION", access_key_id = "$FERRY_TEST_S3_ACCESS_KEY_ID", secret_access_key = "$FERRY_TEST_S3_SECRET_ACCESS_KEY" }
+TOML
+
+"$FERRY_TEST_PYTHON" - "$release/ferry" "$work/project" "$rounds" <<'PY'
+import json, statistics, subprocess, sys, time
+from datetime import datetime
+ferry, project, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])
+def run(*args):
+    return subprocess.run([ferry, *args], cwd=project, capture_output=True, text=True, check=True)
+run("run", "pipe")  # warm: the package is built, indexed and uploaded once
+submit, end_to_end, latency = [], [], []
+for _ in range(rounds):
+    t = time.perf_counter(); out = run("run", "pipe", "--detach"); submit.append(time.perf_counter() - t)
+    run("logs", "-f", out.stdout.strip())
+for _ in range(rounds):
+    t = time.perf_counter(); run("run", "pipe"); returned = time.time(); end_to_end.append(time.perf_counter() - t)
+    runs = json.loads(run("runs", "list", "--output", "json").stdout)
+    record = json.loads(run("runs", "show", runs[0]["run_id"], "--output", "json").stdout)
+    finished = datetime.fromisoformat(record["steps"]["one"]["finished_at"].replace("Z", "+00:00")).timestamp()
+    latency.append(returned - finished)
+ms = lambda xs: f"{statistics.median(xs) * 1000:.0f} ms (min {min(xs) * 1000:.0f}, max {max(xs) * 1000:.0f})"
+print(f"| measure ({rounds} rounds, median) | time |")
+print("| --- | --- |")
+print(f"| `ferry run --detach`, unchanged package: start → Job created and started → return | {ms(submit)} |")
+print(f"| last step's exit → `ferry run` returns | {ms(latency)} |")
+print(f"| one-step pipeline, `ferry run` start → return | {ms(end_to_end)} |")
+PY
