@@ -47,6 +47,15 @@ pub async fn connect(settings: &Settings) -> Result<Connection, PluginError> {
                     .unwrap_or_else(|_| "~/.kube/config".into());
                 (config, from)
             }
+            // A context or $KUBECONFIG the user chose must work: falling back to the cluster
+            // this process happens to run in would submit somewhere else.
+            Err(kubeconfig_error)
+                if settings.context.is_some() || std::env::var_os("KUBECONFIG").is_some() =>
+            {
+                return Err(unavailable(format!(
+                    "kubernetes: the kubeconfig ($KUBECONFIG or the stack's `context`) does not work: {kubeconfig_error}"
+                )));
+            }
             Err(kubeconfig_error) => match kube::Config::incluster() {
                 Ok(config) => (config, "in-cluster service account".to_string()),
                 Err(in_cluster_error) => {

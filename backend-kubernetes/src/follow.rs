@@ -11,8 +11,8 @@ use chrono::Utc;
 use futures::{AsyncBufReadExt as _, StreamExt as _};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, DeleteParams, ListParams, LogParams};
-use kube::runtime::watcher;
+use kube::api::{Api, ListParams, LogParams};
+use kube::runtime::{WatchStreamExt as _, watcher};
 use orchestrator_core::abi::PluginError;
 use orchestrator_core::run::{Event, RunRecord, RunStatus, StepStatus};
 use orchestrator_core::store::{Store, layout};
@@ -22,6 +22,7 @@ use tokio::time::Instant;
 use crate::client::Connection;
 use crate::launch::{api_error, retry};
 use crate::manifest::{CONTAINER, RUN_LABEL};
+use crate::names;
 
 /// Waiting reasons that never resolve by themselves: the run fails at once.
 const FATAL_WAITING: &[&str] = &[
@@ -35,7 +36,7 @@ const FATAL_WAITING: &[&str] = &[
 ];
 
 /// How long to wait for log streams to drain once every Job has finished.
-const DRAIN: Duration = Duration::from_secs(3);
+const DRAIN: Duration = Duration::from_secs(10);
 
 pub struct FollowOptions<'a> {
     pub run_id: &'a str,
@@ -57,6 +58,10 @@ pub struct Outcome {
     pub saw_run_status: bool,
     /// The run has Jobs in the cluster (false: only the store knows it).
     pub found: bool,
+    /// Following saw the run end (false: the reader stopped first, the run may go on).
+    pub ended: bool,
+    /// The run's Jobs were deleted while being followed (a cancel, or by hand).
+    pub jobs_gone: bool,
 }
 
 enum Message {
@@ -81,14 +86,6 @@ fn container_state(pod: &Pod) -> Option<&k8s_openapi::api::core::v1::ContainerSt
         .find(|c| c.name == CONTAINER)?
         .state
         .as_ref()
-}
-
-fn unschedulable(pod: &Pod) -> Option<String> {
-    let conditions = pod.status.as_ref()?.conditions.as_ref()?;
-    let c = conditions
-        .iter()
-        .find(|c| c.type_ == "PodScheduled" && c.status == "False")?;
-    (c.reason.as_deref() == Some("Unschedulable")).then(|| c.message.clone().unwrap_or_default())
 }
 
 fn deliver(
@@ -155,6 +152,93 @@ fn spawn_log_stream(
     });
 }
 
+/// Why a pod can never finish, if it cannot: a container that cannot start, an OOM kill (a
+/// failure whatever the exit code says), an eviction.
+fn pod_failure(pod: &Pod) -> Option<(String, Option<i32>)> {
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    if let Some(status) = &pod.status
+        && status.reason.as_deref() == Some("Evicted")
+    {
+        return Some((
+            format!(
+                "pod {name} was evicted: {}",
+                status.message.clone().unwrap_or_default()
+            ),
+            None,
+        ));
+    }
+    let state = container_state(pod)?;
+    if let Some(waiting) = &state.waiting
+        && let Some(reason) = waiting.reason.as_deref()
+        && FATAL_WAITING.contains(&reason)
+    {
+        let message = waiting.message.clone().unwrap_or_default();
+        return Some((
+            format!("pod {name} cannot start: {reason}: {message}"),
+            None,
+        ));
+    }
+    if let Some(terminated) = &state.terminated
+        && terminated.reason.as_deref() == Some("OOMKilled")
+    {
+        let code = if terminated.exit_code == 0 {
+            137
+        } else {
+            terminated.exit_code
+        };
+        return Some((
+            format!("pod {name} was killed for using more memory than its limit (OOMKilled)"),
+            Some(code),
+        ));
+    }
+    None
+}
+
+fn to_chrono(time: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time) -> chrono::DateTime<Utc> {
+    chrono::DateTime::from_timestamp(time.0.as_second(), time.0.subsec_nanosecond().max(0) as u32)
+        .unwrap_or_else(Utc::now)
+}
+
+/// Since when a pod has been unschedulable, from its PodScheduled condition (so that the
+/// timeout counts from the real start, not from when this ferry began to watch).
+fn unschedulable_since(pod: &Pod) -> Option<chrono::DateTime<Utc>> {
+    let conditions = pod.status.as_ref()?.conditions.as_ref()?;
+    let c = conditions
+        .iter()
+        .find(|c| c.type_ == "PodScheduled" && c.status == "False")?;
+    (c.reason.as_deref() == Some("Unschedulable")).then(|| {
+        c.last_transition_time
+            .as_ref()
+            .map(to_chrono)
+            .unwrap_or_else(Utc::now)
+    })
+}
+
+fn pending_failure(pod: &Pod, timeout: Duration) -> Option<String> {
+    let since = unschedulable_since(pod)?;
+    let waited = (Utc::now() - since).to_std().unwrap_or_default();
+    (waited >= timeout).then(|| {
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        format!(
+            "pod {name} could not be scheduled for {}; see `kubectl describe pod {name}` (node selector, tolerations, resources)",
+            humantime::format_duration(timeout)
+        )
+    })
+}
+
+/// A watch error that retrying cannot fix.
+fn fatal_watch_error(error: &watcher::Error) -> Option<PluginError> {
+    let status = match error {
+        watcher::Error::InitialListFailed(kube::Error::Api(s))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(s))
+        | watcher::Error::WatchFailed(kube::Error::Api(s)) => s.as_ref().clone(),
+        watcher::Error::WatchError(s) => s.as_ref().clone(),
+        _ => return None,
+    };
+    matches!(status.code, 401 | 403)
+        .then(|| api_error("watching the run", kube::Error::Api(Box::new(status))))
+}
+
 /// Streams the run's events until it ends (or, without `follow`, until what exists has been
 /// shown). Deletes the run's Jobs when Kubernetes says they can never succeed.
 pub async fn follow(
@@ -165,7 +249,7 @@ pub async fn follow(
     let ns = &connection.namespace;
     let jobs: Api<Job> = Api::namespaced(connection.client.clone(), ns);
     let pods: Api<Pod> = Api::namespaced(connection.client.clone(), ns);
-    let selector = format!("{RUN_LABEL}={}", options.run_id);
+    let selector = format!("{RUN_LABEL}={}", names::label_value(options.run_id));
     let mut outcome = Outcome::default();
     let by_run = ListParams::default().labels(&selector);
     let listed = retry("listing the run's Jobs", || jobs.list(&by_run))
@@ -209,14 +293,16 @@ pub async fn follow(
         .into_iter()
         .map(|j| (j.metadata.name.clone().unwrap_or_default(), j))
         .collect();
-    let mut pod_events =
-        watcher(pods.clone(), watcher::Config::default().labels(&selector)).boxed();
-    let mut job_events =
-        watcher(jobs.clone(), watcher::Config::default().labels(&selector)).boxed();
-    let mut pending_since: HashMap<String, Instant> = HashMap::new();
-    let mut all_finished_at: Option<Instant> = None;
-    // Until the pods have been listed once, a finished Job may still have logs to stream.
-    let mut pods_synced = false;
+    let mut pod_events = watcher(pods.clone(), watcher::Config::default().labels(&selector))
+        .default_backoff()
+        .boxed();
+    let mut job_events = watcher(jobs.clone(), watcher::Config::default().labels(&selector))
+        .default_backoff()
+        .boxed();
+    let mut unschedulable: HashMap<String, Pod> = HashMap::new();
+    let mut jobs_finished_at: Option<Instant> = None;
+    let mut jobs_synced = false;
+    let mut relisted: Option<HashMap<String, Job>> = None;
     let mut tick = tokio::time::interval(Duration::from_millis(250));
 
     loop {
@@ -224,57 +310,67 @@ pub async fn follow(
             Some(event) = pod_events.next() => {
                 let pod = match event {
                     Ok(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod)) => pod,
-                    Ok(watcher::Event::InitDone) => {
-                        pods_synced = true;
+                    Ok(watcher::Event::Delete(pod)) => {
+                        unschedulable.remove(&pod.metadata.name.clone().unwrap_or_default());
                         continue;
                     }
                     Ok(_) => continue,
-                    Err(error) => {
-                        tracing::debug!(%error, "pod watch error; the watcher retries");
-                        continue;
-                    }
+                    Err(error) => match fatal_watch_error(&error) {
+                        Some(fatal) => return Err(fatal),
+                        None => {
+                            tracing::debug!(%error, "pod watch error; the watcher retries with backoff");
+                            continue;
+                        }
+                    },
                 };
                 let name = pod.metadata.name.clone().unwrap_or_default();
-                match unschedulable(&pod) {
-                    Some(_) => { pending_since.entry(name.clone()).or_insert_with(Instant::now); }
-                    None => { pending_since.remove(&name); }
+                if unschedulable_since(&pod).is_some() {
+                    unschedulable.insert(name.clone(), pod.clone());
+                } else {
+                    unschedulable.remove(&name);
+                }
+                if let Some((failure, code)) = pod_failure(&pod)
+                    && outcome.failure.is_none()
+                {
+                    outcome.failure = Some(failure);
+                    outcome.exit_code = code;
                 }
                 if let Some(state) = container_state(&pod) {
-                    if let Some(waiting) = &state.waiting
-                        && let Some(reason) = waiting.reason.as_deref()
-                        && FATAL_WAITING.contains(&reason)
-                        && outcome.failure.is_none()
+                    if let Some(terminated) = &state.terminated
+                        && outcome.exit_code.is_none()
                     {
-                        outcome.failure = Some(format!(
-                            "pod {name} cannot start: {reason}: {}",
-                            waiting.message.clone().unwrap_or_default()
-                        ));
-                    }
-                    if let Some(terminated) = &state.terminated {
                         outcome.exit_code = Some(terminated.exit_code);
-                        if terminated.reason.as_deref() == Some("OOMKilled") && outcome.failure.is_none() {
-                            // A failure whatever the exit code says.
-                            outcome.failure = Some(format!("pod {name} was killed for using more memory than its limit (OOMKilled)"));
-                            outcome.exit_code = Some(if terminated.exit_code == 0 { 137 } else { terminated.exit_code });
-                        }
                     }
                     if (state.running.is_some() || state.terminated.is_some()) && streamed.insert(name.clone()) {
-                        spawn_log_stream(&pods, name.clone(), true, tx.clone());
+                        spawn_log_stream(&pods, name, true, tx.clone());
                         streams_open += 1;
                     }
                 }
-                if let Some(status) = &pod.status
-                    && status.reason.as_deref() == Some("Evicted")
-                    && outcome.failure.is_none()
-                {
-                    outcome.failure = Some(format!("pod {name} was evicted: {}", status.message.clone().unwrap_or_default()));
-                }
             }
-            Some(event) = job_events.next() => {
-                if let Ok(watcher::Event::Apply(job) | watcher::Event::InitApply(job)) = event {
+            Some(event) = job_events.next() => match event {
+                Ok(watcher::Event::Apply(job)) => {
                     job_states.insert(job.metadata.name.clone().unwrap_or_default(), job);
                 }
-            }
+                Ok(watcher::Event::Delete(job)) => {
+                    job_states.remove(&job.metadata.name.clone().unwrap_or_default());
+                }
+                // A (re)list: the new state replaces the old one once complete, so that the
+                // Jobs are known (and can be deleted) in the meantime.
+                Ok(watcher::Event::Init) => relisted = Some(HashMap::new()),
+                Ok(watcher::Event::InitApply(job)) => {
+                    relisted.get_or_insert_with(HashMap::new).insert(job.metadata.name.clone().unwrap_or_default(), job);
+                }
+                Ok(watcher::Event::InitDone) => {
+                    job_states = relisted.take().unwrap_or_default();
+                    jobs_synced = true;
+                }
+                Err(error) => {
+                    if let Some(fatal) = fatal_watch_error(&error) {
+                        return Err(fatal);
+                    }
+                    tracing::debug!(%error, "job watch error; the watcher retries with backoff");
+                }
+            },
             Some(message) = rx.recv() => match message {
                 Message::Line(line) => {
                     if !deliver(&line, options, &mut outcome, sink) {
@@ -284,19 +380,13 @@ pub async fn follow(
                 Message::End => streams_open = streams_open.saturating_sub(1),
             },
             _ = tick.tick() => {
-                if outcome.failure.is_none()
-                    && let Some((pod, since)) = pending_since.iter().next()
-                    && since.elapsed() >= options.pending_timeout
-                {
-                    outcome.failure = Some(format!(
-                        "pod {pod} could not be scheduled for {}; see `kubectl describe pod {pod}` (node selector, tolerations, resources)",
-                        humantime::format_duration(options.pending_timeout)
-                    ));
+                if outcome.failure.is_none() {
+                    outcome.failure = unschedulable.values().find_map(|pod| pending_failure(pod, options.pending_timeout));
                 }
             }
         }
         if let Some(failure) = &outcome.failure
-            && all_finished_at.is_none()
+            && !outcome.ended
         {
             sink(Event::Notice {
                 step: None,
@@ -304,29 +394,135 @@ pub async fn follow(
                 time: Utc::now(),
             });
             // It will not get better: stop the run's Jobs rather than leave them pending.
-            for name in job_states.keys() {
-                let _ = jobs.delete(name, &DeleteParams::background()).await;
-            }
-            all_finished_at = Some(Instant::now());
+            crate::launch::delete_jobs(&jobs, job_states.keys()).await;
+            outcome.ended = true;
+            jobs_finished_at = Some(Instant::now());
         }
-        if all_finished_at.is_none() && job_states.values().all(|j| job_finished(j).is_some()) {
-            all_finished_at = Some(Instant::now());
-            if let Some((false, reason)) = job_states
+        // The agent reported the end and its log is complete.
+        if outcome.saw_run_status && streams_open == 0 {
+            outcome.ended = true;
+            return Ok(outcome);
+        }
+        // Deleted (cancelled, or by hand): what happened is for the store to say.
+        if jobs_synced && job_states.is_empty() && streams_open == 0 {
+            outcome.ended = true;
+            outcome.jobs_gone = true;
+            return Ok(outcome);
+        }
+        if jobs_finished_at.is_none()
+            && !job_states.is_empty()
+            && job_states.values().all(|j| job_finished(j).is_some())
+        {
+            jobs_finished_at = Some(Instant::now());
+            if job_states
                 .values()
-                .find_map(job_finished)
-                .filter(|(ok, _)| !ok)
-                && reason == "DeadlineExceeded"
+                .filter_map(job_finished)
+                .any(|(ok, reason)| !ok && reason == "DeadlineExceeded")
+                && outcome.failure.is_none()
             {
                 outcome.failure =
                     Some("the run exceeded `active_deadline_seconds` and was stopped".into());
             }
+            // Events may still be on their way for pods this watch has not seen running:
+            // stream every pod of the run that has a log.
+            if let Ok(list) = pods.list(&by_run).await {
+                for pod in list.items {
+                    let name = pod.metadata.name.clone().unwrap_or_default();
+                    if container_state(&pod)
+                        .is_some_and(|s| s.running.is_some() || s.terminated.is_some())
+                        && streamed.insert(name.clone())
+                    {
+                        spawn_log_stream(&pods, name, false, tx.clone());
+                        streams_open += 1;
+                    }
+                }
+            }
         }
-        if let Some(at) = all_finished_at
-            && ((pods_synced && streams_open == 0) || at.elapsed() >= DRAIN)
-        {
-            return Ok(outcome);
+        if let Some(at) = jobs_finished_at {
+            if streams_open == 0 {
+                outcome.ended = true;
+                return Ok(outcome);
+            }
+            if at.elapsed() >= DRAIN {
+                sink(Event::Notice {
+                    step: None,
+                    text: format!(
+                        "stopped reading pod logs {}s after the run's Jobs ended; `ferry logs` reads the rest from the store",
+                        DRAIN.as_secs()
+                    ),
+                    time: Utc::now(),
+                });
+                outcome.ended = true;
+                return Ok(outcome);
+            }
         }
     }
+}
+
+/// One look at a run that no ferry is following (`runs show`, `runs list`): whether
+/// Kubernetes says it can never finish. If so, its Jobs are deleted and the reason returned.
+pub async fn assess(
+    connection: &Connection,
+    run_id: &str,
+    pending_timeout: Duration,
+) -> Result<Option<Outcome>, PluginError> {
+    let ns = &connection.namespace;
+    let jobs: Api<Job> = Api::namespaced(connection.client.clone(), ns);
+    let pods: Api<Pod> = Api::namespaced(connection.client.clone(), ns);
+    let by_run =
+        ListParams::default().labels(&format!("{RUN_LABEL}={}", names::label_value(run_id)));
+    let job_list = retry("listing the run's Jobs", || jobs.list(&by_run))
+        .await
+        .map_err(|e| api_error("listing the run's Jobs", e))?
+        .items;
+    let pod_list = retry("listing the run's pods", || pods.list(&by_run))
+        .await
+        .map_err(|e| api_error("listing the run's pods", e))?
+        .items;
+    let mut outcome = Outcome {
+        found: !job_list.is_empty(),
+        ..Outcome::default()
+    };
+    for job in &job_list {
+        let created = job
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map(to_chrono)
+            .unwrap_or_else(Utc::now);
+        let stuck_suspended = job.spec.as_ref().and_then(|s| s.suspend) == Some(true)
+            && Utc::now() - created > chrono::Duration::seconds(60);
+        if stuck_suspended {
+            outcome.failure =
+                Some("the run's launch was interrupted before its Job was started".into());
+        }
+        if let Some((false, reason)) = job_finished(job) {
+            outcome.failure.get_or_insert(match reason.as_str() {
+                "DeadlineExceeded" => {
+                    "the run exceeded `active_deadline_seconds` and was stopped".into()
+                }
+                _ => format!("the run's Job failed ({reason})"),
+            });
+        }
+    }
+    for pod in &pod_list {
+        if let Some((failure, code)) =
+            pod_failure(pod).or_else(|| pending_failure(pod, pending_timeout).map(|f| (f, None)))
+        {
+            outcome.failure = Some(failure);
+            outcome.exit_code = code.or(outcome.exit_code);
+        }
+    }
+    if outcome.failure.is_none() {
+        return Ok(None);
+    }
+    let names: Vec<String> = job_list
+        .iter()
+        .filter_map(|j| j.metadata.name.clone())
+        .collect();
+    crate::launch::delete_jobs(&jobs, names.iter()).await;
+    outcome.ended = true;
+    Ok(Some(outcome))
 }
 
 /// Records what Kubernetes said when the agent could not: a run whose record is not final
@@ -492,17 +688,18 @@ mod tests {
             matches!(&received[4], Event::Notice { text, .. } if text == "ferry agent: a diagnostic line")
         );
         let seen = server.await.unwrap();
-        assert!(
-            seen.iter()
-                .any(|r| r.contains("/pods?") && r.contains("watch=true")),
-            "pods are watched: {seen:#?}"
-        );
-        assert!(
-            seen.iter().any(|r| r.contains("/log?")
-                && r.contains("follow=true")
-                && r.contains("container=ferry")),
-            "{seen:#?}"
-        );
+        // Watch-driven: the pods are listed by the watcher (and once more when the Job has
+        // ended), never polled; the log is read once.
+        let pod_lists = seen
+            .iter()
+            .filter(|r| r.contains("/pods?") && !r.contains("watch=true"))
+            .count();
+        assert!(pod_lists <= 2, "{seen:#?}");
+        let logs = seen
+            .iter()
+            .filter(|r| r.contains("/log?") && r.contains("container=ferry"))
+            .count();
+        assert_eq!(logs, 1, "{seen:#?}");
     }
 
     #[tokio::test]

@@ -113,7 +113,7 @@ where
                 .as_ref()
                 .and_then(|l| l.get(RUN_LABEL))
                 .cloned();
-            if owner.as_deref() == Some(run_id) {
+            if owner.as_deref() == Some(crate::names::label_value(run_id).as_str()) {
                 Ok(existing)
             } else {
                 Err(PluginError::new(
@@ -189,12 +189,30 @@ pub async fn launch(
     .await;
     if result.is_err() {
         // Nothing half-made stays behind: the Jobs take their ConfigMap and Secret with them.
-        for job in &created {
-            let name = job.metadata.name.clone().unwrap_or_default();
-            let _ = jobs.delete(&name, &DeleteParams::background()).await;
-        }
+        let names: Vec<String> = created
+            .iter()
+            .filter_map(|j| j.metadata.name.clone())
+            .collect();
+        delete_jobs(&jobs, names.iter()).await;
     }
     result
+}
+
+/// Deletes Jobs with their pods (background propagation), retrying transient errors; a Job
+/// already gone is fine.
+pub async fn delete_jobs<'a>(
+    jobs: &Api<k8s_openapi::api::batch::v1::Job>,
+    names: impl Iterator<Item = &'a String>,
+) {
+    let params = DeleteParams::background();
+    for name in names {
+        let what = format!("deleting Job {name}");
+        match retry(&what, || jobs.delete(name, &params)).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(error) => tracing::warn!(%error, "{what}"),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams};
 use orchestrator_core::abi::{ErrorKind, PluginError};
 use orchestrator_core::run::{Event, RunPlan, RunRecord, RunStatus, StepStatus};
@@ -66,6 +67,17 @@ impl KubernetesOrchestrator {
                 "kubernetes: this ferry did not pass the stack's store settings to the orchestrator; upgrade ferry",
             )
         })?;
+        // With workload identity the store's settings go in a ConfigMap: no credentials there.
+        if self.settings.store_credentials == settings::StoreCredentials::WorkloadIdentity
+            && let Some(key) = store
+                .settings
+                .keys()
+                .find(|k| orchestrator_core::store::settings::is_secret_key(k))
+        {
+            return Err(PluginError::invalid_input(format!(
+                "kubernetes: store_credentials = \"workload-identity\" ships the store's settings in a ConfigMap, but they hold `{key}`; remove it (the pods' identity must reach the store) or use store_credentials = \"secret\""
+            )));
+        }
         Ok(manifest::run_objects(
             &self.settings,
             plan,
@@ -83,15 +95,34 @@ impl KubernetesOrchestrator {
     }
 
     fn run_jobs(&self, connection: &Connection, run_id: &str) -> Result<Vec<Job>, PluginError> {
-        let jobs: Api<Job> = Api::namespaced(connection.client.clone(), &connection.namespace);
-        let selector = format!("{RUN_LABEL}={run_id}");
-        let params = ListParams::default().labels(&selector);
+        self.list_of_run(connection, run_id, "Jobs")
+    }
+
+    fn run_pods(&self, connection: &Connection, run_id: &str) -> Result<Vec<Pod>, PluginError> {
+        self.list_of_run(connection, run_id, "pods")
+    }
+
+    fn list_of_run<K>(
+        &self,
+        connection: &Connection,
+        run_id: &str,
+        what: &str,
+    ) -> Result<Vec<K>, PluginError>
+    where
+        K: kube::Resource<Scope = kube::core::NamespaceResourceScope>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+        K::DynamicType: Default,
+    {
+        let api: Api<K> = Api::namespaced(connection.client.clone(), &connection.namespace);
+        let params =
+            ListParams::default().labels(&format!("{RUN_LABEL}={}", names::label_value(run_id)));
+        let what = format!("listing the run's {what}");
         self.runtime
-            .block_on(launch::retry("listing the run's Jobs", || {
-                jobs.list(&params)
-            }))
+            .block_on(launch::retry(&what, || api.list(&params)))
             .map(|list| list.items)
-            .map_err(|e| launch::api_error("listing the run's Jobs", e))
+            .map_err(|e| launch::api_error(&what, e))
     }
 }
 
@@ -188,23 +219,46 @@ impl OrchestratorPlugin for KubernetesOrchestrator {
     }
 
     fn status(&self, run_id: &str) -> Result<RunRecord, PluginError> {
-        let mut record = self.stored_record(run_id)?;
+        let record = self.stored_record(run_id)?;
         if record.status.is_finished() {
             return Ok(record);
         }
-        // Not finished by the record: ask the cluster, so that a run whose Job is gone is not
-        // shown as running forever.
-        if let Ok(connection) = self.connection()
-            && let Ok(jobs) = self.run_jobs(connection, run_id)
-            && jobs.is_empty()
-            && Utc::now() - record.created_at > chrono::Duration::seconds(60)
-        {
-            record.status = RunStatus::Failed;
-            record.error = Some(
-                "lost: the run's Job no longer exists and its agent recorded no result".into(),
-            );
+        // Not finished by the record: ask the cluster, so that a run nobody follows is not
+        // shown as running forever when its pod can never finish or its Job is gone.
+        let Ok(connection) = self.connection() else {
+            return Ok(record);
+        };
+        match self.runtime.block_on(follow::assess(
+            connection,
+            run_id,
+            self.settings.pending_timeout,
+        )) {
+            Ok(Some(outcome)) => {
+                Ok(follow::record_failure(&self.store, run_id, &outcome)?.unwrap_or(record))
+            }
+            Ok(None) => {
+                let jobs = self.run_jobs(connection, run_id)?;
+                // A minute of grace: the record is written just before the Job is created.
+                if jobs.is_empty() && Utc::now() - record.created_at > chrono::Duration::seconds(60)
+                {
+                    let outcome = follow::Outcome {
+                        failure: Some(
+                            "lost: the run's Job no longer exists and its agent recorded no result"
+                                .into(),
+                        ),
+                        ..follow::Outcome::default()
+                    };
+                    return Ok(
+                        follow::record_failure(&self.store, run_id, &outcome)?.unwrap_or(record)
+                    );
+                }
+                Ok(record)
+            }
+            Err(error) => {
+                tracing::debug!(%error, "cannot ask the cluster about run {run_id}");
+                Ok(record)
+            }
         }
-        Ok(record)
     }
 
     fn stream_events(
@@ -229,26 +283,45 @@ impl OrchestratorPlugin for KubernetesOrchestrator {
             _ => follow::Outcome::default(),
         };
         if !outcome.found {
-            // Finished, or its Jobs are gone: the store has the logs.
+            // Finished, or its Jobs are gone: the store has the logs; `status` notices a run
+            // that will never finish.
             return orchestrator_core::local::stream_stored_run(
                 &self.store,
                 run_id,
                 step,
                 follow,
                 sink,
-                || self.stored_record(run_id),
+                || self.status(run_id),
             );
         }
-        if follow {
-            let record = follow::record_failure(&self.store, run_id, &outcome)?;
-            if let Some(record) = record
-                && !outcome.saw_run_status
+        if !follow || !outcome.ended {
+            // Only shown what exists, or the reader stopped: the run goes on.
+            return Ok(());
+        }
+        if outcome.jobs_gone && outcome.failure.is_none() {
+            // Deleted under us: a cancel records the run itself once the pods are gone.
+            let deadline = std::time::Instant::now() + CANCEL_WAIT;
+            while std::time::Instant::now() < deadline
+                && !self.stored_record(run_id)?.status.is_finished()
             {
-                sink(Event::RunStatus {
-                    status: record.status,
-                    time: record.finished_at.unwrap_or_else(Utc::now),
-                });
+                std::thread::sleep(Duration::from_millis(200));
             }
+        }
+        let outcome = follow::Outcome {
+            failure: outcome.failure.clone().or_else(|| {
+                outcome
+                    .jobs_gone
+                    .then(|| "the run's Jobs were deleted before it finished".to_string())
+            }),
+            ..outcome
+        };
+        if let Some(record) = follow::record_failure(&self.store, run_id, &outcome)?
+            && !outcome.saw_run_status
+        {
+            sink(Event::RunStatus {
+                status: record.status,
+                time: record.finished_at.unwrap_or_else(Utc::now),
+            });
         }
         Ok(())
     }
@@ -271,7 +344,10 @@ impl OrchestratorPlugin for KubernetesOrchestrator {
             }
         }
         let deadline = std::time::Instant::now() + CANCEL_WAIT;
-        while !self.run_jobs(connection, run_id)?.is_empty() {
+        // Until the pods are gone too: a pod in its grace period may still write.
+        while !self.run_jobs(connection, run_id)?.is_empty()
+            || !self.run_pods(connection, run_id)?.is_empty()
+        {
             if std::time::Instant::now() > deadline {
                 return Err(PluginError::new(
                     ErrorKind::TIMEOUT,

@@ -46,8 +46,8 @@ pub struct RunObjects {
 }
 
 impl RunObjects {
-    /// Every object as one multi-document YAML stream (`ferry render`). Secret values are
-    /// shown, since they only ever go inside Secret objects; render output is for the user.
+    /// Every object as one multi-document YAML stream (`ferry render`, which masks the
+    /// Secret's value first).
     pub fn to_yaml(&self) -> String {
         let mut docs: Vec<Value> = Vec::new();
         docs.push(serde_json::to_value(&self.config_map).expect("objects serialise"));
@@ -109,12 +109,56 @@ pub fn config_name(settings: &Settings, plan: &RunPlan) -> String {
     )
 }
 
-/// A step's resources over the stack's defaults (`cpu`/`memory` as requests and, for memory,
-/// also the limit: a step that asks for 2Gi is killed above 2Gi rather than starving others).
-fn resources(settings: &Settings, step: Option<&Step>) -> Value {
+/// A Kubernetes quantity in base units (cores, bytes), for comparing; `None` if malformed.
+fn quantity(text: &str) -> Option<f64> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-'))
+        .unwrap_or(text.len());
+    let (number, suffix) = text.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let factor = match suffix {
+        "" => 1.0,
+        "m" => 1e-3,
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "P" => 1e15,
+        "E" => 1e18,
+        "Ki" => 1024f64,
+        "Mi" => 1024f64.powi(2),
+        "Gi" => 1024f64.powi(3),
+        "Ti" => 1024f64.powi(4),
+        "Pi" => 1024f64.powi(5),
+        "Ei" => 1024f64.powi(6),
+        exponent => 10f64.powi(exponent.strip_prefix(['e', 'E'])?.parse().ok()?),
+    };
+    Some(number * factor)
+}
+
+/// The largest of some quantities (kept as written); malformed ones never win.
+fn largest<'a>(quantities: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    quantities
+        .filter_map(|q| quantity(q).map(|v| (v, q)))
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, q)| q)
+}
+
+/// The container's resources: the stack's defaults, overridden by the steps' own. In
+/// `pipeline` mode one pod runs every step, so it asks for the largest cpu, memory and gpu any
+/// step asks for. Memory is also the limit: a step that asks for 2Gi is killed above 2Gi
+/// rather than starving its neighbours.
+fn resources(settings: &Settings, steps: &[&Step]) -> Value {
     let mut resources = settings.resources.clone().unwrap_or_else(|| json!({}));
-    if let Some(step) = step {
-        let r = &step.resources;
+    {
+        let r = orchestrator_core::pipeline::Resources {
+            cpu: largest(steps.iter().filter_map(|s| s.resources.cpu.as_deref()))
+                .map(str::to_string),
+            memory: largest(steps.iter().filter_map(|s| s.resources.memory.as_deref()))
+                .map(str::to_string),
+            gpu: steps.iter().filter_map(|s| s.resources.gpu).max(),
+        };
         if let Some(cpu) = &r.cpu {
             resources["requests"]["cpu"] = json!(cpu);
         }
@@ -173,7 +217,10 @@ fn job(
         "args": args,
         "workingDir": WORK_DIR,
         "env": env,
-        "resources": resources(settings, step),
+        "resources": resources(settings, &match step {
+            Some(step) => vec![step],
+            None => plan.pipeline.steps.iter().collect(),
+        }),
     });
     if !settings.env_from_secrets.is_empty() {
         container["envFrom"] = settings
@@ -319,6 +366,19 @@ pub(crate) mod tests {
                 .clone(),
             project_root: None,
         }
+    }
+
+    #[test]
+    fn pipeline_mode_asks_for_the_largest_step() {
+        let objects = run_objects(&Settings::default(), &plan(), "ml", &store());
+        let job = serde_json::to_value(&objects.jobs[0]).unwrap();
+        let resources = &job["spec"]["template"]["spec"]["containers"][0]["resources"];
+        assert_eq!(resources["requests"]["cpu"], "2");
+        assert_eq!(resources["limits"]["memory"], "1Gi");
+        assert_eq!(resources["limits"]["nvidia.com/gpu"], "1");
+        assert_eq!(largest(["500m", "1", "0.75"].into_iter()), Some("1"));
+        assert_eq!(largest(["512Mi", "1G", "1Gi"].into_iter()), Some("1Gi"));
+        assert_eq!(largest(["lots", "1"].into_iter()), Some("1"));
     }
 
     #[test]

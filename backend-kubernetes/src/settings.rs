@@ -83,11 +83,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ),
     (
         "mode",
-        "pipeline (one Job runs the whole pipeline) | steps (one Job per step)",
-    ),
-    (
-        "max_parallel_steps",
-        "steps mode: Jobs running at once (default 16)",
+        "pipeline: one Job runs the whole pipeline (the only mode available so far)",
     ),
     (
         "store_credentials",
@@ -150,7 +146,6 @@ pub struct Settings {
     pub backoff_limit: i32,
     pub pending_timeout: Duration,
     pub mode: Mode,
-    pub max_parallel_steps: usize,
     pub store_credentials: StoreCredentials,
 }
 
@@ -183,7 +178,6 @@ impl Default for Settings {
             backoff_limit: 0,
             pending_timeout: Duration::from_secs(600),
             mode: Mode::Pipeline,
-            max_parallel_steps: 16,
             store_credentials: StoreCredentials::Secret,
         }
     }
@@ -287,16 +281,20 @@ impl Settings {
                 "mode" => {
                     s.mode = match value_string(key, value)?.as_str() {
                         "pipeline" => Mode::Pipeline,
-                        "steps" => Mode::Steps,
+                        "steps" => {
+                            return Err(invalid(
+                                key,
+                                "`steps` (one Job per step) is not available yet; use \"pipeline\"",
+                            ));
+                        }
                         other => {
                             return Err(invalid(
                                 key,
-                                format!("`{other}` is not a mode; use pipeline or steps"),
+                                format!("`{other}` is not a mode; use \"pipeline\""),
                             ));
                         }
                     }
                 }
-                "max_parallel_steps" => s.max_parallel_steps = integer(key, value, 1)? as usize,
                 "store_credentials" => {
                     s.store_credentials = match value_string(key, value)?.as_str() {
                         "secret" => StoreCredentials::Secret,
@@ -360,11 +358,36 @@ impl Settings {
         {
             return Err(invalid("tolerations", "expected a list of tolerations"));
         }
-        for (key, value) in [("affinity", &self.affinity), ("resources", &self.resources)] {
-            if let Some(v) = value
-                && !v.is_object()
-            {
-                return Err(invalid(key, "expected a table"));
+        if let Some(a) = &self.affinity
+            && !a.is_object()
+        {
+            return Err(invalid("affinity", "expected a table"));
+        }
+        if let Some(r) = &self.resources {
+            let map = r.as_object().ok_or_else(|| {
+                invalid(
+                    "resources",
+                    "expected a table with `requests` and/or `limits`",
+                )
+            })?;
+            for (section, quantities) in map {
+                if !matches!(section.as_str(), "requests" | "limits") {
+                    return Err(invalid(
+                        "resources",
+                        format!("`{section}` is not `requests` or `limits`"),
+                    ));
+                }
+                let ok = quantities
+                    .as_object()
+                    .is_some_and(|q| q.values().all(|v| v.is_string() || v.is_number()));
+                if !ok {
+                    return Err(invalid(
+                        "resources",
+                        format!(
+                            "`{section}` must be a table of quantities, e.g. {{ cpu = \"500m\", memory = \"1Gi\" }}"
+                        ),
+                    ));
+                }
             }
         }
         Ok(())
@@ -426,6 +449,14 @@ mod tests {
             ),
             (json!({"namespace": "ML"}), "setting `namespace`: `ML`"),
             (json!({"mode": "dag"}), "`dag` is not a mode"),
+            (
+                json!({"mode": "steps"}),
+                "`steps` (one Job per step) is not available yet",
+            ),
+            (
+                json!({"resources": {"request": {"cpu": "1"}}}),
+                "`request` is not `requests` or `limits`",
+            ),
             (
                 json!({"pending_timeout": "soon"}),
                 "`soon` is not a duration",

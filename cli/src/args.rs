@@ -89,14 +89,7 @@ pub enum Command {
 pub enum AgentCommand {
     /// Fetch the run's code package and run the plan in FERRY_AGENT_PLAN against the store in
     /// FERRY_AGENT_STORE, reporting events as JSON lines on stdout
-    Run(AgentRunArgs),
-}
-
-#[derive(Debug, Args)]
-pub struct AgentRunArgs {
-    /// Run only this step (one Job per step)
-    #[arg(long)]
-    pub step: Option<String>,
+    Run,
 }
 
 #[derive(Debug, Args)]

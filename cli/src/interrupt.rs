@@ -75,10 +75,11 @@ pub fn guard(
                 std::process::exit(1);
             }
         }
-    } else {
-        eprintln!(
-            "\ndetached: run {run_id} goes on in the cluster; follow it with `ferry logs -f {run_id}`, stop it with `ferry runs cancel {run_id}`"
-        );
+        std::process::exit(i32::from(crate::EXIT_CANCELLED));
     }
-    std::process::exit(i32::from(crate::EXIT_CANCELLED));
+    // Detached: the run goes on, nothing failed.
+    eprintln!(
+        "\ndetached: run {run_id} goes on in the cluster; follow it with `ferry logs -f {run_id}`, stop it with `ferry runs cancel {run_id}`"
+    );
+    std::process::exit(0);
 }

@@ -4,24 +4,25 @@
 //! one JSON object per line on stdout (the machine that follows the run reads them from the
 //! pod log). Diagnostics go to stderr. The exit code is the failed step's, like `ferry run`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result};
 use orchestrator_core::config::ComponentConfig;
 use orchestrator_core::env_vars::{FERRY_AGENT_PLAN, FERRY_AGENT_STORE, FERRY_PLUGIN_PATH};
 use orchestrator_core::loader::SearchPath;
 use orchestrator_core::local::LocalOrchestrator;
 use orchestrator_core::package::unpack::unpack_file;
-use orchestrator_core::run::RunPlan;
+use orchestrator_core::run::{RunPlan, RunRecord, RunStatus};
 use orchestrator_core::sdk::{OrchestratorPlugin as _, PluginConfig, StoreConnection};
 use orchestrator_core::stack;
+use orchestrator_core::store::{Store, layout};
 
 use crate::args::{AgentCommand, GlobalArgs};
 
 pub fn run(global: &GlobalArgs, command: AgentCommand) -> Result<ExitCode> {
     match command {
-        AgentCommand::Run(args) => run_plan(global, args.step),
+        AgentCommand::Run => run_plan(global),
     }
 }
 
@@ -31,10 +32,7 @@ fn env_json(name: &str) -> Result<String> {
     })
 }
 
-fn run_plan(global: &GlobalArgs, step: Option<String>) -> Result<ExitCode> {
-    if step.is_some() {
-        bail!("`ferry agent run --step` (one Job per step) is not available in this ferry yet");
-    }
+fn run_plan(global: &GlobalArgs) -> Result<ExitCode> {
     let mut plan =
         RunPlan::from_json(&env_json(FERRY_AGENT_PLAN)?).context("reading the run plan")?;
     let connection: StoreConnection = serde_json::from_str(&env_json(FERRY_AGENT_STORE)?)
@@ -60,28 +58,17 @@ fn run_plan(global: &GlobalArgs, step: Option<String>) -> Result<ExitCode> {
         )
     })?;
 
-    let key = plan
-        .code
-        .package_key
-        .clone()
-        .context("the run plan names no code package")?;
-    let digest = plan
-        .code
-        .digest
-        .clone()
-        .context("the run plan has no code digest")?;
-    let archive = cwd.join(".ferry-package.tar.zst");
-    store
-        .get_file(&key, &archive)
-        .with_context(|| format!("fetching the code package {key} from {}", store.url()))?;
     let code: PathBuf = cwd.join("code");
-    unpack_file(&archive, &digest, &code)
-        .with_context(|| format!("unpacking the code package {key}"))?;
-    let _ = std::fs::remove_file(&archive);
+    if let Err(error) = fetch_code(&store, &plan, &cwd, &code) {
+        // The store is reachable: say there why the run never started.
+        record_failure(&store, &plan, &format!("{error:#}"));
+        return Err(error);
+    }
     eprintln!(
-        "ferry agent: run {} of `{}`, code {digest} unpacked in {}",
+        "ferry agent: run {} of `{}`, code {} unpacked in {}",
         plan.run_id,
         plan.pipeline.name,
+        plan.code.digest.as_deref().unwrap_or_default(),
         code.display()
     );
 
@@ -108,4 +95,41 @@ fn run_plan(global: &GlobalArgs, step: Option<String>) -> Result<ExitCode> {
         .status(&run_id)
         .context("reading the run's result")?;
     Ok(crate::commands::run::exit_code(&record))
+}
+
+/// Fetches the plan's code package, verifies its digest and unpacks it into `code`.
+fn fetch_code(store: &Store, plan: &RunPlan, cwd: &Path, code: &Path) -> Result<()> {
+    let key = plan
+        .code
+        .package_key
+        .as_deref()
+        .context("the run plan names no code package")?;
+    let digest = plan
+        .code
+        .digest
+        .as_deref()
+        .context("the run plan has no code digest")?;
+    let archive = cwd.join(".ferry-package.tar.zst");
+    store
+        .get_file(key, &archive)
+        .with_context(|| format!("fetching the code package {key} from {}", store.url()))?;
+    unpack_file(&archive, digest, code)
+        .with_context(|| format!("unpacking the code package {key}"))?;
+    let _ = std::fs::remove_file(&archive);
+    Ok(())
+}
+
+/// Records a run that never started, so that nobody waits for it.
+fn record_failure(store: &Store, plan: &RunPlan, error: &str) {
+    let key = layout::run_record(&plan.run_id);
+    let mut record = match store.get_json::<RunRecord>(&key) {
+        Ok(Some(record)) => record,
+        _ => RunRecord::new(plan, "agent"),
+    };
+    record.status = RunStatus::Failed;
+    record.error = Some(format!("the agent could not start the run: {error}"));
+    record.finished_at = Some(chrono::Utc::now());
+    if let Err(write_error) = store.put_json(&key, &record) {
+        eprintln!("ferry agent: cannot record the failure: {write_error}");
+    }
 }

@@ -147,13 +147,7 @@ pub fn redact(
     settings
         .iter()
         .map(|(key, value)| {
-            let lower = key.to_ascii_lowercase();
-            let secret = ["secret", "password", "token", "credential", "private"]
-                .iter()
-                .any(|word| lower.contains(word))
-                || lower.ends_with("_key")
-                || lower == "key";
-            let value = if secret {
+            let value = if orchestrator_core::store::settings::is_secret_key(key) {
                 serde_json::Value::String("***".into())
             } else {
                 value.clone()

@@ -670,6 +670,10 @@ async fn run_process(
     command
         .current_dir(&cwd)
         .envs(env)
+        // Inside a remote agent these hold the run plan and the store's credentials: steps
+        // must never see them (a step that prints its environment would leak them to logs).
+        .env_remove(env_vars::FERRY_AGENT_PLAN)
+        .env_remove(env_vars::FERRY_AGENT_STORE)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -100,6 +100,18 @@ impl RetrySettings {
     }
 }
 
+/// Whether a settings key looks like it holds a credential (`secret_access_key`, `token`,
+/// `service_account_key`, `password`, ...): such values are never shown, logged, or shipped
+/// outside a secret.
+pub fn is_secret_key(key: &str) -> bool {
+    let lower = key.to_ascii_lowercase();
+    ["secret", "password", "token", "credential", "private"]
+        .iter()
+        .any(|word| lower.contains(word))
+        || lower.ends_with("_key")
+        || lower == "key"
+}
+
 /// The error for a key nobody accepts: did-you-mean among the documented keys, else the list.
 pub fn unknown_key(plugin: &str, key: &str, documented: &[(&str, &str)]) -> PluginError {
     let names: Vec<&str> = documented.iter().map(|(k, _)| *k).collect();

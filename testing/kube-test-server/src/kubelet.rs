@@ -857,10 +857,9 @@ impl PodTask {
     /// Reports the pod's end; removes it if it was being deleted.
     async fn finish(&self, exits: Vec<(Value, Exit)>) {
         let eviction = self.eviction();
-        let succeeded = eviction.is_none()
-            && exits
-                .iter()
-                .all(|(_, e)| e.code == 0 && e.reason == "Completed");
+        // The phase follows the exit codes alone: a container OOM-killed with exit code 0 (as
+        // some runtimes report) leaves a Succeeded pod, and clients must look at the reason.
+        let succeeded = eviction.is_none() && exits.iter().all(|(_, e)| e.code == 0);
         let statuses: Vec<Value> = exits
             .iter()
             .map(|(c, e)| {
