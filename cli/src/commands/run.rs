@@ -47,31 +47,32 @@ pub fn run(ctx: &Context, args: RunArgs) -> Result<ExitCode> {
     } else {
         println!("{header}");
     }
-    let run_id = stack
-        .orchestrator
-        .submit(&plan)
-        .with_context(|| format!("cannot start pipeline `{}`", plan.pipeline.name))?;
-    if args.detach {
-        println!("{run_id}");
-        eprintln!(
-            "{}",
-            dim.apply_to(format!(
-                "detached; follow with `ferry logs -f {run_id}`, check with `ferry runs show {run_id}`"
-            ))
-        );
-        return Ok(ExitCode::SUCCESS);
-    }
     let mut display = RunDisplay::new(&plan);
     let remote = stack.orchestrator.wants_code_package();
-    std::thread::scope(|scope| {
-        // Closed when following ends, which ends the Ctrl-C guard.
+    let run_id = plan.run_id.clone();
+    let followed = std::thread::scope(|scope| -> Result<bool> {
+        // Guards Ctrl-C from the moment the run may exist in the cluster (submit included);
+        // closing `done` ends the guard.
         let (done, watching) = std::sync::mpsc::channel::<()>();
-        if remote {
+        if remote && !args.detach {
             let orchestrator = &stack.orchestrator;
             let run_id = run_id.as_str();
             scope.spawn(move || {
                 crate::interrupt::guard(orchestrator, run_id, args.on_interrupt, watching)
             });
+        }
+        let submitted = stack
+            .orchestrator
+            .submit(&plan)
+            .with_context(|| format!("cannot start pipeline `{}`", plan.pipeline.name))?;
+        debug_assert_eq!(submitted, run_id, "orchestrators run a plan under its id");
+        if args.detach {
+            println!("{run_id}");
+            eprintln!(
+                "{}",
+                dim.apply_to(format!("detached; follow with `ferry logs -f {run_id}`, check with `ferry runs show {run_id}`"))
+            );
+            return Ok(false);
         }
         let followed = stack
             .orchestrator
@@ -81,8 +82,11 @@ pub fn run(ctx: &Context, args: RunArgs) -> Result<ExitCode> {
             })
             .with_context(|| format!("lost track of run {run_id}"));
         drop(done);
-        followed
+        followed.map(|()| true)
     })?;
+    if !followed {
+        return Ok(ExitCode::SUCCESS);
+    }
     let record = stack
         .orchestrator
         .status(&run_id)
