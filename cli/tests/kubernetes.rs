@@ -138,6 +138,7 @@ fn hello_runs_as_a_job_with_code_outputs_and_logs_in_s3() {
     let record: serde_json::Value = serde_json::from_str(&show.stdout()).unwrap();
     assert_eq!(record["status"], "succeeded", "{record:#}");
     assert_eq!(record["steps"]["report"]["status"], "succeeded");
+    assert_eq!(record["orchestrator"], "kubernetes", "{record:#}");
 
     // Outputs and logs are in the store, readable after the pod is gone.
     let artifacts = project.ferry(&["artifacts", "list", &run_id]);

@@ -72,6 +72,14 @@ fn run_plan(global: &GlobalArgs) -> Result<ExitCode> {
         code.display()
     );
 
+    // The record the submitting orchestrator wrote names it; the local orchestrator that runs
+    // the steps here would name itself. Keep the submitter's name for the final record.
+    let submitted_by = store
+        .get_json::<RunRecord>(&layout::run_record(&plan.run_id))
+        .ok()
+        .flatten()
+        .map(|r| r.orchestrator);
+    let store_for_record = store.clone();
     plan.project_root = code.clone();
     let orchestrator = LocalOrchestrator::new(
         PluginConfig::new(Default::default()).with_project_root(&code),
@@ -91,9 +99,17 @@ fn run_plan(global: &GlobalArgs) -> Result<ExitCode> {
             true
         })
         .context("following the run")?;
-    let record = orchestrator
+    let mut record = orchestrator
         .status(&run_id)
         .context("reading the run's result")?;
+    if let Some(name) = submitted_by
+        && record.orchestrator != name
+    {
+        record.orchestrator = name;
+        if let Err(error) = store_for_record.put_json(&layout::run_record(&run_id), &record) {
+            eprintln!("ferry agent: cannot update the run record: {error}");
+        }
+    }
     Ok(crate::commands::run::exit_code(&record))
 }
 
