@@ -58,7 +58,16 @@ pub async fn run(cluster: Arc<Cluster>) {
                         (namespace_of(&change.object).to_string(), name_of(&change.object).to_string())
                     }
                     Resource::Pod => match owner_job(&change.object) {
-                        Some(job) => (namespace_of(&change.object).to_string(), job),
+                        Some(job) => {
+                            // Count the pod's end from the change itself: by the time this
+                            // reconcile reads the store, a deleted pod may be gone, and an
+                            // uncounted success would be replaced (the real controller holds
+                            // pods with a tracking finalizer for the same reason).
+                            if let Some(owner) = owner_uid(&change.object) {
+                                count_pod(memory.entry(owner).or_default(), &change.object, cluster.config.job_backoff);
+                            }
+                            (namespace_of(&change.object).to_string(), job)
+                        }
                         None => continue,
                     },
                     _ => continue,
@@ -76,6 +85,31 @@ pub async fn run(cluster: Arc<Cluster>) {
         };
         reconcile(&cluster, &key, &mut memory, &requeue);
     }
+}
+
+/// Records a finished pod in its Job's memory, once; a failure delays the replacement (the
+/// real controller backs off exponentially too).
+fn count_pod(mem: &mut JobMemory, pod: &Value, base_backoff: Duration) {
+    match pod["status"]["phase"].as_str() {
+        Some("Succeeded") => {
+            mem.succeeded.insert(uid_of(pod).to_string());
+        }
+        Some("Failed") if mem.failed.insert(uid_of(pod).to_string()) => {
+            let doublings = mem.failed.len().saturating_sub(1).min(6) as u32;
+            let backoff = (base_backoff * 2u32.pow(doublings)).min(Duration::from_secs(5));
+            mem.not_before = Some(tokio::time::Instant::now() + backoff);
+        }
+        _ => {}
+    }
+}
+
+fn owner_uid(pod: &Value) -> Option<String> {
+    pod["metadata"]["ownerReferences"]
+        .as_array()?
+        .iter()
+        .find(|r| r["kind"] == "Job" && r["controller"] == true)
+        .and_then(|r| r["uid"].as_str())
+        .map(str::to_string)
 }
 
 fn owner_job(pod: &Value) -> Option<String> {
@@ -149,21 +183,7 @@ fn reconcile(
         })
         .collect();
     for pod in &pods {
-        match pod["status"]["phase"].as_str() {
-            Some("Succeeded") => {
-                mem.succeeded.insert(uid_of(pod).to_string());
-            }
-            // The replacement waits: the real controller backs off exponentially too.
-            Some("Failed") if mem.failed.insert(uid_of(pod).to_string()) => {
-                let backoff = cluster.config.job_backoff
-                    * 2u32
-                        .saturating_pow(mem.failed.len().saturating_sub(1) as u32)
-                        .min(64);
-                mem.not_before =
-                    Some(tokio::time::Instant::now() + backoff.min(Duration::from_secs(5)));
-            }
-            _ => {}
-        }
+        count_pod(mem, pod, cluster.config.job_backoff);
     }
     let is_active =
         |p: &&Arc<Value>| !matches!(p["status"]["phase"].as_str(), Some("Succeeded" | "Failed"));

@@ -38,6 +38,16 @@ struct PodHandle {
     dir: PathBuf,
 }
 
+impl PodHandle {
+    /// SIGKILLs the pod's process groups and wakes its task.
+    fn kill(&self) {
+        for pgid in self.groups.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            signal_group(*pgid, libc::SIGKILL);
+        }
+        bump(&self.wake);
+    }
+}
+
 #[derive(Default)]
 pub struct Kubelet {
     pods: Mutex<HashMap<(String, String), PodHandle>>,
@@ -62,15 +72,7 @@ impl Kubelet {
     /// SIGKILLs every pod process (server shutdown).
     pub fn kill_all(&self) {
         for handle in self.lock().values() {
-            for pgid in handle
-                .groups
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .iter()
-            {
-                signal_group(*pgid, libc::SIGKILL);
-            }
-            bump(&handle.wake);
+            handle.kill();
         }
     }
 
@@ -80,15 +82,7 @@ impl Kubelet {
             .lock()
             .remove(&(namespace.to_string(), name.to_string()));
         if let Some(handle) = handle {
-            for pgid in handle
-                .groups
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .iter()
-            {
-                signal_group(*pgid, libc::SIGKILL);
-            }
-            bump(&handle.wake);
+            handle.kill();
             let dir = handle.dir;
             std::thread::spawn(move || {
                 let _ = std::fs::remove_dir_all(&dir);
@@ -200,15 +194,7 @@ pub async fn evict(cluster: &Arc<Cluster>, pods: &PodMatch, message: &str) -> Ve
             kubelet.get(&(namespace_of(&pod).to_string(), name_of(&pod).to_string()))
         {
             *handle.evicted.lock().unwrap_or_else(|e| e.into_inner()) = Some(message.to_string());
-            for pgid in handle
-                .groups
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .iter()
-            {
-                signal_group(*pgid, libc::SIGKILL);
-            }
-            bump(&handle.wake);
+            handle.kill();
             evicted.push(name_of(&pod).to_string());
         }
     }

@@ -9,6 +9,11 @@
 use std::borrow::Cow;
 use std::fmt;
 
+// Name rules are apimachinery's, shared with object validation.
+use crate::validation::{
+    is_qualified_name as qualified_name_errors, is_valid_label_value as label_value_errors,
+};
+
 use serde_json::{Map, Value};
 
 /// A selector that could not be parsed; the message mimics kube-apiserver's
@@ -421,86 +426,6 @@ impl LabelParser {
     }
 }
 
-const NAME_MSG: &str = "must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName', or 'my.name', or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')";
-const LABEL_VALUE_MSG: &str = "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue', or 'my_value', or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')";
-const DNS1123_SUBDOMAIN_MSG: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
-
-/// `([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]` without a regex engine.
-fn is_name_chars(s: &str) -> bool {
-    let b = s.as_bytes();
-    match (b.first(), b.last()) {
-        (Some(f), Some(l)) => {
-            f.is_ascii_alphanumeric()
-                && l.is_ascii_alphanumeric()
-                && b.iter()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
-        }
-        _ => false,
-    }
-}
-
-/// RFC 1123 subdomain: dot-separated lowercase labels of `[a-z0-9-]` that
-/// start and end alphanumerically, at most 253 characters in all.
-fn dns1123_subdomain_errors(s: &str) -> Vec<String> {
-    let mut errs = Vec::new();
-    if s.len() > 253 {
-        errs.push("must be no more than 253 characters".to_string());
-    }
-    let label_ok = |l: &str| {
-        let b = l.as_bytes();
-        match (b.first(), b.last()) {
-            (Some(f), Some(e)) => {
-                (f.is_ascii_lowercase() || f.is_ascii_digit())
-                    && (e.is_ascii_lowercase() || e.is_ascii_digit())
-                    && b.iter()
-                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
-            }
-            _ => false,
-        }
-    };
-    if !s.split('.').all(label_ok) {
-        errs.push(DNS1123_SUBDOMAIN_MSG.to_string());
-    }
-    errs
-}
-
-/// apimachinery's `IsQualifiedName`: an optional DNS-subdomain prefix and `/`,
-/// then a name of at most 63 characters.
-fn qualified_name_errors(value: &str) -> Vec<String> {
-    let mut errs = Vec::new();
-    let parts: Vec<&str> = value.split('/').collect();
-    let name = match parts.as_slice() {
-        [name] => *name,
-        [prefix, name] => {
-            if prefix.is_empty() {
-                errs.push("prefix part must be non-empty".to_string());
-            } else {
-                errs.extend(
-                    dns1123_subdomain_errors(prefix)
-                        .into_iter()
-                        .map(|m| format!("prefix part {m}")),
-                );
-            }
-            *name
-        }
-        _ => {
-            errs.push(format!(
-                "a qualified name {NAME_MSG} with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')"
-            ));
-            return errs;
-        }
-    };
-    if name.is_empty() {
-        errs.push("name part must be non-empty".to_string());
-    } else if name.len() > 63 {
-        errs.push("name part must be no more than 63 characters".to_string());
-    }
-    if !is_name_chars(name) {
-        errs.push(format!("name part {NAME_MSG}"));
-    }
-    errs
-}
-
 fn validate_label_key(key: &str) -> Result<(), SelectorError> {
     let errs = qualified_name_errors(key);
     if errs.is_empty() {
@@ -511,17 +436,6 @@ fn validate_label_key(key: &str) -> Result<(), SelectorError> {
             errs.join("; ")
         ))
     }
-}
-
-fn label_value_errors(v: &str) -> Vec<String> {
-    let mut errs = Vec::new();
-    if v.len() > 63 {
-        errs.push("must be no more than 63 characters".to_string());
-    }
-    if !v.is_empty() && !is_name_chars(v) {
-        errs.push(LABEL_VALUE_MSG.to_string());
-    }
-    errs
 }
 
 /// apimachinery's `NewRequirement` checks, run after parsing a term.

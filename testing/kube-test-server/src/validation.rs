@@ -464,7 +464,7 @@ fn matches_qualified_name_part(s: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
 }
 
-fn is_qualified_name(s: &str) -> Vec<String> {
+pub(crate) fn is_qualified_name(s: &str) -> Vec<String> {
     let mut errs = Vec::new();
     let parts: Vec<&str> = s.split('/').collect();
     let name = match parts.as_slice() {
@@ -499,7 +499,7 @@ fn is_qualified_name(s: &str) -> Vec<String> {
     errs
 }
 
-fn is_valid_label_value(s: &str) -> Vec<String> {
+pub(crate) fn is_valid_label_value(s: &str) -> Vec<String> {
     let mut errs = Vec::new();
     if s.len() > 63 {
         errs.push(max_len_error(63));

@@ -584,7 +584,7 @@ async fn deadline_ttl_and_graceful_pod_deletion() {
     // A deleted pod's process gets SIGTERM first, and its pod goes when it has exited.
     let marker = tempfile::NamedTempFile::new().unwrap();
     let script = format!(
-        "trap 'echo terminated > {}; exit 0' TERM; while true; do sleep 0.05; done",
+        "trap 'echo terminated > {0}; exit 0' TERM; echo ready > {0}; while true; do sleep 0.05; done",
         marker.path().display()
     );
     jobs.create(
@@ -604,6 +604,15 @@ async fn deadline_ttl_and_graceful_pod_deletion() {
             .map(|p| p["metadata"]["name"].as_str().unwrap().to_string())
     })
     .await;
+    // Only once the shell has its trap: a SIGTERM before that would just kill it.
+    eventually("the trap to be set", WAIT, || {
+        (std::fs::read_to_string(marker.path())
+            .unwrap_or_default()
+            .trim()
+            == "ready")
+            .then_some(())
+    })
+    .await;
     let uid = pods.get(&pod).await.unwrap().metadata.uid.unwrap();
     pods.delete(&pod, &DeleteParams::default()).await.unwrap();
     tokio::time::timeout(
@@ -617,6 +626,14 @@ async fn deadline_ttl_and_graceful_pod_deletion() {
         std::fs::read_to_string(marker.path()).unwrap().trim(),
         "terminated"
     );
+    // The pod ended with exit 0 and was then removed: counted as a success, not replaced.
+    let creates = h
+        .server
+        .list(kube_test_server::Resource::Event, "default")
+        .iter()
+        .filter(|e| e["involvedObject"]["name"] == "graceful" && e["reason"] == "SuccessfulCreate")
+        .count();
+    assert_eq!(creates, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
