@@ -175,7 +175,7 @@ async fn kubectl_waits_for_a_failed_job_and_watches_pods() {
     let manifest = write(
         dir.path(),
         "job.yaml",
-        &job_yaml("broken", "sleep 0.5; echo boom >&2; exit 4", ""),
+        &job_yaml("broken", "sleep 2; echo boom >&2; exit 4", ""),
     );
 
     // `get -w` streams table rows as the pod goes Pending → Running → Error.
