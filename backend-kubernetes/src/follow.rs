@@ -43,6 +43,8 @@ pub struct FollowOptions<'a> {
     pub step: Option<&'a str>,
     pub follow: bool,
     pub pending_timeout: Duration,
+    /// The Jobs' `backoffLimit`: with retries, a failed agent is not the end of the run.
+    pub pod_retries: i32,
 }
 
 /// What following found out, for the caller to record.
@@ -398,8 +400,9 @@ pub async fn follow(
             outcome.ended = true;
             jobs_finished_at = Some(Instant::now());
         }
-        // The agent reported the end and its log is complete.
-        if outcome.saw_run_status && streams_open == 0 {
+        // The agent reported the end and its log is complete (unless the Job may run the
+        // pipeline again in a new pod).
+        if outcome.saw_run_status && streams_open == 0 && options.pod_retries == 0 {
             outcome.ended = true;
             return Ok(outcome);
         }
@@ -627,6 +630,7 @@ mod tests {
             step: None,
             follow,
             pending_timeout: Duration::from_secs(60),
+            pod_retries: 0,
         }
     }
 

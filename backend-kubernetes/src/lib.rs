@@ -274,6 +274,7 @@ impl OrchestratorPlugin for KubernetesOrchestrator {
             step,
             follow,
             pending_timeout: self.settings.pending_timeout,
+            pod_retries: self.settings.backoff_limit,
         };
         let outcome = match (record.status.is_finished(), self.connection()) {
             (false, Ok(connection)) => self
