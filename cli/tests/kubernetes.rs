@@ -561,3 +561,51 @@ fn steps_never_see_the_store_credentials_the_agent_got() {
         assert!(!output.contains("FERRY_AGENT_STORE"), "{output}");
     }
 }
+
+#[test]
+fn a_detached_run_that_can_never_start_is_shown_failed_not_running() {
+    let cluster = Cluster::start();
+    cluster.server().set_faults(FaultConfig {
+        image_pull_failures: vec!["registry.invalid/*".into()],
+        ..FaultConfig::default()
+    });
+    let project = cluster.project("hello", "");
+    project.write(
+        "ferry.toml",
+        &project.read("ferry.toml").replace(
+            "image = \"ferry:test\"",
+            "image = \"registry.invalid/ferry:1\"",
+        ),
+    );
+    let started = project.ferry(&["run", "hello", "--detach"]);
+    started.success();
+    let id = started.stdout().trim().to_string();
+    // Nobody follows: `runs show` asks the cluster, which says the pod can never start.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let record = loop {
+        let show = project.ferry(&["runs", "show", &id, "--output", "json"]);
+        show.success();
+        let record: serde_json::Value = serde_json::from_str(&show.stdout()).unwrap();
+        if record["status"] == "failed" {
+            break record;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still {} after 20 s",
+            record["status"]
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let error = record["error"].as_str().unwrap();
+    assert!(
+        error.contains("ErrImagePull") || error.contains("ImagePullBackOff"),
+        "{error}"
+    );
+    assert!(
+        cluster
+            .jobs()
+            .iter()
+            .all(|j| !j["metadata"]["deletionTimestamp"].is_null()),
+        "its Job is deleted"
+    );
+}
