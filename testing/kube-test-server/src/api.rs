@@ -395,7 +395,7 @@ fn check_fields(
         Some(value) => FieldValidation::parse(value).map_err(ApiError::bad_request)?,
         None => FieldValidation::default(),
     };
-    let kind = resource.validation_kind();
+    let kind = resource;
     let unknown = validation::unknown_fields(kind, object).map_err(ApiError::bad_request)?;
     if unknown.is_empty() {
         return Ok(Vec::new());
@@ -445,7 +445,7 @@ fn create(
     }
     let warnings = check_fields(resource, &mut object, request)?;
     strategy::prepare_for_create(resource, &mut object);
-    let causes = validation::validate(resource.validation_kind(), &object, None);
+    let causes = validation::validate(resource, &object, None);
     if !causes.is_empty() {
         let name = name_of(&object).to_string();
         return Err(ApiError::invalid(resource, &name, &causes));
@@ -469,10 +469,8 @@ fn write_update(
     request: &ApiRequest,
     make: impl FnOnce(&Value) -> ApiResult<(Value, Vec<String>)>,
 ) -> ApiResult<Response<Body>> {
-    let mut warnings = Vec::new();
-    let updated = cluster.store.update(resource, namespace, name, |current| {
-        let (mut next, found_warnings) = make(current)?;
-        warnings = found_warnings;
+    let prepare = |current: &Value| -> ApiResult<(Value, Vec<String>)> {
+        let (mut next, warnings) = make(current)?;
         if let Some(wanted) = resource_version_of(&next)
             && Some(wanted) != resource_version_of(current)
         {
@@ -485,25 +483,27 @@ fn write_update(
             )));
         }
         strategy::prepare_for_update(resource, current, &mut next, subresource == Some("status"));
-        let causes = validation::validate(resource.validation_kind(), &next, Some(current));
+        let causes = validation::validate(resource, &next, Some(current));
         if !causes.is_empty() {
             return Err(ApiError::invalid(resource, name, &causes));
         }
-        if dry_run(request) {
-            return Err(ApiError::injected(200, "dry run"));
-        }
-        Ok(next)
-    });
-    let updated = match updated {
-        Err(e) if e.code == 200 => {
-            let current = cluster
-                .store
-                .get(resource, namespace, name)
-                .ok_or_else(|| ApiError::not_found(resource, name))?;
-            return Ok(render_object(200, resource, &current, request, &warnings));
-        }
-        other => other?,
+        Ok((next, warnings))
     };
+    if dry_run(request) {
+        // Everything but the write.
+        let current = cluster
+            .store
+            .get(resource, namespace, name)
+            .ok_or_else(|| ApiError::not_found(resource, name))?;
+        let (next, warnings) = prepare(&current)?;
+        return Ok(render_object(200, resource, &next, request, &warnings));
+    }
+    let mut warnings = Vec::new();
+    let updated = cluster.store.update(resource, namespace, name, |current| {
+        let (next, found) = prepare(current)?;
+        warnings = found;
+        Ok(next)
+    })?;
     let updated = lifecycle::after_update(cluster, resource, updated)?;
     Ok(render_object(200, resource, &updated, request, &warnings))
 }

@@ -474,7 +474,7 @@ fn create_pod(cluster: &Cluster, job: &Value) -> Result<Arc<Value>, String> {
     let mut pod = json!({ "apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": template["spec"].clone() });
     strategy::prepare_for_create(Resource::Pod, &mut pod);
     strategy::admit(cluster, Resource::Pod, namespace, &pod).map_err(|e| e.message)?;
-    let causes = crate::validation::validate(crate::validation::Kind::Pod, &pod, None);
+    let causes = crate::validation::validate(Resource::Pod, &pod, None);
     if !causes.is_empty() {
         let error = crate::status::ApiError::invalid(Resource::Pod, "", &causes);
         return Err(error.message);

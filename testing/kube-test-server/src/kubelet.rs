@@ -305,19 +305,26 @@ impl PodTask {
         self.finish(exits).await;
     }
 
+    /// The pod, while it is still to be started: a pod deleted or evicted before its
+    /// containers ran is removed or failed here, and `None` ends the task.
+    fn still_to_start(&self) -> Option<Arc<Value>> {
+        let pod = self.current()?;
+        if Self::is_deleting(&pod) {
+            self.remove_unstarted(&pod);
+            return None;
+        }
+        if let Some(message) = self.eviction() {
+            self.fail_unstarted(&pod, &message);
+            return None;
+        }
+        Some(pod)
+    }
+
     /// Binds the pod to the node, or leaves it Pending with the scheduler's reason.
     async fn schedule(&self) -> Option<Arc<Value>> {
         let mut reported = false;
         loop {
-            let pod = self.current()?;
-            if Self::is_deleting(&pod) {
-                self.remove_unstarted(&pod);
-                return None;
-            }
-            if let Some(message) = self.eviction() {
-                self.fail_unstarted(&pod, &message);
-                return None;
-            }
+            let pod = self.still_to_start()?;
             if !pod["spec"]["nodeName"].is_null() {
                 return Some(pod);
             }
@@ -456,15 +463,7 @@ impl PodTask {
     async fn pull_images(&self, containers: &[Value]) -> Option<Arc<Value>> {
         let mut attempt = 0u32;
         loop {
-            let pod = self.current()?;
-            if Self::is_deleting(&pod) {
-                self.remove_unstarted(&pod);
-                return None;
-            }
-            if let Some(message) = self.eviction() {
-                self.fail_unstarted(&pod, &message);
-                return None;
-            }
+            let pod = self.still_to_start()?;
             let failing: Vec<String> = containers
                 .iter()
                 .filter_map(|c| c["image"].as_str())
@@ -606,15 +605,7 @@ impl PodTask {
     async fn prepare(&self, containers: &[Value]) -> Option<Vec<Prepared>> {
         let mut reported = String::new();
         loop {
-            let pod = self.current()?;
-            if Self::is_deleting(&pod) {
-                self.remove_unstarted(&pod);
-                return None;
-            }
-            if let Some(message) = self.eviction() {
-                self.fail_unstarted(&pod, &message);
-                return None;
-            }
+            let pod = self.still_to_start()?;
             let result: Result<Vec<Prepared>, Waiting> = (|| {
                 let root = self.dir.join("root");
                 materialise_volumes(&self.cluster, &pod, &self.dir, &root)?;

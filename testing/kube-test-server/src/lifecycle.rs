@@ -112,13 +112,11 @@ pub fn delete(
     if let Some(uid) = &options.uid
         && uid != uid_of(&current)
     {
-        return Err(ApiError::conflict(
+        return Err(ApiError::uid_precondition(
             resource,
             name,
-            &format!(
-                "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
-                uid_of(&current)
-            ),
+            uid,
+            uid_of(&current),
         ));
     }
     if let Some(rv) = &options.resource_version

@@ -1,9 +1,7 @@
 //! The resource types this server serves, with the names discovery and error messages need.
 
-use crate::validation::Kind;
-
-/// One served resource type. Adding one means adding it here, to `validation::Kind` and, if it
-/// has behaviour, to a controller.
+/// One served resource type (also the kind `validation` checks). Adding one means adding it
+/// here, to `validation` and, if it has behaviour, to a controller.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Resource {
     Namespace,
@@ -120,18 +118,6 @@ impl Resource {
         Resource::ALL
             .into_iter()
             .find(|r| r.group() == group && r.plural() == plural)
-    }
-
-    pub fn validation_kind(self) -> Kind {
-        match self {
-            Resource::Namespace => Kind::Namespace,
-            Resource::Pod => Kind::Pod,
-            Resource::Job => Kind::Job,
-            Resource::ConfigMap => Kind::ConfigMap,
-            Resource::Secret => Kind::Secret,
-            Resource::ServiceAccount => Kind::ServiceAccount,
-            Resource::Event => Kind::Event,
-        }
     }
 
     /// Verbs for discovery; kubectl uses them to decide what it may do.

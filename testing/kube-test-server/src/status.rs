@@ -76,6 +76,17 @@ impl ApiError {
         .with_details(resource, name)
     }
 
+    /// A delete or removal whose `uid` precondition names another object of the same name.
+    pub fn uid_precondition(resource: Resource, name: &str, wanted: &str, actual: &str) -> Self {
+        Self::conflict(
+            resource,
+            name,
+            &format!(
+                "Precondition failed: UID in precondition: {wanted}, UID in object meta: {actual}"
+            ),
+        )
+    }
+
     pub fn stale_write(resource: Resource, name: &str) -> Self {
         Self::conflict(
             resource,
@@ -85,7 +96,7 @@ impl ApiError {
     }
 
     pub fn invalid(resource: Resource, name: &str, causes: &[Cause]) -> Self {
-        let message = validation::invalid_message(resource.validation_kind(), name, causes);
+        let message = validation::invalid_message(resource, name, causes);
         let mut error = Self::new(422, "Invalid", message).with_details(resource, name);
         if let Some(details) = error.details.as_mut() {
             details["kind"] = json!(resource.kind());

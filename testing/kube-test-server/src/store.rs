@@ -333,13 +333,11 @@ impl Store {
         if let Some(uid) = expected_uid
             && uid_of(&current) != uid
         {
-            return Err(ApiError::conflict(
+            return Err(ApiError::uid_precondition(
                 resource,
                 name,
-                &format!(
-                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
-                    uid_of(&current)
-                ),
+                uid,
+                uid_of(&current),
             ));
         }
         inner.objects.remove(&key);

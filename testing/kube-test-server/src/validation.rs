@@ -14,36 +14,14 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Namespace,
-    Pod,
-    Job,
-    ConfigMap,
-    Secret,
-    ServiceAccount,
-    Event,
-}
+/// The kinds validated are exactly the served resources.
+pub use crate::resources::Resource as Kind;
 
-impl Kind {
-    fn name(self) -> &'static str {
-        match self {
-            Kind::Namespace => "Namespace",
-            Kind::Pod => "Pod",
-            Kind::Job => "Job",
-            Kind::ConfigMap => "ConfigMap",
-            Kind::Secret => "Secret",
-            Kind::ServiceAccount => "ServiceAccount",
-            Kind::Event => "Event",
-        }
-    }
-
-    /// `schema.GroupKind.String()`: core kinds have no group suffix.
-    fn qualified(self) -> &'static str {
-        match self {
-            Kind::Job => "Job.batch",
-            other => other.name(),
-        }
+/// `schema.GroupKind.String()`: core kinds have no group suffix.
+fn qualified_kind(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Job => "Job.batch",
+        other => other.kind(),
     }
 }
 
@@ -110,7 +88,7 @@ pub fn strip_unknown(kind: Kind, obj: &mut serde_json::Value) {
 /// k8s-openapi ignores unknown keys and defaults missing required fields, like Go's decoder.
 fn round_trip(kind: Kind, obj: &Value) -> Result<Value, String> {
     let decode_error = |detail: &str| {
-        let k = kind.name();
+        let k = kind.kind();
         format!("{k} in version \"v1\" cannot be handled as a {k}: {detail}")
     };
     let mut input = obj.clone();
@@ -284,7 +262,11 @@ pub fn invalid_message(kind: Kind, name: &str, causes: &[Cause]) -> String {
         1 => parts.remove(0),
         _ => format!("[{}]", parts.join(", ")),
     };
-    format!("{} {} is invalid: {body}", kind.qualified(), go_quote(name))
+    format!(
+        "{} {} is invalid: {body}",
+        qualified_kind(kind),
+        go_quote(name)
+    )
 }
 
 /// Go's `%q`, used by the real messages for names and string values.
