@@ -462,13 +462,14 @@ pub async fn follow(
     }
 }
 
-/// One look at a run that no ferry is following (`runs show`, `runs list`): whether
-/// Kubernetes says it can never finish. If so, its Jobs are deleted and the reason returned.
+/// One look at a run that no ferry is following (`runs show`, `runs list`): whether it still
+/// has Jobs (`found`) and whether Kubernetes says it can never finish (`failure`; its Jobs are
+/// then deleted).
 pub async fn assess(
     connection: &Connection,
     run_id: &str,
     pending_timeout: Duration,
-) -> Result<Option<Outcome>, PluginError> {
+) -> Result<Outcome, PluginError> {
     let ns = &connection.namespace;
     let jobs: Api<Job> = Api::namespaced(connection.client.clone(), ns);
     let pods: Api<Pod> = Api::namespaced(connection.client.clone(), ns);
@@ -516,16 +517,15 @@ pub async fn assess(
             outcome.exit_code = code.or(outcome.exit_code);
         }
     }
-    if outcome.failure.is_none() {
-        return Ok(None);
+    if outcome.failure.is_some() {
+        let names: Vec<String> = job_list
+            .iter()
+            .filter_map(|j| j.metadata.name.clone())
+            .collect();
+        crate::launch::delete_jobs(&jobs, names.iter()).await;
+        outcome.ended = true;
     }
-    let names: Vec<String> = job_list
-        .iter()
-        .filter_map(|j| j.metadata.name.clone())
-        .collect();
-    crate::launch::delete_jobs(&jobs, names.iter()).await;
-    outcome.ended = true;
-    Ok(Some(outcome))
+    Ok(outcome)
 }
 
 /// Records what Kubernetes said when the agent could not: a run whose record is not final
@@ -636,12 +636,7 @@ mod tests {
 
     #[tokio::test]
     async fn agent_events_stream_from_the_pod_log_until_the_job_ends() {
-        let (client, handle) = mock::client();
-        let connection = Connection {
-            client,
-            namespace: "default".into(),
-            source: "test".into(),
-        };
+        let (connection, handle) = mock::connection();
         let events = [
             Event::StepStatus {
                 step: "greet".into(),
@@ -708,12 +703,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_image_that_cannot_be_pulled_fails_the_run_at_once_and_deletes_its_job() {
-        let (client, handle) = mock::client();
-        let connection = Connection {
-            client,
-            namespace: "default".into(),
-            source: "test".into(),
-        };
+        let (connection, handle) = mock::connection();
         let waiting = json!({"waiting": {"reason": "ImagePullBackOff", "message": "Back-off pulling image \"nope\""}});
         let server = tokio::spawn(serve(
             handle,
@@ -746,12 +736,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_run_without_jobs_is_left_to_the_store() {
-        let (client, handle) = mock::client();
-        let connection = Connection {
-            client,
-            namespace: "default".into(),
-            source: "test".into(),
-        };
+        let (connection, handle) = mock::connection();
         let server = tokio::spawn(serve(handle, vec![], vec![], String::new()));
         let outcome = follow(&connection, &options(false), &mut |_| true)
             .await

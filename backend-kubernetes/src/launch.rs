@@ -308,12 +308,7 @@ mod tests {
 
     #[tokio::test]
     async fn launch_creates_suspended_then_owned_config_then_resumes() {
-        let (client, mut handle) = mock::client();
-        let connection = Connection {
-            client,
-            namespace: "default".into(),
-            source: "test".into(),
-        };
+        let (connection, mut handle) = mock::connection();
         let server = tokio::spawn(async move {
             let (seen, send) = next(&mut handle).await;
             assert!(seen.uri.contains("/jobs"));
@@ -344,12 +339,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_failed_launch_deletes_what_it_created() {
-        let (client, mut handle) = mock::client();
-        let connection = Connection {
-            client,
-            namespace: "default".into(),
-            source: "test".into(),
-        };
+        let (connection, mut handle) = mock::connection();
         let server = tokio::spawn(async move {
             let (seen, send) = next(&mut handle).await;
             send.send_response(json_response(201, &with_uid(seen.body.clone())));

@@ -142,12 +142,7 @@ impl OrchestratorPlugin for KubernetesOrchestrator {
 
     fn new(config: PluginConfig, store: Store) -> Result<Self, PluginError> {
         let settings = Settings::from_config(&config)?;
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("ferry-kubernetes")
-            .enable_all()
-            .build()
-            .map_err(|e| PluginError::other(format!("kubernetes: cannot start a runtime: {e}")))?;
+        let runtime = orchestrator_core::sdk::plugin_runtime(settings::NAME)?;
         Ok(Self {
             settings,
             store,
@@ -233,13 +228,12 @@ impl OrchestratorPlugin for KubernetesOrchestrator {
             run_id,
             self.settings.pending_timeout,
         )) {
-            Ok(Some(outcome)) => {
+            Ok(outcome) if outcome.failure.is_some() => {
                 Ok(follow::record_failure(&self.store, run_id, &outcome)?.unwrap_or(record))
             }
-            Ok(None) => {
-                let jobs = self.run_jobs(connection, run_id)?;
+            Ok(outcome) => {
                 // A minute of grace: the record is written just before the Job is created.
-                if jobs.is_empty() && Utc::now() - record.created_at > chrono::Duration::seconds(60)
+                if !outcome.found && Utc::now() - record.created_at > chrono::Duration::seconds(60)
                 {
                     let outcome = follow::Outcome {
                         failure: Some(

@@ -14,6 +14,17 @@ pub fn client() -> (kube::Client, MockHandle) {
     (kube::Client::new(service, "default"), handle)
 }
 
+/// A connection to the namespace `default` through a mock client.
+pub fn connection() -> (crate::client::Connection, MockHandle) {
+    let (client, handle) = client();
+    let connection = crate::client::Connection {
+        client,
+        namespace: "default".into(),
+        source: "test".into(),
+    };
+    (connection, handle)
+}
+
 pub fn json_response(code: u16, body: &Value) -> Response<Body> {
     Response::builder()
         .status(code)

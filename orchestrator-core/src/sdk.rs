@@ -66,6 +66,18 @@ impl PluginInfo {
     }
 }
 
+/// The tokio runtime a plugin instance owns (two workers, threads named `ferry-<name>`). A
+/// plugin cannot use the host's runtime: the host's tokio is another copy of the library, and
+/// calls arrive on arbitrary host threads.
+pub fn plugin_runtime(name: &str) -> Result<tokio::runtime::Runtime, PluginError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name(format!("ferry-{name}"))
+        .enable_all()
+        .build()
+        .map_err(|e| PluginError::other(format!("{name}: cannot start a runtime: {e}")))
+}
+
 /// The settings a plugin is created with, as they cross the boundary (JSON).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct PluginConfig {

@@ -61,12 +61,7 @@ impl OrchestratorPlugin for LocalOrchestrator {
 
     fn new(config: PluginConfig, store: Store) -> Result<Self, PluginError> {
         let settings = LocalSettings::from_config(&config)?;
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("ferry-local")
-            .enable_all()
-            .build()
-            .map_err(|e| PluginError::other(format!("cannot start the local runtime: {e}")))?;
+        let runtime = crate::sdk::plugin_runtime("local")?;
         Ok(Self {
             store,
             settings,

@@ -123,14 +123,7 @@ impl Drop for ObjectStoreBackend {
 
 impl ObjectStoreBackend {
     pub fn new(store: Arc<dyn ObjectStore>, prefix: &str, url: impl Into<String>) -> Result<Self> {
-        // The plugin owns its runtime: the host's runtime (if any) lives in another copy of
-        // tokio, and calls arrive on arbitrary host threads.
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("ferry-store")
-            .enable_all()
-            .build()
-            .map_err(|e| PluginError::other(format!("cannot start the store's runtime: {e}")))?;
+        let runtime = crate::sdk::plugin_runtime("store")?;
         Ok(Self {
             store,
             prefix: prefix.trim_matches('/').to_string(),
