@@ -21,8 +21,7 @@ use tokio::time::Instant;
 
 use crate::client::Connection;
 use crate::launch::{api_error, retry};
-use crate::manifest::{CONTAINER, RUN_LABEL};
-use crate::names;
+use crate::manifest::CONTAINER;
 
 /// Waiting reasons that never resolve by themselves: the run fails at once.
 const FATAL_WAITING: &[&str] = &[
@@ -39,7 +38,8 @@ const FATAL_WAITING: &[&str] = &[
 const DRAIN: Duration = Duration::from_secs(10);
 
 pub struct FollowOptions<'a> {
-    pub run_id: &'a str,
+    /// The Jobs and pods to follow (see `manifest::run_job_selector` and `step_selector`).
+    pub selector: String,
     pub step: Option<&'a str>,
     pub follow: bool,
     pub pending_timeout: Duration,
@@ -251,7 +251,7 @@ pub async fn follow(
     let ns = &connection.namespace;
     let jobs: Api<Job> = Api::namespaced(connection.client.clone(), ns);
     let pods: Api<Pod> = Api::namespaced(connection.client.clone(), ns);
-    let selector = format!("{RUN_LABEL}={}", names::label_value(options.run_id));
+    let selector = options.selector.clone();
     let mut outcome = Outcome::default();
     let by_run = ListParams::default().labels(&selector);
     let listed = retry("listing the run's Jobs", || jobs.list(&by_run))
@@ -467,14 +467,13 @@ pub async fn follow(
 /// then deleted).
 pub async fn assess(
     connection: &Connection,
-    run_id: &str,
+    selector: &str,
     pending_timeout: Duration,
 ) -> Result<Outcome, PluginError> {
     let ns = &connection.namespace;
     let jobs: Api<Job> = Api::namespaced(connection.client.clone(), ns);
     let pods: Api<Pod> = Api::namespaced(connection.client.clone(), ns);
-    let by_run =
-        ListParams::default().labels(&format!("{RUN_LABEL}={}", names::label_value(run_id)));
+    let by_run = ListParams::default().labels(selector);
     let job_list = retry("listing the run's Jobs", || jobs.list(&by_run))
         .await
         .map_err(|e| api_error("listing the run's Jobs", e))?
@@ -570,6 +569,7 @@ pub fn record_failure(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::manifest::RUN_LABEL;
     use crate::mock::{self, json_response, next, text_response};
     use serde_json::{Value, json};
 
@@ -626,7 +626,7 @@ mod tests {
 
     fn options(follow: bool) -> FollowOptions<'static> {
         FollowOptions {
-            run_id: RUN,
+            selector: crate::manifest::run_selector(RUN),
             step: None,
             follow,
             pending_timeout: Duration::from_secs(60),

@@ -131,7 +131,8 @@ where
     }
 }
 
-fn owner_reference(job: &k8s_openapi::api::batch::v1::Job) -> OwnerReference {
+/// Makes an object go when `job` goes (garbage collection by owner).
+pub fn owner_reference(job: &k8s_openapi::api::batch::v1::Job) -> OwnerReference {
     OwnerReference {
         api_version: "batch/v1".into(),
         kind: "Job".into(),

@@ -3,10 +3,12 @@
 //!
 //! Layout: `settings` (the stack settings), `names` (object names and label rules),
 //! `manifest` (the objects of a run, pure), `client` (connecting), `launch` (creating the
-//! objects idempotently), `follow` (watching a run to its end), and this file, which ties them
-//! to ferry's orchestrator interface.
+//! objects idempotently), `follow` (watching a run to its end), `coordinator` (the in-cluster
+//! side of `steps` mode: one Job per step), and this file, which ties them to ferry's
+//! orchestrator interface.
 
 pub mod client;
+pub mod coordinator;
 pub mod follow;
 pub mod launch;
 pub mod manifest;
@@ -15,7 +17,7 @@ mod mock;
 pub mod names;
 pub mod settings;
 
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use chrono::Utc;
@@ -29,7 +31,7 @@ use orchestrator_core::store::{Store, layout};
 
 use client::Connection;
 use manifest::RUN_LABEL;
-use settings::{Mode, Settings};
+use settings::{Mode, Role, Settings};
 
 /// How long `cancel` waits for the run's Jobs to be gone.
 const CANCEL_WAIT: Duration = Duration::from_secs(60);
@@ -41,6 +43,8 @@ pub struct KubernetesOrchestrator {
     runtime: tokio::runtime::Runtime,
     /// Connected on first use, so that `ferry render` needs no cluster.
     connection: OnceLock<Connection>,
+    /// `role = "coordinator"`: the plan `submit` received, run by `stream_events`.
+    coordinating: Mutex<Option<RunPlan>>,
 }
 
 impl KubernetesOrchestrator {
@@ -61,6 +65,14 @@ impl KubernetesOrchestrator {
             return Err(PluginError::invalid_input(
                 "kubernetes: the run plan names no code package; ferry uploads one before submitting",
             ));
+        }
+        if self.settings.mode == Mode::Pipeline
+            && let Some(step) = plan.pipeline.steps.iter().find(|s| s.image.is_some())
+        {
+            return Err(PluginError::invalid_input(format!(
+                "kubernetes: step `{}` sets its own `image`, but mode = \"pipeline\" runs every step in one container (image {}); set mode = \"steps\" or remove the step's image",
+                step.name, self.settings.image
+            )));
         }
         let store = self.store_connection.as_ref().ok_or_else(|| {
             PluginError::invalid_input(
@@ -116,8 +128,7 @@ impl KubernetesOrchestrator {
         K::DynamicType: Default,
     {
         let api: Api<K> = Api::namespaced(connection.client.clone(), &connection.namespace);
-        let params =
-            ListParams::default().labels(&format!("{RUN_LABEL}={}", names::label_value(run_id)));
+        let params = ListParams::default().labels(&manifest::run_selector(run_id));
         let what = format!("listing the run's {what}");
         self.runtime
             .block_on(launch::retry(&what, || api.list(&params)))
@@ -149,6 +160,7 @@ impl OrchestratorPlugin for KubernetesOrchestrator {
             store_connection: config.store,
             runtime,
             connection: OnceLock::new(),
+            coordinating: Mutex::new(None),
         })
     }
 
@@ -183,10 +195,11 @@ impl OrchestratorPlugin for KubernetesOrchestrator {
     }
 
     fn submit(&self, plan: RunPlan) -> Result<String, PluginError> {
-        if self.settings.mode == Mode::Steps {
-            return Err(PluginError::unsupported(
-                "kubernetes: mode = \"steps\" is not available yet; use mode = \"pipeline\" (one Job runs the whole pipeline)",
-            ));
+        if self.settings.role == Role::Coordinator {
+            // Inside the run's Job: `stream_events` runs the steps and relays their events.
+            let run_id = plan.run_id.clone();
+            *self.coordinating.lock().expect("coordinating lock") = Some(plan);
+            return Ok(run_id);
         }
         let connection = self.connection()?;
         let objects = self.objects(&plan, &connection.namespace)?;
@@ -225,7 +238,7 @@ impl OrchestratorPlugin for KubernetesOrchestrator {
         };
         match self.runtime.block_on(follow::assess(
             connection,
-            run_id,
+            &manifest::run_job_selector(run_id),
             self.settings.pending_timeout,
         )) {
             Ok(outcome) if outcome.failure.is_some() => {
@@ -262,9 +275,25 @@ impl OrchestratorPlugin for KubernetesOrchestrator {
         follow: bool,
         sink: &mut dyn FnMut(Event) -> bool,
     ) -> Result<(), PluginError> {
+        let coordinating = self
+            .coordinating
+            .lock()
+            .expect("coordinating lock")
+            .take_if(|plan| plan.run_id == run_id);
+        if let Some(plan) = coordinating {
+            let connection = self.connection()?;
+            self.runtime.block_on(coordinator::coordinate(
+                connection,
+                &self.settings,
+                &plan,
+                &self.store,
+                sink,
+            ))?;
+            return Ok(());
+        }
         let record = self.stored_record(run_id)?;
         let options = follow::FollowOptions {
-            run_id,
+            selector: manifest::run_job_selector(run_id),
             step,
             follow,
             pending_timeout: self.settings.pending_timeout,

@@ -2,9 +2,13 @@
 //! ConfigMap with the run plan, one Secret with the store's settings, and the Jobs.
 //!
 //! Nothing secret is ever a literal in a Job spec: the agent reads the plan and the store
-//! settings from environment variables that reference the ConfigMap and the Secret. Jobs are
-//! created suspended; the ConfigMap and Secret are then created with an owner reference to
-//! the first Job (so they go when it goes), and only then are the Jobs resumed.
+//! settings from environment variables that reference the ConfigMap and the Secret. The run's
+//! Job is created suspended; the ConfigMap and Secret are then created with an owner reference
+//! to it (so they go when it goes), and only then is the Job resumed.
+//!
+//! In `pipeline` mode that Job runs the whole pipeline. In `steps` mode it is the run's
+//! coordinator: its agent hands the plan to this plugin inside the cluster, which creates one
+//! Job per step (owned by the coordinator's Job, so that deleting it deletes them).
 
 use std::collections::BTreeMap;
 
@@ -30,8 +34,10 @@ pub const CODE_ANNOTATION: &str = "ferry.dev/code-digest";
 /// Keys in the ConfigMap and Secret, and the variables the agent reads them from.
 pub const PLAN_KEY: &str = "plan.json";
 pub const STORE_KEY: &str = "store.json";
+pub const ORCHESTRATOR_KEY: &str = "orchestrator.json";
 pub const PLAN_ENV: &str = orchestrator_core::env_vars::FERRY_AGENT_PLAN;
 pub const STORE_ENV: &str = orchestrator_core::env_vars::FERRY_AGENT_STORE;
+pub const ORCHESTRATOR_ENV: &str = orchestrator_core::env_vars::FERRY_AGENT_ORCHESTRATOR;
 /// Where the agent unpacks the code inside the container.
 pub const WORK_DIR: &str = "/workspace";
 pub const CONTAINER: &str = "ferry";
@@ -43,6 +49,9 @@ pub struct RunObjects {
     pub jobs: Vec<Job>,
     pub config_map: ConfigMap,
     pub secret: Option<Secret>,
+    /// `steps` mode: the Jobs the coordinator will create, one per step (shown by `render`;
+    /// at run time they also get an owner reference to the coordinator's Job).
+    pub step_jobs: Vec<Job>,
 }
 
 impl RunObjects {
@@ -54,7 +63,7 @@ impl RunObjects {
         if let Some(secret) = &self.secret {
             docs.push(serde_json::to_value(secret).expect("objects serialise"));
         }
-        for job in &self.jobs {
+        for job in self.jobs.iter().chain(&self.step_jobs) {
             docs.push(serde_json::to_value(job).expect("objects serialise"));
         }
         docs.iter()
@@ -99,14 +108,52 @@ fn annotations(
     annotations
 }
 
-/// The per-run ConfigMap and Secret share the name of the run's first Job.
-pub fn config_name(settings: &Settings, plan: &RunPlan) -> String {
+/// Every object of a run (`runs cancel`, `kubectl get -l`).
+pub fn run_selector(run_id: &str) -> String {
+    format!("{RUN_LABEL}={}", names::label_value(run_id))
+}
+
+/// The Job that runs (pipeline mode) or coordinates (steps mode) a run, and its pods: what the
+/// submitting machine follows. Step Jobs are the coordinator's to follow.
+pub fn run_job_selector(run_id: &str) -> String {
+    format!("{},!{STEP_LABEL}", run_selector(run_id))
+}
+
+/// One step's Job and pods in `steps` mode.
+pub fn step_selector(run_id: &str, step: &str) -> String {
+    format!(
+        "{},{STEP_LABEL}={}",
+        run_selector(run_id),
+        names::label_value(step)
+    )
+}
+
+/// The name of the Job that runs or coordinates a run.
+pub fn run_job_name(settings: &Settings, plan: &RunPlan) -> String {
     names::job_name(
         &settings.job_prefix,
         &plan.pipeline.name,
         None,
         &plan.run_id,
     )
+}
+
+/// The settings the coordinator of a `steps` run gets (in the ConfigMap): the stack's, minus
+/// where the submitting machine found its cluster, plus the namespace it resolved. Inside the
+/// pod the cluster is found the standard way (in-cluster service account).
+pub fn coordinator_settings(settings: &Settings, namespace: &str) -> Value {
+    let mut map = settings.source.clone();
+    for key in ["kubeconfig", "kubernetes_config_path", "context"] {
+        map.remove(key);
+    }
+    map.insert("namespace".into(), json!(namespace));
+    map.insert("role".into(), json!("coordinator"));
+    json!({ "plugin": crate::settings::NAME, "settings": map })
+}
+
+/// The per-run ConfigMap and Secret share the name of the run's first Job.
+pub fn config_name(settings: &Settings, plan: &RunPlan) -> String {
+    run_job_name(settings, plan)
 }
 
 /// A Kubernetes quantity in base units (cores, bytes), for comparing; `None` if malformed.
@@ -173,13 +220,34 @@ fn resources(settings: &Settings, steps: &[&Step]) -> Value {
     resources
 }
 
-fn job(
+/// What a Job of a run does.
+#[derive(Clone, Copy)]
+pub enum JobKind<'a> {
+    /// Runs the whole pipeline.
+    Pipeline,
+    /// Starts and follows one Job per step (`steps` mode).
+    Coordinator,
+    /// Runs one step (`steps` mode).
+    Step(&'a Step),
+}
+
+/// The coordinator only starts Jobs and relays logs: it asks for little, whatever the steps
+/// ask for (a GPU default would otherwise be held for the whole run).
+fn coordinator_resources() -> Value {
+    json!({"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}})
+}
+
+pub fn job(
     settings: &Settings,
     plan: &RunPlan,
     namespace: &str,
-    step: Option<&Step>,
+    kind: JobKind<'_>,
     config: &str,
 ) -> Job {
+    let step = match kind {
+        JobKind::Step(step) => Some(step),
+        JobKind::Pipeline | JobKind::Coordinator => None,
+    };
     let step_name = step.map(|s| s.name.as_str());
     let name = names::job_name(
         &settings.job_prefix,
@@ -201,6 +269,9 @@ fn job(
     env.push(
         json!({"name": STORE_ENV, "valueFrom": {store_source: {"name": config, "key": STORE_KEY}}}),
     );
+    if let JobKind::Coordinator = kind {
+        env.push(json!({"name": ORCHESTRATOR_ENV, "valueFrom": {"configMapKeyRef": {"name": config, "key": ORCHESTRATOR_KEY}}}));
+    }
     for (key, value) in &settings.env {
         env.push(json!({"name": key, "value": value}));
     }
@@ -209,18 +280,23 @@ fn job(
         args.push("--step".into());
         args.push(step.to_string());
     }
+    let resources = match kind {
+        JobKind::Pipeline => resources(settings, &plan.pipeline.steps.iter().collect::<Vec<_>>()),
+        JobKind::Coordinator => coordinator_resources(),
+        JobKind::Step(step) => resources(settings, &[step]),
+    };
+    let image = step
+        .and_then(|s| s.image.as_deref())
+        .unwrap_or(&settings.image);
     let mut container = json!({
         "name": CONTAINER,
-        "image": settings.image,
+        "image": image,
         "imagePullPolicy": settings.image_pull_policy.as_str(),
         "command": ["ferry"],
         "args": args,
         "workingDir": WORK_DIR,
         "env": env,
-        "resources": resources(settings, &match step {
-            Some(step) => vec![step],
-            None => plan.pipeline.steps.iter().collect(),
-        }),
+        "resources": resources,
     });
     if !settings.env_from_secrets.is_empty() {
         container["envFrom"] = settings
@@ -252,8 +328,10 @@ fn job(
     if let Some(a) = &settings.affinity {
         pod_spec["affinity"] = a.clone();
     }
+    // The run's Job starts suspended (see the module doc); step Jobs are created by the
+    // coordinator once the ConfigMap exists, and start at once.
     let mut spec = json!({
-        "suspend": true,
+        "suspend": step.is_none(),
         "backoffLimit": settings.backoff_limit,
         "template": {
             "metadata": { "labels": labels, "annotations": annotations },
@@ -285,18 +363,32 @@ pub fn run_objects(
     let config = config_name(settings, plan);
     let labels = labels(settings, plan, None);
     let annotations = annotations(settings, plan, None);
-    let jobs = match settings.mode {
-        Mode::Pipeline => vec![job(settings, plan, namespace, None, &config)],
-        Mode::Steps => plan
-            .pipeline
-            .steps
-            .iter()
-            .map(|step| job(settings, plan, namespace, Some(step), &config))
-            .collect(),
+    let (jobs, step_jobs) = match settings.mode {
+        Mode::Pipeline => (
+            vec![job(settings, plan, namespace, JobKind::Pipeline, &config)],
+            Vec::new(),
+        ),
+        Mode::Steps => (
+            vec![job(
+                settings,
+                plan,
+                namespace,
+                JobKind::Coordinator,
+                &config,
+            )],
+            plan.pipeline
+                .steps
+                .iter()
+                .map(|step| job(settings, plan, namespace, JobKind::Step(step), &config))
+                .collect(),
+        ),
     };
     let metadata = json!({ "name": config, "namespace": namespace, "labels": labels, "annotations": annotations });
     let store_json = serde_json::to_string(store).expect("settings serialise");
     let mut data = json!({ PLAN_KEY: plan.to_json() });
+    if settings.mode == Mode::Steps {
+        data[ORCHESTRATOR_KEY] = json!(coordinator_settings(settings, namespace).to_string());
+    }
     if settings.store_credentials == StoreCredentials::WorkloadIdentity {
         data[STORE_KEY] = json!(store_json);
     }
@@ -325,6 +417,7 @@ pub fn run_objects(
         jobs,
         config_map,
         secret,
+        step_jobs,
     }
 }
 
@@ -332,6 +425,7 @@ pub fn run_objects(
 pub(crate) mod tests {
     use super::*;
     use orchestrator_core::pipeline::Pipeline;
+    use orchestrator_core::sdk::PluginConfig;
 
     pub(crate) fn plan() -> RunPlan {
         let pipeline = Pipeline::from_yaml_str(
@@ -354,6 +448,7 @@ pub(crate) mod tests {
             },
             no_cache: false,
             created_at: chrono::Utc::now(),
+            only_step: None,
         }
     }
 
@@ -402,7 +497,6 @@ pub(crate) mod tests {
     #[test]
     fn ferry_labels_win_over_extra_labels_and_names_fit() {
         let mut settings = Settings {
-            mode: Mode::Steps,
             store_credentials: StoreCredentials::WorkloadIdentity,
             ..Settings::default()
         };
@@ -411,38 +505,94 @@ pub(crate) mod tests {
             .insert(RUN_LABEL.into(), "spoofed".into());
         settings.extra_labels.insert("team".into(), "ml".into());
         let objects = run_objects(&settings, &plan(), "ml", &store());
-        assert_eq!(objects.jobs.len(), 2);
         assert!(objects.secret.is_none());
-        for job in &objects.jobs {
-            let labels = job.metadata.labels.as_ref().unwrap();
-            assert_eq!(labels[RUN_LABEL], "20261127-101010-000-abcdef");
-            assert_eq!(labels["team"], "ml");
-            let name = job.metadata.name.as_deref().unwrap();
-            names::check_dns_label(name).unwrap();
-            let spec = job.spec.as_ref().unwrap();
-            assert_eq!(spec.suspend, Some(true));
-            assert_eq!(
-                spec.template
-                    .spec
-                    .as_ref()
-                    .unwrap()
-                    .restart_policy
-                    .as_deref(),
-                Some("Never")
-            );
-        }
-        let train = serde_json::to_value(&objects.jobs[1]).unwrap();
+        let job = &objects.jobs[0];
+        let labels = job.metadata.labels.as_ref().unwrap();
+        assert_eq!(labels[RUN_LABEL], "20261127-101010-000-abcdef");
+        assert_eq!(labels["team"], "ml");
+        names::check_dns_label(job.metadata.name.as_deref().unwrap()).unwrap();
+        let spec = job.spec.as_ref().unwrap();
+        assert_eq!(spec.suspend, Some(true));
+        assert_eq!(
+            spec.template
+                .spec
+                .as_ref()
+                .unwrap()
+                .restart_policy
+                .as_deref(),
+            Some("Never")
+        );
+    }
+
+    #[test]
+    fn steps_mode_has_a_modest_coordinator_and_a_job_per_step_with_its_image() {
+        let settings = Settings::from_config(&PluginConfig::new(
+            json!({"mode": "steps", "kubeconfig": "/home/ana/.kube/config", "context": "prod", "namespace": "ml"})
+                .as_object()
+                .unwrap()
+                .clone(),
+        ))
+        .unwrap();
+        let mut plan = plan();
+        plan.pipeline.steps[1].image = Some("registry.example/trainer:3".into());
+        let objects = run_objects(&settings, &plan, "ml", &store());
+        assert_eq!(
+            objects.jobs.len(),
+            1,
+            "only the coordinator is created up front"
+        );
+        let coordinator = serde_json::to_value(&objects.jobs[0]).unwrap();
+        let container = &coordinator["spec"]["template"]["spec"]["containers"][0];
+        assert_eq!(container["resources"]["requests"]["cpu"], "100m");
+        assert!(
+            container["env"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["name"] == ORCHESTRATOR_ENV
+                    && e["valueFrom"]["configMapKeyRef"]["key"] == ORCHESTRATOR_KEY)
+        );
+        assert!(coordinator["metadata"]["labels"][STEP_LABEL].is_null());
+
+        // The coordinator finds its cluster in the pod, not through this machine's kubeconfig.
+        let shipped: Value = serde_json::from_str(
+            objects.config_map.data.as_ref().unwrap()[ORCHESTRATOR_KEY].as_str(),
+        )
+        .unwrap();
+        assert_eq!(shipped["plugin"], "kubernetes");
+        assert_eq!(shipped["settings"]["role"], "coordinator");
+        assert_eq!(shipped["settings"]["namespace"], "ml");
+        assert!(shipped["settings"].get("kubeconfig").is_none());
+        assert!(shipped["settings"].get("context").is_none());
+
+        assert_eq!(objects.step_jobs.len(), 2);
+        let train = serde_json::to_value(&objects.step_jobs[1]).unwrap();
+        assert_eq!(train["metadata"]["labels"][STEP_LABEL], "train_model-2");
         assert_eq!(
             train["metadata"]["annotations"][STEP_ANNOTATION],
             "train_model-2"
         );
-        let resources = &train["spec"]["template"]["spec"]["containers"][0]["resources"];
-        assert_eq!(resources["requests"]["cpu"], "2");
-        assert_eq!(resources["limits"]["memory"], "1Gi");
-        assert_eq!(resources["limits"]["nvidia.com/gpu"], "1");
+        assert_eq!(train["spec"]["suspend"], false);
+        let container = &train["spec"]["template"]["spec"]["containers"][0];
+        assert_eq!(container["image"], "registry.example/trainer:3");
+        assert_eq!(container["resources"]["requests"]["cpu"], "2");
+        assert_eq!(container["resources"]["limits"]["nvidia.com/gpu"], "1");
         assert_eq!(
-            train["spec"]["template"]["spec"]["containers"][0]["args"],
+            container["args"],
             json!(["agent", "run", "--step", "train_model-2"])
+        );
+        let greet = serde_json::to_value(&objects.step_jobs[0]).unwrap();
+        assert_eq!(
+            greet["spec"]["template"]["spec"]["containers"][0]["image"],
+            settings.image
+        );
+        assert_eq!(
+            step_selector(&plan.run_id, "train_model-2"),
+            "ferry.dev/run-id=20261127-101010-000-abcdef,ferry.dev/step=train_model-2"
+        );
+        assert_eq!(
+            run_job_selector(&plan.run_id),
+            "ferry.dev/run-id=20261127-101010-000-abcdef,!ferry.dev/step"
         );
     }
 }

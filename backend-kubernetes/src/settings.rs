@@ -83,7 +83,15 @@ pub const KEYS: &[(&str, &str)] = &[
     ),
     (
         "mode",
-        "pipeline: one Job runs the whole pipeline (the only mode available so far)",
+        "pipeline (default): one Job runs the whole pipeline | steps: a coordinator Job starts one Job per step, in DAG order, each with the step's image and resources",
+    ),
+    (
+        "parallelism",
+        "steps mode: at most this many step Jobs at once (default 16)",
+    ),
+    (
+        "role",
+        "set by ferry in a steps run's coordinator pod (\"coordinator\"); not for ferry.toml",
     ),
     (
         "store_credentials",
@@ -146,7 +154,20 @@ pub struct Settings {
     pub backoff_limit: i32,
     pub pending_timeout: Duration,
     pub mode: Mode,
+    pub parallelism: usize,
+    pub role: Role,
     pub store_credentials: StoreCredentials,
+    /// The settings as written, for the coordinator of a `steps` run.
+    pub source: serde_json::Map<String, Value>,
+}
+
+/// Which side of a run this plugin instance is on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// On the user's machine: creates the run's objects and follows them.
+    Submitter,
+    /// Inside a steps run's coordinator pod: starts and follows one Job per step.
+    Coordinator,
 }
 
 /// The runtime image of this ferry version (see the Dockerfile at the repository root).
@@ -178,7 +199,10 @@ impl Default for Settings {
             backoff_limit: 0,
             pending_timeout: Duration::from_secs(600),
             mode: Mode::Pipeline,
+            parallelism: 16,
+            role: Role::Submitter,
             store_credentials: StoreCredentials::Secret,
+            source: serde_json::Map::new(),
         }
     }
 }
@@ -221,7 +245,10 @@ fn integer(key: &str, value: &Value, min: i64) -> Result<i64, PluginError> {
 
 impl Settings {
     pub fn from_config(config: &PluginConfig) -> Result<Self, PluginError> {
-        let mut s = Settings::default();
+        let mut s = Settings {
+            source: config.settings.clone(),
+            ..Settings::default()
+        };
         for (key, value) in &config.settings {
             match key.as_str() {
                 "image" => s.image = value_string(key, value)?,
@@ -281,16 +308,28 @@ impl Settings {
                 "mode" => {
                     s.mode = match value_string(key, value)?.as_str() {
                         "pipeline" => Mode::Pipeline,
-                        "steps" => {
-                            return Err(invalid(
-                                key,
-                                "`steps` (one Job per step) is not available yet; use \"pipeline\"",
-                            ));
-                        }
+                        "steps" => Mode::Steps,
                         other => {
                             return Err(invalid(
                                 key,
-                                format!("`{other}` is not a mode; use \"pipeline\""),
+                                format!("`{other}` is not a mode; use \"pipeline\" or \"steps\""),
+                            ));
+                        }
+                    }
+                }
+                "parallelism" => {
+                    s.parallelism = usize::try_from(integer(key, value, 1)?).unwrap_or(usize::MAX)
+                }
+                "role" => {
+                    s.role = match value_string(key, value)?.as_str() {
+                        "submitter" => Role::Submitter,
+                        "coordinator" => Role::Coordinator,
+                        other => {
+                            return Err(invalid(
+                                key,
+                                format!(
+                                    "`{other}` is not a role; ferry sets this setting itself, remove it"
+                                ),
                             ));
                         }
                     }
@@ -431,6 +470,8 @@ mod tests {
         assert_eq!(s.image_pull_policy, PullPolicy::IfNotPresent);
         assert_eq!(s.job_prefix, "ferry-");
         assert_eq!(s.mode, Mode::Pipeline);
+        assert_eq!(s.role, Role::Submitter);
+        assert_eq!(parse(json!({"mode": "steps"})).unwrap().mode, Mode::Steps);
         assert_eq!(s.ttl_seconds_after_finished, Some(3600));
         assert!(s.image.ends_with(env!("CARGO_PKG_VERSION")));
     }
@@ -450,9 +491,10 @@ mod tests {
             (json!({"namespace": "ML"}), "setting `namespace`: `ML`"),
             (json!({"mode": "dag"}), "`dag` is not a mode"),
             (
-                json!({"mode": "steps"}),
-                "`steps` (one Job per step) is not available yet",
+                json!({"parallelism": 0}),
+                "setting `parallelism`: must be at least 1",
             ),
+            (json!({"role": "boss"}), "ferry sets this setting itself"),
             (
                 json!({"resources": {"request": {"cpu": "1"}}}),
                 "`request` is not `requests` or `limits`",

@@ -89,7 +89,11 @@ pub enum Command {
 pub enum AgentCommand {
     /// Fetch the run's code package and run the plan in FERRY_AGENT_PLAN against the store in
     /// FERRY_AGENT_STORE, reporting events as JSON lines on stdout
-    Run,
+    Run {
+        /// Run only this step; its inputs come from the run's upstream results in the store
+        #[arg(long)]
+        step: Option<String>,
+    },
 }
 
 #[derive(Debug, Args)]

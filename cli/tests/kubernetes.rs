@@ -386,6 +386,7 @@ fn rendered_objects_pass_kubernetes_validate_for_a_matrix_of_settings() {
         "",
         "image_pull_policy = \"Always\"\nnamespace = \"ml\"\njob_prefix = \"train-\"",
         "image_pull_policy = \"Never\"\nstore_credentials = \"workload-identity\"\nservice_account = \"ferry-runner\"",
+        "mode = \"steps\"\nparallelism = 4\nservice_account = \"ferry-runner\"",
         concat!(
             "extra_labels = { team = \"ml\", \"example.com/cost-centre\" = \"42\" }\n",
             "extra_annotations = { \"example.com/owner\" = \"ana\" }\n",
@@ -456,22 +457,26 @@ fn rendered_objects_pass_kubernetes_validate_for_a_matrix_of_settings() {
 }
 
 #[test]
-fn the_ml_example_runs_on_kubernetes() {
+fn the_ml_example_runs_on_kubernetes_in_both_modes() {
     let cluster = Cluster::start();
-    let project = cluster.project("ml", "");
-    let run = project.ferry(&["run", "ml"]);
-    run.success();
-    let record: serde_json::Value = serde_json::from_str(
-        &project
-            .ferry(&["runs", "show", &run_id_of(&project), "--output", "json"])
-            .stdout(),
-    )
-    .unwrap();
-    assert_eq!(record["status"], "succeeded", "{record:#}");
-    assert!(
-        record["steps"].as_object().unwrap().len() >= 3,
-        "{record:#}"
-    );
+    for mode in ["pipeline", "steps"] {
+        let project = cluster.project("ml", &format!("mode = {mode:?}"));
+        let run = project.ferry(&["run", "ml"]);
+        run.success();
+        let record: serde_json::Value = serde_json::from_str(
+            &project
+                .ferry(&["runs", "show", &run_id_of(&project), "--output", "json"])
+                .stdout(),
+        )
+        .unwrap();
+        assert_eq!(record["status"], "succeeded", "{mode}: {record:#}");
+        let steps = record["steps"].as_object().unwrap();
+        assert!(steps.len() >= 3, "{record:#}");
+        assert!(
+            steps.values().all(|s| s["status"] == "succeeded"),
+            "{mode}: {record:#}"
+        );
+    }
 }
 
 fn wait_for_running_pod(cluster: &Cluster) {
@@ -607,5 +612,196 @@ fn a_detached_run_that_can_never_start_is_shown_failed_not_running() {
             .iter()
             .all(|j| !j["metadata"]["deletionTimestamp"].is_null()),
         "its Job is deleted"
+    );
+}
+
+/// Polls `ferry runs show` until the run has ended; nothing else follows it meanwhile.
+fn wait_for_end(project: &Project, id: &str) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let show = project.ferry(&["runs", "show", id, "--output", "json"]);
+        show.success();
+        let record: serde_json::Value = serde_json::from_str(&show.stdout()).unwrap();
+        if !matches!(record["status"].as_str(), Some("pending" | "running")) {
+            return record;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "run {id} still {} after 60 s",
+            record["status"]
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn steps_mode_runs_one_job_per_step_and_a_detached_run_finishes_by_itself() {
+    let cluster = Cluster::start();
+    let project = cluster.project("hello", "mode = \"steps\"");
+    let started = project.ferry(&["run", "hello", "--detach"]);
+    started.success();
+    let id = started.stdout().trim().to_string();
+    // The coordinator runs in the cluster: the run ends with nobody following it.
+    let record = wait_for_end(&project, &id);
+    assert_eq!(record["status"], "succeeded", "{record:#}");
+    for step in ["fetch", "count-words", "count-lines", "shout", "report"] {
+        assert_eq!(record["steps"][step]["status"], "succeeded", "{record:#}");
+    }
+
+    let names = kubectl(
+        &cluster,
+        &[
+            "get",
+            "jobs",
+            "-l",
+            &format!("ferry.dev/run-id={id}"),
+            "-o",
+            "name",
+        ],
+    );
+    assert_eq!(
+        names.lines().count(),
+        6,
+        "a coordinator and five steps: {names}"
+    );
+    let jobs = cluster.jobs();
+    let coordinator = jobs
+        .iter()
+        .find(|j| j["metadata"]["labels"]["ferry.dev/step"].is_null())
+        .expect("the coordinator's Job");
+    for job in jobs
+        .iter()
+        .filter(|j| !j["metadata"]["labels"]["ferry.dev/step"].is_null())
+    {
+        assert_eq!(
+            job["metadata"]["ownerReferences"][0]["uid"], coordinator["metadata"]["uid"],
+            "step Jobs go when the coordinator's Job goes: {job:#}"
+        );
+    }
+
+    // Attached, the same pipeline again: steps stream their logs, upstream steps are cached.
+    let run = project.ferry(&["run", "hello"]);
+    run.success();
+    let stdout = run.stdout();
+    assert!(stdout.contains("hello, newcomer"), "{stdout}");
+    assert!(stdout.contains("cached"), "{stdout}");
+
+    // Logs outlive the Jobs and pods.
+    let coordinator_name = coordinator["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    kubectl(
+        &cluster,
+        &["delete", "job", &coordinator_name, "--wait=true"],
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while cluster
+        .jobs()
+        .iter()
+        .any(|j| j["metadata"]["labels"]["ferry.dev/run-id"] == id.as_str())
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the step Jobs were not collected"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let logs = project.ferry(&["logs", &id, "report"]);
+    logs.success();
+    assert!(
+        logs.stdout().contains("hello, newcomer"),
+        "{}",
+        logs.stdout()
+    );
+}
+
+#[test]
+fn steps_mode_fails_a_step_alone_skips_what_needs_it_and_honours_step_images() {
+    let cluster = Cluster::start();
+    cluster.server().set_faults(FaultConfig {
+        image_pull_failures: vec!["registry.invalid/*".into()],
+        ..FaultConfig::default()
+    });
+    let pipeline = "name: mixed\nsteps:\n  ok:\n    run: echo fine > \"$FERRY_OUTPUT_DIR/ok.txt\"\n    outputs: [ok.txt]\n  broken:\n    run: echo about to fail; exit 7\n    inputs: [ok]\n  after-broken:\n    run: echo never\n    needs: [broken]\n  elsewhere:\n    run: echo never either\n    image: registry.invalid/trainer:2\n  reads-ok:\n    run: cat \"$FERRY_INPUT_OK/ok.txt\"\n    inputs: [ok]\n";
+    let project = cluster.project("hello", "mode = \"steps\"");
+    project.write("hello/pipeline.yaml", pipeline);
+    let run = project.ferry(&["run", "hello"]);
+    run.failure(7);
+    let stdout = run.stdout();
+    assert!(stdout.contains("about to fail"), "{stdout}");
+    assert!(
+        stdout.contains("fine"),
+        "an input read from the store:\n{stdout}"
+    );
+    let record: serde_json::Value = serde_json::from_str(
+        &project
+            .ferry(&["runs", "show", &run_id_of(&project), "--output", "json"])
+            .stdout(),
+    )
+    .unwrap();
+    let steps = &record["steps"];
+    assert_eq!(record["status"], "failed", "{record:#}");
+    assert_eq!(steps["ok"]["status"], "succeeded");
+    assert_eq!(steps["reads-ok"]["status"], "succeeded");
+    assert_eq!(steps["broken"]["status"], "failed");
+    assert_eq!(steps["broken"]["exit_code"], 7);
+    assert_eq!(steps["after-broken"]["status"], "skipped");
+    assert_eq!(steps["elsewhere"]["status"], "failed");
+    let error = steps["elsewhere"]["error"].as_str().unwrap();
+    assert!(
+        error.contains("ErrImagePull") || error.contains("ImagePullBackOff"),
+        "the step with its own image fails with the pod's reason: {error}"
+    );
+
+    // The same pipeline in pipeline mode cannot honour a step's image: refused up front.
+    let pipeline_mode = cluster.project("hello", "");
+    pipeline_mode.write("hello/pipeline.yaml", pipeline);
+    let refused = pipeline_mode.ferry(&["run", "hello"]);
+    assert_ne!(refused.code(), 0);
+    assert!(
+        refused
+            .stderr()
+            .contains("step `elsewhere` sets its own `image`"),
+        "{}",
+        refused.stderr()
+    );
+}
+
+#[test]
+fn steps_mode_runs_at_most_parallelism_steps_at_once() {
+    let cluster = Cluster::start();
+    let project = cluster.project("hello", "mode = \"steps\"\nparallelism = 2");
+    let trace = project.path().join("trace.txt");
+    let step = format!(
+        "    run: echo \"start $(date +%s%N)\" >> {trace}; sleep 1; echo \"end $(date +%s%N)\" >> {trace}\n    cache: false\n",
+        trace = trace.display()
+    );
+    let pipeline = format!(
+        "name: wide\nsteps:\n{}",
+        (1..=4)
+            .map(|i| format!("  s{i}:\n{step}"))
+            .collect::<String>()
+    );
+    project.write("hello/pipeline.yaml", &pipeline);
+    project.ferry(&["run", "hello"]).success();
+    let mut marks: Vec<(u128, i32)> = std::fs::read_to_string(&trace)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let (kind, at) = l.split_once(' ').unwrap();
+            (at.parse().unwrap(), if kind == "start" { 1 } else { -1 })
+        })
+        .collect();
+    assert_eq!(marks.len(), 8, "four steps started and ended");
+    marks.sort();
+    let (mut now, mut most) = (0, 0);
+    for (_, delta) in marks {
+        now += delta;
+        most = most.max(now);
+    }
+    assert_eq!(
+        most, 2,
+        "at most two steps at once, and two did run together"
     );
 }

@@ -39,6 +39,10 @@ pub const FERRY_AGENT_PLAN: &str = "FERRY_AGENT_PLAN";
 /// `ferry agent run`: how to open the artifact store (JSON `{plugin, settings}`), from a
 /// Secret (or a ConfigMap when the store is reached by workload identity).
 pub const FERRY_AGENT_STORE: &str = "FERRY_AGENT_STORE";
+/// `ferry agent run`: when set, the orchestrator (JSON `{plugin, settings}`) that runs the plan
+/// from inside the cluster, for example the Kubernetes backend's coordinator in `steps` mode.
+/// Unset, the agent runs the plan itself with the local orchestrator.
+pub const FERRY_AGENT_ORCHESTRATOR: &str = "FERRY_AGENT_ORCHESTRATOR";
 
 /// The name a per-step variable gets for a step or parameter name.
 pub fn env_suffix(name: &str) -> String {

@@ -204,6 +204,7 @@ fn prepare(ctx: &Context, args: &PipelineArgs, no_cache: bool) -> Result<(RunPla
         },
         no_cache,
         created_at: Utc::now(),
+        only_step: None,
     };
     Ok((plan, stack))
 }

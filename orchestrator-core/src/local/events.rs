@@ -35,6 +35,9 @@ pub(super) struct RunState {
     cancel: tokio::sync::watch::Sender<bool>,
     /// Process groups of running steps, for a last-resort kill on a forced exit.
     process_groups: Mutex<HashSet<i32>>,
+    /// Set when the run is one step of a run coordinated elsewhere: the record written is
+    /// that step's result, never the run's record (which the coordinator owns).
+    only_step: Option<String>,
 }
 
 fn event_bytes(event: &Event) -> usize {
@@ -46,8 +49,9 @@ fn event_bytes(event: &Event) -> usize {
 }
 
 impl RunState {
-    pub fn new(record: RunRecord) -> Self {
+    pub fn new(record: RunRecord, only_step: Option<String>) -> Self {
         Self {
+            only_step,
             record: Mutex::new(record),
             log: Mutex::new(EventLog::default()),
             changed: Condvar::new(),
@@ -69,7 +73,17 @@ impl RunState {
     pub fn write_record(&self, store: &Store) -> Result<(), PluginError> {
         let _serial = self.write_lock.lock().expect("write lock");
         let record = self.record();
-        store.put_json(&layout::run_record(&record.run_id), &record)?;
+        match &self.only_step {
+            None => {
+                store.put_json(&layout::run_record(&record.run_id), &record)?;
+            }
+            Some(step) => {
+                let key = layout::step_result(&record.run_id, step);
+                if let Some(result) = record.steps.get(step) {
+                    store.put_json(&key, result)?;
+                }
+            }
+        }
         Ok(())
     }
 

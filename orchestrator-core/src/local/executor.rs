@@ -20,7 +20,7 @@ use crate::abi::PluginError;
 use crate::env_vars::{self, env_suffix};
 use crate::pipeline::{Action, Step};
 use crate::run::{
-    Event, LogStream, OutputFile, RunPlan, RunRecord, RunStatus, StepRef, StepStatus,
+    Event, LogStream, OutputFile, RunPlan, RunRecord, RunStatus, StepRecord, StepRef, StepStatus,
 };
 use crate::store::{Store, layout};
 
@@ -197,8 +197,16 @@ async fn schedule(ctx: &Arc<Context>) -> Result<(), PluginError> {
     })?;
 
     let pipeline = &ctx.plan.pipeline;
-    let mut pending: Vec<&Step> = pipeline.topological_order();
-    let mut finished: HashMap<String, Outcome> = HashMap::new();
+    let (mut pending, mut finished): (Vec<&Step>, HashMap<String, Outcome>) =
+        match &ctx.plan.only_step {
+            None => (pipeline.topological_order(), HashMap::new()),
+            Some(name) => {
+                let step = pipeline.step(name).ok_or_else(|| {
+                    PluginError::invalid_input(format!("step `{name}` is not in the plan"))
+                })?;
+                (vec![step], upstream_results(ctx, step).await?)
+            }
+        };
     let mut running: JoinSet<(String, Outcome)> = JoinSet::new();
     let mut task_steps: HashMap<tokio::task::Id, String> = HashMap::new();
     let mut cancel = ctx.state.cancelled();
@@ -285,6 +293,53 @@ async fn schedule(ctx: &Arc<Context>) -> Result<(), PluginError> {
             .emit(notice(None, format!("could not save the run record: {e}")));
     }
     Ok(())
+}
+
+/// For a step run on its own: the results its upstream steps recorded in the store, with the
+/// outputs it reads downloaded (and verified) where its inputs expect them.
+async fn upstream_results(
+    ctx: &Arc<Context>,
+    step: &Step,
+) -> Result<HashMap<String, Outcome>, PluginError> {
+    let mut results = HashMap::new();
+    let run_id = &ctx.plan.run_id;
+    for dep in ctx.plan.pipeline.dependencies(step) {
+        let store = ctx.store.clone();
+        let key = layout::step_result(run_id, dep);
+        let record: Option<StepRecord> = blocking(move || store.get_json(&key)).await?;
+        let record = record.filter(|r| r.status.is_success()).ok_or_else(|| {
+            PluginError::invalid_input(format!(
+                "step `{}` needs `{dep}`, which has no successful result in run {run_id} ({})",
+                step.name,
+                layout::step_result(run_id, dep)
+            ))
+        })?;
+        if step.inputs.iter().any(|i| i == dep) {
+            let entry = CacheEntry {
+                source: record.outputs_location(run_id, dep),
+                outputs: record.outputs.clone(),
+                created_at: Utc::now(),
+            };
+            let out = output_dir(&ctx.run_dir, dep);
+            tokio::fs::create_dir_all(&out)
+                .await
+                .map_err(|e| io_error("create", &out, e))?;
+            let store = ctx.store.clone();
+            blocking(move || cache::restore(&store, &entry, &out))
+                .await
+                .map_err(|e| {
+                    PluginError::other(format!("cannot fetch the outputs of `{dep}`: {e}"))
+                })?;
+        }
+        results.insert(
+            dep.to_string(),
+            Outcome {
+                status: record.status,
+                outputs: record.outputs,
+            },
+        );
+    }
+    Ok(results)
 }
 
 fn set_step_status(ctx: &Context, step: &str, status: StepStatus, error: Option<String>) {
@@ -674,6 +729,7 @@ async fn run_process(
         // must never see them (a step that prints its environment would leak them to logs).
         .env_remove(env_vars::FERRY_AGENT_PLAN)
         .env_remove(env_vars::FERRY_AGENT_STORE)
+        .env_remove(env_vars::FERRY_AGENT_ORCHESTRATOR)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -93,10 +93,18 @@ impl OrchestratorPlugin for LocalOrchestrator {
         plan.pipeline.validate().map_err(|e| {
             PluginError::invalid_input(format!("invalid pipeline in run plan: {e}"))
         })?;
+        if let Some(step) = &plan.only_step
+            && plan.pipeline.step(step).is_none()
+        {
+            return Err(PluginError::invalid_input(format!(
+                "the run plan asks for step `{step}` alone, but pipeline `{}` has no such step",
+                plan.pipeline.name
+            )));
+        }
         let mut record = RunRecord::new(&plan, "local");
         record.host = Some(executor::host_name());
         record.pid = Some(std::process::id());
-        let state = Arc::new(RunState::new(record));
+        let state = Arc::new(RunState::new(record, plan.only_step.clone()));
         // The first record is written before `submit` returns, so the run is listed at once.
         state.write_record(&self.store)?;
         let run_id = plan.run_id.clone();

@@ -83,6 +83,10 @@ pub struct Step {
     pub cache: bool,
     #[serde(default)]
     pub resources: Resources,
+    /// Container image for orchestrators that run each step in its own container (the
+    /// Kubernetes backend in `steps` mode); the image must contain `ferry`. Others ignore it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
 }
 
 fn default_cache() -> bool {
@@ -153,6 +157,7 @@ impl Step {
             timeout: None,
             cache: true,
             resources: Resources::default(),
+            image: None,
         }
     }
 
@@ -234,6 +239,12 @@ impl Step {
     #[must_use]
     pub fn resources(mut self, resources: Resources) -> Step {
         self.resources = resources;
+        self
+    }
+
+    #[must_use]
+    pub fn image(mut self, image: impl Into<String>) -> Step {
+        self.image = Some(image.into());
         self
     }
 }

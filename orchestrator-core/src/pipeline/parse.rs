@@ -30,6 +30,7 @@ const STEP_KEYS: &[&str] = &[
     "timeout",
     "cache",
     "resources",
+    "image",
 ];
 const PARAM_KEYS: &[&str] = &["default", "description"];
 const RESOURCE_KEYS: &[&str] = &["cpu", "memory", "gpu"];
@@ -761,6 +762,16 @@ impl Ctx {
         }
         if let Some(e) = fields.get("resources") {
             step.resources = self.resources(e, &name, &mut spans);
+        }
+        if let Some(e) = fields.get("image") {
+            step.image = self.text(e, &context);
+            if step
+                .image
+                .as_deref()
+                .is_some_and(|i| i.trim().is_empty() || i.chars().any(char::is_whitespace))
+            {
+                self.report(e.value.loc, format!("invalid `image`{context}: an image reference has no spaces and is not empty"));
+            }
         }
         (step, spans)
     }

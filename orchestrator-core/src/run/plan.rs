@@ -38,6 +38,11 @@ pub struct RunPlan {
     /// `--no-cache`: run every step even when a cached result exists.
     pub no_cache: bool,
     pub created_at: DateTime<Utc>,
+    /// Run only this step, reading its inputs from the results of the same run's upstream
+    /// steps in the store and writing its own result to `steps/<step>/result.json` instead of
+    /// the run record (what each container runs when a backend gives every step its own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub only_step: Option<String>,
 }
 
 impl RunPlan {

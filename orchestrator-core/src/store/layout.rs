@@ -4,6 +4,7 @@
 //! packages/<blake3>.tar.zst
 //! runs/<run-id>/run.json
 //! runs/<run-id>/steps/<step>/log
+//! runs/<run-id>/steps/<step>/result.json   (steps run one per container: the step's record)
 //! runs/<run-id>/steps/<step>/outputs/...
 //! cache/<cache-key>.json
 //! ```
@@ -26,6 +27,12 @@ pub fn step_prefix(run_id: &str, step: &str) -> String {
 
 pub fn step_log(run_id: &str, step: &str) -> String {
     format!("runs/{run_id}/steps/{step}/log")
+}
+
+/// The record of one step that ran on its own (a Kubernetes step Job), written by the agent
+/// that ran it; whoever coordinates the run merges it into `run.json`.
+pub fn step_result(run_id: &str, step: &str) -> String {
+    format!("runs/{run_id}/steps/{step}/result.json")
 }
 
 pub fn step_outputs(run_id: &str, step: &str) -> String {

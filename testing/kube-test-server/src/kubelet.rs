@@ -998,6 +998,9 @@ struct Prepared {
     home: PathBuf,
     path: std::ffi::OsString,
     inherit: Vec<(String, std::ffi::OsString)>,
+    /// Stands in for the service-account token a real kubelet mounts: a kubeconfig for this
+    /// server, so that in-pod clients find the API the standard way (`$KUBECONFIG`).
+    service_account_kubeconfig: Option<PathBuf>,
     start_error: Option<String>,
 }
 
@@ -1288,6 +1291,8 @@ fn prepare_container(
             .or_else(|| std::env::var_os("PATH"))
             .unwrap_or_default(),
         inherit,
+        service_account_kubeconfig: (pod["spec"]["automountServiceAccountToken"] != false)
+            .then(|| cluster.config.data_dir.join("kubeconfig")),
         start_error,
     })
 }
@@ -1413,6 +1418,9 @@ fn spawn(p: &Prepared, log: Arc<LogBuffer>) -> Result<Child, String> {
         .kill_on_drop(true);
     for (k, v) in &p.inherit {
         command.env(k, v);
+    }
+    if let Some(kubeconfig) = &p.service_account_kubeconfig {
+        command.env("KUBECONFIG", kubeconfig);
     }
     for (k, v) in &p.env {
         command.env(k, v);

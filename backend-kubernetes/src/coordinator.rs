@@ -1,0 +1,300 @@
+//! The coordinator of a `steps` run. It runs inside the cluster, in the run's own Job (whose
+//! agent hands the plan to this plugin with `role = "coordinator"`), so that the run goes on
+//! when the submitting machine detaches or goes away.
+//!
+//! It starts one Job per step in DAG order, at most `parallelism` at once, each owned by the
+//! coordinator's Job (deleting the run's Job deletes them). Each step Job is followed with the
+//! same watch-driven code the submitting machine uses, so an image that cannot be pulled, a
+//! pod that cannot be scheduled or an OOM kill ends that step with the reason, and the steps
+//! downstream of it are skipped. The steps' events are relayed on the coordinator's own log,
+//! which is what `ferry run` and `ferry logs -f` stream, and `run.json` is kept up to date from
+//! the result each step's agent writes to the store.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+
+use chrono::Utc;
+use futures::StreamExt as _;
+use futures::stream::FuturesUnordered;
+use k8s_openapi::api::batch::v1::Job;
+use kube::api::Api;
+use kube::core::ObjectMeta;
+use orchestrator_core::abi::PluginError;
+use orchestrator_core::pipeline::Step;
+use orchestrator_core::run::{Event, RunPlan, RunRecord, RunStatus, StepRecord, StepStatus};
+use orchestrator_core::store::{Store, layout};
+use tokio::sync::mpsc;
+
+use crate::client::Connection;
+use crate::follow::{self, FollowOptions};
+use crate::launch::{self, api_error, retry};
+use crate::manifest::{self, JobKind};
+use crate::settings::{self, Settings};
+
+/// A step being run: its Job created and followed to a result.
+type StepRun<'a> = Pin<Box<dyn Future<Output = (String, StepRecord)> + 'a>>;
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, PluginError> + Send + 'static,
+) -> Result<T, PluginError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| PluginError::other(format!("background task failed: {e}")))?
+}
+
+async fn write_record(store: &Store, record: &RunRecord) -> Result<(), PluginError> {
+    let (store, record) = (store.clone(), record.clone());
+    blocking(move || {
+        store.put_json(&layout::run_record(&record.run_id), &record)?;
+        Ok(())
+    })
+    .await
+}
+
+/// What a step's agent recorded, if it got that far.
+async fn stored_result(store: &Store, run_id: &str, step: &str) -> Option<StepRecord> {
+    let (store, key) = (store.clone(), layout::step_result(run_id, step));
+    blocking(move || store.get_json::<StepRecord>(&key))
+        .await
+        .ok()
+        .flatten()
+}
+
+fn failed(mut result: StepRecord, error: String, exit_code: Option<i32>) -> StepRecord {
+    result.status = StepStatus::Failed;
+    result.error = Some(error);
+    result.exit_code = exit_code.or(result.exit_code);
+    result.finished_at = Some(Utc::now());
+    result
+}
+
+/// Everything the step runs share.
+struct Shared<'a> {
+    connection: &'a Connection,
+    settings: &'a Settings,
+    plan: &'a RunPlan,
+    store: &'a Store,
+    owner: k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference,
+    config: String,
+    events: mpsc::UnboundedSender<Event>,
+}
+
+impl Shared<'_> {
+    /// Creates the step's Job (or meets it again after a coordinator restart) and follows it
+    /// to the step's result.
+    async fn run_step(&self, step: &Step) -> StepRecord {
+        let run_id = &self.plan.run_id;
+        // A restarted coordinator must not run a finished step again.
+        if let Some(result) = stored_result(self.store, run_id, &step.name).await
+            && result.status.is_finished()
+        {
+            return result;
+        }
+        let mut job = manifest::job(
+            self.settings,
+            self.plan,
+            &self.connection.namespace,
+            JobKind::Step(step),
+            &self.config,
+        );
+        job.metadata = ObjectMeta {
+            owner_references: Some(vec![self.owner.clone()]),
+            ..job.metadata
+        };
+        let jobs: Api<Job> =
+            Api::namespaced(self.connection.client.clone(), &self.connection.namespace);
+        if let Err(error) = launch::create_idempotent(&jobs, &job, run_id).await {
+            return failed(StepRecord::pending(), error.message().to_string(), None);
+        }
+        let options = FollowOptions {
+            selector: manifest::step_selector(run_id, &step.name),
+            step: None,
+            follow: true,
+            pending_timeout: self.settings.pending_timeout,
+            pod_retries: self.settings.backoff_limit,
+        };
+        let events = self.events.clone();
+        let outcome = follow::follow(self.connection, &options, &mut |event| match event {
+            // The step's agent ends its one-step run; the run's end is the coordinator's.
+            Event::RunStatus { .. } => true,
+            event => events.send(event).is_ok(),
+        })
+        .await;
+        let result = stored_result(self.store, run_id, &step.name)
+            .await
+            .unwrap_or_else(StepRecord::pending);
+        match outcome {
+            Err(error) => failed(
+                result,
+                format!("lost track of the step's Job: {}", error.message()),
+                None,
+            ),
+            // Kubernetes says why the agent could not finish (or ran out of memory even if
+            // it exited 0): that wins over what the agent recorded.
+            Ok(outcome) if outcome.failure.is_some() => {
+                let reason = outcome.failure.unwrap_or_default();
+                failed(result, reason, outcome.exit_code)
+            }
+            Ok(_) if result.status.is_finished() => result,
+            Ok(outcome) if outcome.jobs_gone => failed(
+                result,
+                "the step's Job was deleted before it finished".into(),
+                None,
+            ),
+            Ok(outcome) => failed(
+                result,
+                "the step's Job ended without its agent recording a result".into(),
+                outcome.exit_code,
+            ),
+        }
+    }
+}
+
+/// Runs the plan's steps as Jobs until every step has ended; returns the final record.
+pub async fn coordinate(
+    connection: &Connection,
+    settings: &Settings,
+    plan: &RunPlan,
+    store: &Store,
+    sink: &mut dyn FnMut(Event) -> bool,
+) -> Result<RunRecord, PluginError> {
+    let jobs: Api<Job> = Api::namespaced(connection.client.clone(), &connection.namespace);
+    let own_name = manifest::run_job_name(settings, plan);
+    let what = format!("reading the run's Job {own_name}");
+    let own = retry(&what, || jobs.get(&own_name))
+        .await
+        .map_err(|e| api_error(&what, e))?;
+
+    let key = layout::run_record(&plan.run_id);
+    let existing = {
+        let (store, key) = (store.clone(), key.clone());
+        blocking(move || store.get_json::<RunRecord>(&key)).await?
+    };
+    let mut record = existing.unwrap_or_else(|| RunRecord::new(plan, settings::NAME));
+    record.status = RunStatus::Running;
+    record.started_at.get_or_insert_with(Utc::now);
+    record.host = Some(format!(
+        "Job {own_name} in namespace {}",
+        connection.namespace
+    ));
+    write_record(store, &record).await?;
+    sink(Event::RunStatus {
+        status: RunStatus::Running,
+        time: Utc::now(),
+    });
+
+    let (events, mut relayed) = mpsc::unbounded_channel();
+    let shared = Shared {
+        connection,
+        settings,
+        plan,
+        store,
+        owner: launch::owner_reference(&own),
+        config: manifest::config_name(settings, plan),
+        events,
+    };
+    let pipeline = &plan.pipeline;
+    let mut pending: Vec<&Step> = pipeline.topological_order();
+    let mut finished: HashMap<String, StepStatus> = HashMap::new();
+    let mut running: FuturesUnordered<StepRun<'_>> = FuturesUnordered::new();
+    let mut reader_gone = false;
+
+    loop {
+        let mut still_pending = Vec::new();
+        for step in pending {
+            let deps: Vec<&str> = pipeline.dependencies(step).collect();
+            if let Some(dep) = deps
+                .iter()
+                .find(|d| finished.get(**d).is_some_and(|s| !s.is_success()))
+            {
+                let now = Utc::now();
+                if let Some(r) = record.steps.get_mut(&step.name) {
+                    r.status = StepStatus::Skipped;
+                    r.error = Some(format!("skipped: `{dep}` did not succeed"));
+                    r.finished_at = Some(now);
+                }
+                finished.insert(step.name.clone(), StepStatus::Skipped);
+                reader_gone |= !sink(Event::StepStatus {
+                    step: step.name.clone(),
+                    status: StepStatus::Skipped,
+                    time: now,
+                });
+            } else if deps.iter().all(|d| finished.contains_key(*d))
+                && running.len() < settings.parallelism
+            {
+                let shared = &shared;
+                running.push(Box::pin(async move {
+                    (step.name.clone(), shared.run_step(step).await)
+                }));
+            } else {
+                still_pending.push(step);
+            }
+        }
+        pending = still_pending;
+        write_record(store, &record).await?;
+        if running.is_empty() {
+            break;
+        }
+        tokio::select! {
+            Some((name, result)) = running.next() => {
+                let reported = record.steps.get(&name).map(|r| r.status);
+                if result.status == StepStatus::Failed && reported != Some(StepStatus::Failed) {
+                    // Ended by Kubernetes, not by the agent: nobody said so yet.
+                    let time = Utc::now();
+                    if let Some(error) = &result.error {
+                        reader_gone |= !sink(Event::Notice { step: Some(name.clone()), text: error.clone(), time });
+                    }
+                    reader_gone |= !sink(Event::StepStatus { step: name.clone(), status: StepStatus::Failed, time });
+                }
+                finished.insert(name.clone(), result.status);
+                record.steps.insert(name, result);
+            }
+            Some(event) = relayed.recv() => {
+                if let Event::StepStatus { step, status, time } = &event
+                    && let Some(r) = record.steps.get_mut(step)
+                {
+                    r.status = *status;
+                    if *status == StepStatus::Running {
+                        r.started_at = Some(*time);
+                    }
+                }
+                // A reader that went away (the pod log) must not stop the run.
+                if !reader_gone {
+                    reader_gone = !sink(event);
+                }
+            }
+        }
+    }
+    // Events relayed after their step's result arrived.
+    while let Ok(event) = relayed.try_recv() {
+        if !reader_gone {
+            reader_gone = !sink(event);
+        }
+    }
+
+    let any = |s: StepStatus| record.steps.values().any(|r| r.status == s);
+    record.status = if any(StepStatus::Failed) {
+        RunStatus::Failed
+    } else if any(StepStatus::Cancelled) {
+        RunStatus::Cancelled
+    } else {
+        RunStatus::Succeeded
+    };
+    if record.status == RunStatus::Failed {
+        let failed: Vec<&str> = record
+            .ordered_steps()
+            .into_iter()
+            .filter(|(_, r)| r.status == StepStatus::Failed)
+            .map(|(name, _)| name)
+            .collect();
+        record.error = Some(format!("step {} failed", failed.join(", ")));
+    }
+    record.finished_at = Some(Utc::now());
+    write_record(store, &record).await?;
+    sink(Event::RunStatus {
+        status: record.status,
+        time: record.finished_at.unwrap_or_else(Utc::now),
+    });
+    Ok(record)
+}
