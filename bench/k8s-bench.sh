@@ -6,6 +6,9 @@
 #   * return latency: from the last step's exit (its finished_at in the run record) to
 #     `ferry run` returning, following by watch;
 #   * end to end: a one-step `true` pipeline, `ferry run` start to return.
+#   * steps mode: 50 independent `true` steps at once (parallelism 50), `ferry run` start to
+#     return; and a chain of 10, where the gap between one step's end and the next step's
+#     start (from the run record) is the coordinator's per-step overhead.
 # Prints a markdown table of medians.
 #
 #   bench/k8s-bench.sh [ROUNDS]        # default 20
@@ -47,12 +50,21 @@ plugin = "storage-s3"
 settings = { url = "s3://$FERRY_TEST_S3_BUCKET/k8s-bench", endpoint = "$FERRY_TEST_S3_ENDPOINT", region = "$FERRY_TEST_S3_REGION", access_key_id = "$FERRY_TEST_S3_ACCESS_KEY_ID", secret_access_key = "$FERRY_TEST_S3_SECRET_ACCESS_KEY" }
 TOML
 
-"$FERRY_TEST_PYTHON" - "$release/ferry" "$work/project" "$rounds" <<'PY'
+# steps mode: the same stack with one Job per step, and two pipelines
+mkdir -p "$work/steps/wide" "$work/steps/chain"
+sed 's/image = "ferry:bench" }/image = "ferry:bench", mode = "steps", parallelism = 50 }/; s#k8s-bench"#k8s-bench-steps"#' \
+    "$work/project/ferry.toml" >"$work/steps/ferry.toml"
+{ echo "name: wide"; echo "steps:"; for i in $(seq 50); do printf '  s%02d:\n    run: "true"\n    cache: false\n' "$i"; done; } >"$work/steps/wide/pipeline.yaml"
+{ echo "name: chain"; echo "steps:"; for i in $(seq 10); do printf '  c%02d:\n    run: "true"\n    cache: false\n' "$i"; [[ $i -gt 1 ]] && printf '    needs: [c%02d]\n' $((i - 1)); done; } >"$work/steps/chain/pipeline.yaml"
+
+"$FERRY_TEST_PYTHON" - "$release/ferry" "$work/project" "$rounds" "$work/steps" <<'PY'
 import json, statistics, subprocess, sys, time
 from datetime import datetime
-ferry, project, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])
-def run(*args):
-    return subprocess.run([ferry, *args], cwd=project, capture_output=True, text=True, check=True)
+ferry, project, rounds, steps_project = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+def run(*args, cwd=project):
+    return subprocess.run([ferry, *args], cwd=cwd, capture_output=True, text=True, check=True)
+def when(text):
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 run("run", "pipe")  # warm: the package is built, indexed and uploaded once
 submit, end_to_end, latency = [], [], []
 for _ in range(rounds):
@@ -64,10 +76,24 @@ for _ in range(rounds):
     record = json.loads(run("runs", "show", runs[0]["run_id"], "--output", "json").stdout)
     finished = datetime.fromisoformat(record["steps"]["one"]["finished_at"].replace("Z", "+00:00")).timestamp()
     latency.append(returned - finished)
+steps_rounds = max(3, rounds // 4)
+run("run", "wide", cwd=steps_project)  # warm
+wide, chain, gaps = [], [], []
+for _ in range(steps_rounds):
+    t = time.perf_counter(); run("run", "wide", cwd=steps_project); wide.append(time.perf_counter() - t)
+for _ in range(steps_rounds):
+    t = time.perf_counter(); run("run", "chain", cwd=steps_project); chain.append(time.perf_counter() - t)
+    runs = json.loads(run("runs", "list", "--output", "json", cwd=steps_project).stdout)
+    steps = json.loads(run("runs", "show", runs[0]["run_id"], "--output", "json", cwd=steps_project).stdout)["steps"]
+    for i in range(2, 11):
+        gaps.append(when(steps[f"c{i:02d}"]["started_at"]) - when(steps[f"c{i - 1:02d}"]["finished_at"]))
 ms = lambda xs: f"{statistics.median(xs) * 1000:.0f} ms (min {min(xs) * 1000:.0f}, max {max(xs) * 1000:.0f})"
 print(f"| measure ({rounds} rounds, median) | time |")
 print("| --- | --- |")
 print(f"| `ferry run --detach`, unchanged package: start → Job created and started → return | {ms(submit)} |")
 print(f"| last step's exit → `ferry run` returns | {ms(latency)} |")
 print(f"| one-step pipeline, `ferry run` start → return | {ms(end_to_end)} |")
+print(f"| steps mode, 50 independent steps at once: `ferry run` start → return ({steps_rounds} rounds) | {ms(wide)} |")
+print(f"| steps mode, chain of 10: `ferry run` start → return ({steps_rounds} rounds) | {ms(chain)} |")
+print(f"| steps mode: one step's end → the next step's start, in the chain ({len(gaps)} gaps) | {ms(gaps)} |")
 PY

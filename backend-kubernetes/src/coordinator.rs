@@ -32,6 +32,21 @@ use crate::launch::{self, api_error, retry};
 use crate::manifest::{self, JobKind};
 use crate::settings::{self, Settings};
 
+/// An API error inside the coordinator's pod, where a refusal is about its service account.
+fn in_pod(error: PluginError, settings: &Settings) -> PluginError {
+    if error.kind != orchestrator_core::abi::ErrorKind::PERMISSION_DENIED {
+        return error;
+    }
+    PluginError::new(
+        error.kind,
+        format!(
+            "{} [in the coordinator pod: its service account `{}` needs get, list, watch, create and delete on jobs and get, list and watch on pods and pods/log in the namespace; see the README's steps mode section for a Role]",
+            error.message(),
+            settings.service_account.as_deref().unwrap_or("default")
+        ),
+    )
+}
+
 /// A step being run: its Job created and followed to a result.
 type StepRun<'a> = Pin<Box<dyn Future<Output = (String, StepRecord)> + 'a>>;
 
@@ -105,6 +120,7 @@ impl Shared<'_> {
         let jobs: Api<Job> =
             Api::namespaced(self.connection.client.clone(), &self.connection.namespace);
         if let Err(error) = launch::create_idempotent(&jobs, &job, run_id).await {
+            let error = in_pod(error, self.settings);
             return failed(StepRecord::pending(), error.message().to_string(), None);
         }
         let options = FollowOptions {
@@ -164,7 +180,7 @@ pub async fn coordinate(
     let what = format!("reading the run's Job {own_name}");
     let own = retry(&what, || jobs.get(&own_name))
         .await
-        .map_err(|e| api_error(&what, e))?;
+        .map_err(|e| in_pod(api_error(&what, e), settings))?;
 
     let key = layout::run_record(&plan.run_id);
     let existing = {

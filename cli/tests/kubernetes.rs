@@ -303,7 +303,13 @@ fn image_pull_failures_pending_pods_and_oom_kills_end_the_run_with_the_reason() 
 #[test]
 fn cancel_deletes_the_runs_jobs_and_records_the_run_as_cancelled() {
     let cluster = Cluster::start();
-    let project = cluster.project("hello", "");
+    for mode in ["pipeline", "steps"] {
+        cancel_in_mode(&cluster, mode);
+    }
+}
+
+fn cancel_in_mode(cluster: &Cluster, mode: &str) {
+    let project = cluster.project("hello", &format!("mode = {mode:?}"));
     project.write(
         "hello/pipeline.yaml",
         "name: slow\nsteps:\n  nap:\n    run: sleep 60\n",
@@ -316,9 +322,10 @@ fn cancel_deletes_the_runs_jobs_and_records_the_run_as_cancelled() {
         .server()
         .list(Resource::Pod, "default")
         .iter()
-        .any(|p| p["status"]["phase"] == "Running")
+        // In steps mode: the step's pod, not only the coordinator's.
+        .any(|p| p["status"]["phase"] == "Running" && (mode == "pipeline" || p["metadata"]["labels"]["ferry.dev/step"] == "nap"))
     {
-        assert!(std::time::Instant::now() < deadline, "the pod never ran");
+        assert!(std::time::Instant::now() < deadline, "{mode}: the pod never ran");
         std::thread::sleep(Duration::from_millis(50));
     }
     // Someone follows the run while it is cancelled: following ends, it does not hang.
@@ -351,7 +358,8 @@ fn cancel_deletes_the_runs_jobs_and_records_the_run_as_cancelled() {
             .stdout(),
     )
     .unwrap();
-    assert_eq!(record["status"], "cancelled", "{record:#}");
+    assert_eq!(record["status"], "cancelled", "{mode}: {record:#}");
+    assert_eq!(record["steps"]["nap"]["status"], "cancelled", "{mode}: {record:#}");
 }
 
 #[test]
