@@ -323,9 +323,15 @@ fn cancel_in_mode(cluster: &Cluster, mode: &str) {
         .list(Resource::Pod, "default")
         .iter()
         // In steps mode: the step's pod, not only the coordinator's.
-        .any(|p| p["status"]["phase"] == "Running" && (mode == "pipeline" || p["metadata"]["labels"]["ferry.dev/step"] == "nap"))
+        .any(|p| {
+            p["status"]["phase"] == "Running"
+                && (mode == "pipeline" || p["metadata"]["labels"]["ferry.dev/step"] == "nap")
+        })
     {
-        assert!(std::time::Instant::now() < deadline, "{mode}: the pod never ran");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{mode}: the pod never ran"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     // Someone follows the run while it is cancelled: following ends, it does not hang.
@@ -359,7 +365,10 @@ fn cancel_in_mode(cluster: &Cluster, mode: &str) {
     )
     .unwrap();
     assert_eq!(record["status"], "cancelled", "{mode}: {record:#}");
-    assert_eq!(record["steps"]["nap"]["status"], "cancelled", "{mode}: {record:#}");
+    assert_eq!(
+        record["steps"]["nap"]["status"], "cancelled",
+        "{mode}: {record:#}"
+    );
 }
 
 #[test]
