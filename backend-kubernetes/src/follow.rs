@@ -430,6 +430,14 @@ pub async fn follow(
             // stream every pod of the run that has a log.
             if let Ok(list) = pods.list(&by_run).await {
                 for pod in list.items {
+                    // The pod watch may lag the Job watch: a pod that ended for a reason
+                    // Kubernetes knows (OOMKilled, evicted) must not read as "no result".
+                    if outcome.failure.is_none()
+                        && let Some((failure, code)) = pod_failure(&pod)
+                    {
+                        outcome.failure = Some(failure);
+                        outcome.exit_code = code;
+                    }
                     let name = pod.metadata.name.clone().unwrap_or_default();
                     if container_state(&pod)
                         .is_some_and(|s| s.running.is_some() || s.terminated.is_some())
