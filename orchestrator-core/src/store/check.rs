@@ -87,7 +87,7 @@ pub fn advice(error: &PluginError) -> String {
         "containernotfound",
         "no such bucket",
     ]) {
-        "the bucket does not exist: create it, or fix `bucket`/`url` in the stack's store settings"
+        "the bucket (or container) does not exist: create it, or fix `bucket`/`url` in the stack's store settings"
             .into()
     } else if has(&[
         "authorizationheadermalformed",
@@ -109,7 +109,7 @@ pub fn advice(error: &PluginError) -> String {
             "invalid_grant",
         ])
     {
-        "the store refused the credentials: check the access key and secret (or AWS_*/GOOGLE_* variables) and the bucket's permissions".into()
+        "the store refused the credentials: check the access key and secret (or AWS_*/GOOGLE_*/AZURE_* variables) and the bucket's permissions".into()
     } else if has(&[
         "connection refused",
         "error trying to connect",
@@ -151,7 +151,10 @@ mod tests {
     #[test]
     fn advice_matches_the_failure() {
         let cases = [
-            ("<Code>NoSuchBucket</Code>", "bucket does not exist"),
+            (
+                "<Code>NoSuchBucket</Code>",
+                "bucket (or container) does not exist",
+            ),
             (
                 "<Code>SignatureDoesNotMatch</Code>",
                 "refused the credentials",
@@ -159,6 +162,10 @@ mod tests {
             (
                 "error trying to connect: tcp connect error: Connection refused",
                 "cannot reach",
+            ),
+            (
+                "The specified container does not exist. <Code>ContainerNotFound</Code>",
+                "container) does not exist",
             ),
             (
                 "AuthorizationHeaderMalformed: the region 'us-east-1' is wrong",

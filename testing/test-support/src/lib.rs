@@ -64,6 +64,15 @@ pub fn gcs_settings(prefix: &str) -> serde_json::Value {
     })
 }
 
+/// Store settings for the Azure Blob test server (Azurite), under `prefix`.
+pub fn azure_settings(prefix: &str) -> serde_json::Value {
+    serde_json::json!({
+        "url": format!("az://{}/{prefix}", server_env("FERRY_TEST_AZURE_CONTAINER")),
+        "use_emulator": true,
+        "endpoint": server_env("FERRY_TEST_AZURE_ENDPOINT"),
+    })
+}
+
 /// Open a plugin store from the target directory, as ferry would.
 pub fn open_plugin_store(plugin: &str, settings: serde_json::Value) -> Result<Store, String> {
     plugin_path(plugin);
