@@ -290,6 +290,17 @@ pub enum PluginsCommand {
     List(OutputArgs),
     /// Show a plugin's metadata and the settings it accepts
     Inspect(PluginInspectArgs),
+    /// Copy a plugin file into the user plugin directory, after checking that it loads
+    Install(PluginInstallArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PluginInstallArgs {
+    /// The plugin file (a `.so` built from a plugin crate)
+    pub path: PathBuf,
+    /// Replace an installed file that claims the same plugin name
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]

@@ -42,6 +42,12 @@ impl fmt::Display for SearchSource {
     }
 }
 
+/// Where `ferry plugins install` puts plugins: `$XDG_DATA_HOME/ferry/plugins`, by default
+/// `~/.local/share/ferry/plugins`. Last on the search path.
+pub fn user_plugin_dir() -> Option<PathBuf> {
+    dirs::data_dir().map(|data| data.join("ferry/plugins"))
+}
+
 /// The ordered list of plugin directories.
 #[derive(Debug, Clone, Default)]
 pub struct SearchPath {
@@ -77,8 +83,8 @@ impl SearchPath {
             path.push(exe_dir, SearchSource::Executable);
             path.dirs.push(lib_dir);
         }
-        if let Some(data) = dirs::data_dir() {
-            path.push(data.join("ferry/plugins"), SearchSource::UserData);
+        if let Some(dir) = user_plugin_dir() {
+            path.push(dir, SearchSource::UserData);
         }
         path
     }
@@ -165,7 +171,7 @@ pub enum LoadError {
         reason: String,
         details: String,
     },
-    #[error("{}: built for plugin interface {found}, but this ferry speaks {expected}; rebuild the plugin against orchestrator-core {expected} or use a matching ferry", path.display())]
+    #[error("plugin file {}: built for plugin interface {found}, but this ferry speaks {expected}; rebuild the plugin against orchestrator-core {expected} (see PLUGINS.md), or use a ferry whose interface is {found}", path.display())]
     IncompatibleVersion {
         path: PathBuf,
         expected: String,
@@ -178,6 +184,8 @@ pub enum LoadError {
         summary: String,
         details: String,
     },
+    #[error("{}: cannot read the plugin file ({reason})", path.display())]
+    Unreadable { path: PathBuf, reason: String },
     #[error("{}: the plugin failed while describing itself: {message}; report this to the plugin's authors", path.display())]
     Broken { path: PathBuf, message: String },
     #[error("{}: plugin `{name}` is an {found} plugin, but an {expected} plugin is needed here; use it in the stack's `{}` entry instead", path.display(), component_for(*found))]
@@ -211,6 +219,7 @@ impl LoadError {
     pub fn path(&self) -> &Path {
         match self {
             LoadError::NotAPlugin { path, .. }
+            | LoadError::Unreadable { path, .. }
             | LoadError::IncompatibleVersion { path, .. }
             | LoadError::LayoutMismatch { path, .. }
             | LoadError::Broken { path, .. }
@@ -224,10 +233,43 @@ fn host_interface_version() -> String {
     PluginModuleRef::VERSION_STRINGS.version.to_string()
 }
 
+/// The interface policy (PLUGINS.md): a plugin loads when its interface version has the same
+/// major version as this ferry's (the same minor, while the major is 0); patch versions may
+/// differ either way, because they only ever append after the last prefix field. abi_stable on
+/// its own would accept a newer 0.x minor whose layout happens to match; ferry does not.
+fn check_interface_version(path: &Path, plugin: &str) -> Result<(), LoadError> {
+    let host = host_interface_version();
+    let major_minor = |v: &str| -> Option<(u64, u64)> {
+        let mut parts = v.split('.').map(|p| p.parse::<u64>().ok());
+        Some((parts.next()??, parts.next()??))
+    };
+    let compatible = match (major_minor(&host), major_minor(plugin)) {
+        (Some((0, host_minor)), Some((0, minor))) => host_minor == minor,
+        (Some((host_major, _)), Some((major, _))) => host_major == major,
+        _ => false,
+    };
+    if compatible {
+        Ok(())
+    } else {
+        Err(LoadError::IncompatibleVersion {
+            path: path.to_path_buf(),
+            expected: host,
+            found: plugin.to_string(),
+        })
+    }
+}
+
 /// Load one plugin file and read its metadata (no instance is created).
 pub fn load(path: &Path) -> Result<LoadedPlugin, LoadError> {
     let path = path.to_path_buf();
+    if let Err(error) = std::fs::metadata(&path) {
+        return Err(LoadError::Unreadable {
+            path,
+            reason: error.to_string(),
+        });
+    }
     let header = lib_header_from_path(&path).map_err(|e| classify(&path, e))?;
+    check_interface_version(&path, &header.version_strings().version)?;
     let module = header
         .init_root_module::<PluginModuleRef>()
         .map_err(|e| classify(&path, e))?;

@@ -15,6 +15,10 @@
 //! [`guard`], so a panicking plugin returns an error instead of aborting ferry. The built-in
 //! `local` stores and orchestrator are wrapped by the very same adapters.
 
+/// The `serde_json` plugin settings and plans are made of (`PluginConfig::settings`), so that a
+/// plugin's JSON types always match the SDK's.
+pub use serde_json;
+
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

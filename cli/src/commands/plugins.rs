@@ -1,4 +1,4 @@
-//! `ferry plugins list|inspect`
+//! `ferry plugins list|inspect|install`
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -8,7 +8,7 @@ use console::Style;
 use orchestrator_core::loader::{self, LIBRARY_EXTENSION, PluginDescription};
 use orchestrator_core::stack::builtin_plugins;
 
-use crate::args::{OutputFormat, PluginsCommand};
+use crate::args::{OutputFormat, PluginInstallArgs, PluginsCommand};
 use crate::context::Context;
 use crate::output::{self, hint};
 
@@ -110,6 +110,7 @@ pub fn run(ctx: &Context, command: PluginsCommand) -> Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        PluginsCommand::Install(args) => install(ctx, &args),
         PluginsCommand::Inspect(args) => {
             let (description, path) = find_any(ctx, &args.plugin)?;
             if args.output.output == OutputFormat::Json {
@@ -152,6 +153,106 @@ pub fn run(ctx: &Context, command: PluginsCommand) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `ferry plugins install PATH`: the file must load as a plugin of this ferry's interface; it is
+/// copied (atomically) into the user plugin directory, where it is found from then on.
+fn install(ctx: &Context, args: &PluginInstallArgs) -> Result<ExitCode> {
+    let source = ctx.cwd.join(&args.path);
+    let plugin = loader::load(&source)?;
+    let name = plugin.description.name.clone();
+    let dir = loader::user_plugin_dir().ok_or_else(|| {
+        hint(
+            "cannot tell where the user plugin directory is (no home or XDG data directory)",
+            "set HOME or XDG_DATA_HOME, or put the file in a directory on FERRY_PLUGIN_PATH",
+        )
+    })?;
+    let file_name = source
+        .file_name()
+        .ok_or_else(|| anyhow::anyhow!("{} names no file", source.display()))?;
+    let dest = dir.join(file_name);
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
+
+    // Two files claiming one name in one directory: which one wins would depend on file
+    // names. Refuse, naming both, unless asked to replace.
+    let in_dir = loader::discover(&loader::SearchPath {
+        dirs: vec![(dir.clone(), loader::SearchSource::UserData)],
+    });
+    let others: Vec<std::path::PathBuf> = in_dir
+        .plugins
+        .into_iter()
+        .chain(in_dir.shadowed)
+        .filter(|(p, _)| p.description.name == name && p.path.file_name() != Some(file_name))
+        .map(|(p, _)| p.path)
+        .collect();
+    if let Some(other) = others.first() {
+        if !args.force {
+            return Err(hint(
+                format!(
+                    "{} already holds plugin `{name}` in {}; installing {} too would make two files claim one name",
+                    dir.display(),
+                    other.display(),
+                    source.display()
+                ),
+                "remove it, or pass --force to replace it",
+            ));
+        }
+        for other in &others {
+            std::fs::remove_file(other)
+                .map_err(|e| anyhow::anyhow!("cannot remove {}: {e}", other.display()))?;
+        }
+    }
+    if source.canonicalize().ok() != dest.canonicalize().ok() {
+        let temp = dir.join(format!(
+            ".{}.installing-{}",
+            file_name.to_string_lossy(),
+            std::process::id()
+        ));
+        std::fs::copy(&source, &temp)
+            .and_then(|_| std::fs::rename(&temp, &dest))
+            .map_err(|e| {
+                let _ = std::fs::remove_file(&temp);
+                anyhow::anyhow!(
+                    "cannot copy {} to {}: {e}",
+                    source.display(),
+                    dest.display()
+                )
+            })?;
+    }
+    let installed = loader::load(&dest)?;
+    let d = &installed.description;
+    println!(
+        "installed {} {} ({} plugin, interface {}) to {}",
+        d.name,
+        d.version,
+        d.kind,
+        d.interface_version,
+        dest.display()
+    );
+    // The user directory comes last on the search path: say when something else wins.
+    if builtin_plugins()
+        .iter()
+        .any(|b| b.name == d.name && b.kind == d.kind)
+    {
+        eprintln!(
+            "warning: ferry's built-in `{}` takes precedence over it; give the plugin another name to use it",
+            d.name
+        );
+    } else if let Some((winner, source)) = loader::discover(&ctx.search)
+        .plugins
+        .into_iter()
+        .find(|(p, _)| p.description.name == d.name && p.description.kind == d.kind)
+        && winner.path != dest
+        && winner.path.canonicalize().ok() != dest.canonicalize().ok()
+    {
+        eprintln!(
+            "warning: {} ({source}) comes earlier on the search path and is the `{}` ferry uses; remove it, or see `ferry plugins list`",
+            winner.path.display(),
+            d.name
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// A plugin by path, built-in name or name on the search path.

@@ -1,5 +1,18 @@
 //! The conformance suite every artifact store must pass: built-ins, S3, GCS and third-party
-//! plugins alike. Call [`run_all`] from a test with a freshly created store:
+//! plugins alike. In a plugin crate's own tests, open the built library with
+//! [`open_built_plugin`] and call [`run_all`] (`cargo build` first: `cargo test` does not build
+//! `cdylib`s):
+//!
+//! ```no_run
+//! #[test]
+//! fn passes_the_conformance_suite() {
+//!     let settings = orchestrator_core::sdk::serde_json::json!({ "root": "/tmp/my-store-test" });
+//!     let store = orchestrator_core::store::conformance::open_built_plugin("my-store", settings);
+//!     orchestrator_core::store::conformance::run_all(&store);
+//! }
+//! ```
+//!
+//! Or open any store by name or path as ferry would, and check it:
 //!
 //! ```
 //! use orchestrator_core::config::ComponentConfig;
@@ -20,6 +33,37 @@ use std::io::Write;
 
 use super::Store;
 use crate::abi::ErrorKind;
+
+/// Opens the artifact-store plugin built from package `package` (the `lib<package>.so` in the
+/// target directory of the running test, e.g. `target/debug`), exactly as ferry loads it, with
+/// `settings`. Panics with what to do when the library is missing or refuses to load.
+pub fn open_built_plugin(package: &str, settings: serde_json::Value) -> Store {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    // Tests run from target/<profile>/deps/<test>; the library sits in target/<profile>.
+    let dir = exe
+        .parent()
+        .and_then(std::path::Path::parent)
+        .expect("tests run from target/<profile>/deps");
+    let file = dir.join(format!(
+        "{}{}{}",
+        std::env::consts::DLL_PREFIX,
+        package.replace('-', "_"),
+        std::env::consts::DLL_SUFFIX
+    ));
+    assert!(
+        file.is_file(),
+        "{} is missing: run `cargo build` (same profile) before `cargo test`; cargo does not build cdylib plugins for tests",
+        file.display()
+    );
+    let component = crate::config::ComponentConfig {
+        plugin: file.display().to_string(),
+        settings: settings.as_object().cloned().unwrap_or_default(),
+    };
+    let root = std::env::current_dir().expect("the working directory");
+    crate::stack::open_store(&component, &root, &crate::loader::SearchPath::default())
+        .map(|(store, _)| store)
+        .unwrap_or_else(|e| panic!("{} does not load as a store plugin: {e}", file.display()))
+}
 
 /// Run every check in turn.
 pub fn run_all(store: &Store) {

@@ -1,6 +1,12 @@
 //! Artifact stores on top of the `object_store` crate: the local folder, memory, and (in their
 //! own plugin crates) S3 and GCS all share this code and differ only in how they build the
 //! `ObjectStore`.
+//!
+//! A plugin builds its `ObjectStore` with the `object_store` this module re-exports, so that
+//! its version always matches the one the bridge was compiled with.
+
+/// The `object_store` crate the bridge is built on (`orchestrator_core::store::object_store_backend::object_store`).
+pub use object_store;
 
 use std::io::Read;
 use std::marker::PhantomData;
