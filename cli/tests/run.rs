@@ -516,11 +516,12 @@ steps:
 }
 
 #[test]
-fn a_killed_ferry_leaves_a_run_reported_as_interrupted_not_running() {
+fn a_killed_ferry_leaves_no_step_behind_and_a_run_reported_as_interrupted() {
     let project = Project::new();
+    // The step and a background process it started: both must go when ferry is SIGKILLed.
     project.write(
         "pipeline.yaml",
-        "name: orphan\nsteps:\n  wait:\n    run: touch \"$FERRY_PROJECT_DIR/started\"; sleep 2\n",
+        "name: orphan\nsteps:\n  wait:\n    run: sleep 30 & echo $! > \"$FERRY_PROJECT_DIR/background.pid\"; echo $$ > \"$FERRY_PROJECT_DIR/step.pid\"; touch \"$FERRY_PROJECT_DIR/started\"; sleep 30\n",
     );
     let mut child = project
         .command(&["run"])
@@ -534,6 +535,17 @@ fn a_killed_ferry_leaves_a_run_reported_as_interrupted_not_running() {
     }
     child.kill().unwrap();
     child.wait().unwrap();
+    for file in ["step.pid", "background.pid"] {
+        let pid: i32 = project.read(file).trim().parse().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while support::process_alive(pid) {
+            assert!(
+                Instant::now() < deadline,
+                "{file}: process {pid} outlived the SIGKILLed ferry"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
     let list = project.ferry(&["runs", "list", "--output", "json"]);
     list.success();
     let runs: serde_json::Value = serde_json::from_str(&list.stdout()).unwrap();

@@ -699,6 +699,45 @@ impl Ended {
     }
 }
 
+/// Ends a step's process group if ferry itself dies without doing so (SIGKILL, a crash), so that
+/// no step outlives the ferry that ran it. A tiny `sh`, outside the group, waits on a pipe only
+/// ferry holds: the kernel closes it when ferry dies, and end of file without a `done` line
+/// means ferry is gone.
+struct Watchdog {
+    stdin: tokio::process::ChildStdin,
+    process: tokio::process::Child,
+}
+
+impl Watchdog {
+    // No `--` before the group: dash's `kill` does not take it.
+    const SCRIPT: &str = r#"read -r line; [ "$line" = done ] || kill -KILL "-$1""#;
+
+    fn start(pgid: i32) -> Option<Watchdog> {
+        let mut process = Command::new("sh")
+            .args(["-c", Self::SCRIPT, "ferry-step-watchdog", &pgid.to_string()])
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            // Not in the step's group (it outlives it) nor in ferry's (a Ctrl-C is for ferry).
+            .process_group(0)
+            .spawn()
+            .map_err(|e| tracing::debug!("cannot start a step watchdog: {e}"))
+            .ok()?;
+        let stdin = process.stdin.take()?;
+        Some(Watchdog { stdin, process })
+    }
+
+    /// The step's group is stopped: the watchdog may go.
+    async fn release(mut self) {
+        use tokio::io::AsyncWriteExt as _;
+        let _ = self.stdin.write_all(b"done\n").await;
+        drop(self.stdin);
+        let _ = self.process.wait().await;
+    }
+}
+
 async fn run_process(
     ctx: &Arc<Context>,
     step: &Step,
@@ -750,6 +789,7 @@ async fn run_process(
     if let Some(pgid) = pgid {
         ctx.state.add_process_group(pgid);
     }
+    let watchdog = pgid.and_then(Watchdog::start);
     let readers = [
         child.stdout.take().map(|out| {
             tokio::spawn(forward_lines(
@@ -793,6 +833,9 @@ async fn run_process(
     if let Some(pgid) = pgid {
         signal_group(pgid, libc::SIGKILL);
         ctx.state.remove_process_group(pgid);
+    }
+    if let Some(watchdog) = watchdog {
+        watchdog.release().await;
     }
     // A process that escaped the group (setsid, a double fork) may hold the pipes open; it
     // must not keep the step running.
