@@ -822,3 +822,127 @@ fn steps_mode_runs_at_most_parallelism_steps_at_once() {
         "at most two steps at once, and two did run together"
     );
 }
+
+/// Every command line on this machine, for a secret that must not be on one.
+fn command_lines() -> Vec<String> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|bytes| String::from_utf8_lossy(&bytes).replace('\0', " "))
+        .collect()
+}
+
+#[test]
+fn a_planted_store_secret_appears_only_inside_secret_objects() {
+    let cluster = Cluster::start();
+    // The S3 server's secret key, fresh for every server start, is the marker.
+    let secret = std::env::var("FERRY_TEST_S3_SECRET_ACCESS_KEY").unwrap();
+    let mut seen: Vec<(String, String)> = Vec::new();
+    for mode in ["pipeline", "steps"] {
+        let prefix = unique_prefix("secrets");
+        let project =
+            cluster.project_with_store("hello", &format!("mode = {mode:?}"), s3_settings(&prefix));
+        project.write(
+            "hello/pipeline.yaml",
+            "name: quiet\nsteps:\n  nap:\n    run: sleep 1; echo rested\n  fail:\n    run: echo failing; exit 3\n    needs: [nap]\n",
+        );
+        let (out, err) = (
+            project.path().join("run.out"),
+            project.path().join("run.err"),
+        );
+        let mut child = project
+            .command(&["-vv", "run", "hello"])
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(std::fs::File::create(&err).unwrap())
+            .spawn()
+            .unwrap();
+        // While the run goes on: no process on this machine carries it on its command line.
+        let status = loop {
+            for line in command_lines() {
+                seen.push((format!("{mode}: a command line"), line));
+            }
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        assert_eq!(status.code(), Some(3), "the failed step's exit code");
+        seen.push((
+            format!("{mode}: ferry -vv run stdout"),
+            std::fs::read_to_string(&out).unwrap(),
+        ));
+        seen.push((
+            format!("{mode}: ferry -vv run stderr"),
+            std::fs::read_to_string(&err).unwrap(),
+        ));
+        // Every object the run left in the store: records, results, logs, outputs.
+        let store = test_support::open_plugin_store("storage-s3", s3_settings(&prefix)).unwrap();
+        let objects = store.list("", true).unwrap().objects;
+        assert!(objects.len() >= 5, "record, logs, package, cache: {objects:?}");
+        for object in objects {
+            let bytes = store.get_bytes(&object.key).unwrap();
+            seen.push((
+                format!("{mode}: store object {}", object.key),
+                String::from_utf8_lossy(&bytes).into(),
+            ));
+        }
+        let id = run_id_of(&project);
+        for args in [
+            vec!["-vv", "render", "hello"],
+            vec!["runs", "show", &id, "--output", "json"],
+            vec!["runs", "list", "--output", "json"],
+            vec!["logs", &id],
+            vec!["stack", "show"],
+            vec!["-vv", "stack", "check"],
+        ] {
+            let run = project.ferry(&args);
+            seen.push((
+                format!("{mode}: ferry {args:?}"),
+                run.stdout() + &run.stderr(),
+            ));
+        }
+        // An error path: a store that refuses the request must not quote the settings.
+        let broken = project
+            .read("ferry.toml")
+            .replace("http://127.0.0.1", "http://127.0.0.2");
+        project.write("ferry.toml", &broken);
+        let run = project.ferry(&["-vv", "runs", "list"]);
+        seen.push((
+            format!("{mode}: an unreachable store"),
+            run.stdout() + &run.stderr(),
+        ));
+    }
+    // Every object the API server holds, except Secrets; and every write it received,
+    // except to Secrets.
+    for resource in Resource::ALL {
+        if resource == Resource::Secret {
+            continue;
+        }
+        for object in cluster.server().list(resource, "default") {
+            seen.push((format!("{resource:?} object"), object.to_string()));
+        }
+    }
+    let mut secret_writes = 0;
+    for request in cluster.server().requests() {
+        if request.path.contains("/secrets") {
+            secret_writes += usize::from(request.body.contains(&secret));
+            continue;
+        }
+        seen.push((
+            format!("request {} {}", request.method, request.path),
+            request.body,
+        ));
+    }
+    assert!(
+        secret_writes >= 2,
+        "the store settings do travel, in each run's Secret"
+    );
+    for (place, text) in &seen {
+        assert!(
+            !text.contains(&secret),
+            "the store secret appears in {place}:\n{text}"
+        );
+    }
+}
