@@ -135,7 +135,9 @@ fn spawn_log_stream(
             container: Some(CONTAINER.to_string()),
             ..LogParams::default()
         };
-        match pods.log_stream(&name, &params).await {
+        // A transient error (a 500, a reset) must not cost the follower the whole log.
+        let what = format!("reading the log of pod {name}");
+        match retry(&what, || pods.log_stream(&name, &params)).await {
             Ok(reader) => {
                 let mut lines = reader.lines();
                 while let Some(Ok(line)) = lines.next().await {
@@ -428,7 +430,7 @@ pub async fn follow(
             }
             // Events may still be on their way for pods this watch has not seen running:
             // stream every pod of the run that has a log.
-            if let Ok(list) = pods.list(&by_run).await {
+            if let Ok(list) = retry("listing the run's pods", || pods.list(&by_run)).await {
                 for pod in list.items {
                     // The pod watch may lag the Job watch: a pod that ended for a reason
                     // Kubernetes knows (OOMKilled, evicted) must not read as "no result".

@@ -8,7 +8,9 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use kube_test_server::{FaultConfig, OomKill, PodMatch, Resource, ServerConfig, TestServer};
+use kube_test_server::{
+    ApiFault, FaultConfig, OomKill, PodMatch, Resource, ServerConfig, TestServer,
+};
 use support::{Project, toml_table};
 use test_support::{plugin_path, s3_settings, target_dir, unique_prefix};
 
@@ -880,7 +882,10 @@ fn a_planted_store_secret_appears_only_inside_secret_objects() {
         // Every object the run left in the store: records, results, logs, outputs.
         let store = test_support::open_plugin_store("storage-s3", s3_settings(&prefix)).unwrap();
         let objects = store.list("", true).unwrap().objects;
-        assert!(objects.len() >= 5, "record, logs, package, cache: {objects:?}");
+        assert!(
+            objects.len() >= 5,
+            "record, logs, package, cache: {objects:?}"
+        );
         for object in objects {
             let bytes = store.get_bytes(&object.key).unwrap();
             seen.push((
@@ -944,5 +949,100 @@ fn a_planted_store_secret_appears_only_inside_secret_objects() {
             !text.contains(&secret),
             "the store secret appears in {place}:\n{text}"
         );
+    }
+}
+
+#[test]
+fn api_errors_lost_replies_and_dropped_watches_give_one_job_and_a_finished_run() {
+    let cluster = Cluster::start();
+    for mode in ["pipeline", "steps"] {
+        // Job creates fail twice with a 500, then one is carried out but its reply is lost
+        // (a 500 after the write): ferry must retry and meet its own Job, not make a second.
+        // ConfigMap and Secret creates are slow; a burst of list/watch requests fails.
+        cluster.server().set_faults(FaultConfig {
+            api: vec![
+                ApiFault {
+                    method: Some("POST".into()),
+                    path_contains: Some("/jobs".into()),
+                    count: 2,
+                    status: Some(500),
+                    ..ApiFault::default()
+                },
+                ApiFault {
+                    method: Some("POST".into()),
+                    path_contains: Some("/configmaps".into()),
+                    count: 1,
+                    status: Some(500),
+                    after_apply: true,
+                    ..ApiFault::default()
+                },
+                ApiFault {
+                    method: Some("POST".into()),
+                    path_contains: Some("/secrets".into()),
+                    count: 1,
+                    delay_ms: 1500,
+                    ..ApiFault::default()
+                },
+                ApiFault {
+                    method: Some("GET".into()),
+                    path_contains: Some("/pods".into()),
+                    count: 3,
+                    status: Some(500),
+                    ..ApiFault::default()
+                },
+            ],
+            ..FaultConfig::default()
+        });
+        let project = cluster.project("hello", &format!("mode = {mode:?}"));
+        project.write(
+            "hello/pipeline.yaml",
+            "name: flaky\nsteps:\n  first:\n    run: sleep 1; echo one\n  second:\n    run: echo two\n    needs: [first]\n",
+        );
+        let child = project
+            .command(&["-vv", "run", "hello"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Mid-run, every watch the server holds is cut: followers must resume, not hang.
+        wait_for_running_pod(&cluster);
+        cluster.server().drop_watches();
+        let out = child.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{mode}: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            stdout.contains("two"),
+            "{mode}: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let id = run_id_of(&project);
+        let jobs = kubectl(
+            &cluster,
+            &[
+                "get",
+                "jobs",
+                "-l",
+                &format!("ferry.dev/run-id={id}"),
+                "-o",
+                "name",
+            ],
+        );
+        let expected = if mode == "pipeline" { 1 } else { 3 };
+        assert_eq!(
+            jobs.lines().count(),
+            expected,
+            "{mode}: no duplicate Jobs: {jobs}"
+        );
+        let record: serde_json::Value = serde_json::from_str(
+            &project
+                .ferry(&["runs", "show", &id, "--output", "json"])
+                .stdout(),
+        )
+        .unwrap();
+        assert_eq!(record["status"], "succeeded", "{mode}: {record:#}");
     }
 }

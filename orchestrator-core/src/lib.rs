@@ -8,6 +8,7 @@
 pub mod abi;
 pub mod config;
 pub mod env_vars;
+pub mod fuzz;
 pub mod loader;
 pub mod local;
 pub mod package;

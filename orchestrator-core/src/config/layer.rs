@@ -125,10 +125,15 @@ impl Layer {
                 });
             }
         };
+        Self::from_text(path, &text).map(Some)
+    }
+
+    /// A config file's text, parsed and checked as if read from `path`.
+    pub fn from_text(path: &Path, text: &str) -> Result<Self> {
         // Parsing from a string (not `File::from(path)`) keeps our absolute path in errors:
         // the crate rewrites file paths relative to the process's current directory.
         let parsed = config::Config::builder()
-            .add_source(config::File::from_str(&text, config::FileFormat::Toml))
+            .add_source(config::File::from_str(text, config::FileFormat::Toml))
             .build()
             .and_then(|c| config::Source::collect(&c));
         let tree = parsed.map_err(|e| ConfigError::Parse {
@@ -145,7 +150,7 @@ impl Layer {
             tree,
         };
         layer.validate()?;
-        Ok(Some(layer))
+        Ok(layer)
     }
 
     /// Maps one environment variable to a layer, or `None` for variables that are not config.

@@ -104,6 +104,14 @@ pub struct ComponentConfig {
     pub settings: serde_json::Map<String, serde_json::Value>,
 }
 
+/// What loading does to the text of a `ferry.toml`: parse it, check every key and type, and
+/// merge it over the defaults. For fuzzing and for tools that check config files; it never
+/// panics, whatever the text.
+pub fn check_project_file(text: &str) -> Result<()> {
+    let file = Layer::from_text(Path::new("ferry.toml"), text)?;
+    layer::merge(&[Layer::defaults(), file]).map(|_| ())
+}
+
 /// Collects the inputs of a load so tests can supply them without touching the process.
 #[derive(Debug, Clone, Default)]
 pub struct ConfigLoader {

@@ -91,6 +91,20 @@ fn one() -> u32 {
     1
 }
 
+impl Default for ApiFault {
+    /// Matches any request, once, and changes nothing until a field says what to do.
+    fn default() -> Self {
+        ApiFault {
+            method: None,
+            path_contains: None,
+            count: one(),
+            delay_ms: 0,
+            status: None,
+            after_apply: false,
+        }
+    }
+}
+
 /// Everything a test can switch on. Replaced as a whole or appended to.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase", default)]
