@@ -588,3 +588,34 @@ fn the_ml_example_trains_and_evaluates_a_model() {
         "failed"
     );
 }
+
+#[test]
+fn hostile_parameter_values_reach_steps_byte_for_byte() {
+    let project = Project::new();
+    project.write(
+        "pipeline.yaml",
+        "name: hostile\nparams:\n  x: {}\nsteps:\n  echo:\n    run: printf '%s' \"$FERRY_PARAM_X\" > \"$FERRY_OUTPUT_DIR/x.txt\"\n    outputs: [x.txt]\n",
+    );
+    // Shell metacharacters, quotes, a newline, unicode and length: passed in the environment,
+    // never spliced into a command line, so nothing is interpreted.
+    let value = format!(
+        "$(touch pwned); `touch pwned2` ' \" \\ ; rm -rf / # \nünïcødé {}",
+        "long ".repeat(2000)
+    );
+    let run = project.ferry(&["run", "--param", &format!("x={value}")]);
+    run.success();
+    let record = project.latest_record();
+    let id = record["run_id"].as_str().unwrap();
+    let stored = std::fs::read_to_string(
+        project
+            .path()
+            .join(".ferry/artifacts/runs")
+            .join(id)
+            .join("steps/echo/outputs/x.txt"),
+    )
+    .unwrap();
+    assert_eq!(stored, value);
+    assert_eq!(record["params"]["x"], value.as_str());
+    assert!(!project.path().join("pwned").exists());
+    assert!(!project.path().join("pwned2").exists());
+}

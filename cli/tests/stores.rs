@@ -207,3 +207,46 @@ fn s3_credentials_and_bucket_can_come_from_the_standard_environment() {
     let expected_url = format!("s3://{}/{prefix}", server_env("FERRY_TEST_S3_BUCKET"));
     assert!(stdout.contains(&expected_url), "{stdout}");
 }
+
+#[test]
+fn a_slow_store_works_within_its_timeout_and_fails_clearly_beyond_it() {
+    plugin_path("storage-s3");
+    let endpoint = server_env("FERRY_TEST_S3_ENDPOINT");
+    // 200 ms on every chunk, both ways: several seconds for a whole run.
+    let proxy = test_support::SlowProxy::start(
+        endpoint.trim_start_matches("http://"),
+        std::time::Duration::from_millis(200),
+    );
+    let project = Project::with_example("hello");
+    let mut settings = s3_settings(&unique_prefix("slow"));
+    settings["endpoint"] = proxy.url().into();
+    let stack = |settings: &serde_json::Value| {
+        format!(
+            "stack = \"slow\"\n\n[stacks.slow]\norchestrator = {{ plugin = \"local\" }}\nstore = {{ plugin = \"storage-s3\", settings = {} }}\n",
+            toml_table(settings)
+        )
+    };
+    project.write("ferry.toml", &stack(&settings));
+    let run = project.ferry(&["run", "hello"]);
+    run.success();
+    assert!(run.stdout().contains("hello, newcomer"), "{}", run.stdout());
+
+    // A timeout shorter than the store's answers: a clear failure, not a hang.
+    settings["timeout"] = "100ms".into();
+    settings["max_retries"] = 0.into();
+    project.write("ferry.toml", &stack(&settings));
+    let started = std::time::Instant::now();
+    let check = project.ferry(&["stack", "check"]);
+    assert_ne!(check.code(), 0);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "it gave up as configured"
+    );
+    assert!(
+        check
+            .stderr()
+            .contains("did not answer in time: raise `timeout`"),
+        "{}",
+        check.stderr()
+    );
+}

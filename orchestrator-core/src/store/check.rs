@@ -110,6 +110,8 @@ pub fn advice(error: &PluginError) -> String {
         ])
     {
         "the store refused the credentials: check the access key and secret (or AWS_*/GOOGLE_*/AZURE_* variables) and the bucket's permissions".into()
+    } else if has(&["timed out", "timeout", "deadline"]) && !has(&["connect"]) {
+        "the store did not answer in time: raise `timeout` (and `retry_timeout`) in the stack's store settings, or check the network".into()
     } else if has(&[
         "connection refused",
         "error trying to connect",

@@ -92,3 +92,50 @@ pub fn open_plugin_store(plugin: &str, settings: serde_json::Value) -> Result<St
 pub fn unique_prefix(test: &str) -> String {
     format!("tests/{}-{test}", orchestrator_core::run::new_run_id())
 }
+
+/// A TCP proxy on loopback that slows a server down: every chunk read in either direction is
+/// held for `delay` before it is passed on. For tests of slow stores (timeouts, retries).
+pub struct SlowProxy {
+    pub addr: std::net::SocketAddr,
+}
+
+impl SlowProxy {
+    /// Forwards connections to `upstream` (`host:port`) for as long as the test runs.
+    pub fn start(upstream: &str, delay: std::time::Duration) -> SlowProxy {
+        use std::net::{TcpListener, TcpStream};
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+        let addr = listener.local_addr().unwrap();
+        let upstream = upstream.to_string();
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let Ok(server) = TcpStream::connect(&upstream) else {
+                    continue;
+                };
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    std::thread::spawn(move || {
+                        use std::io::{Read, Write};
+                        let mut buffer = vec![0u8; 64 * 1024];
+                        while let Ok(n) = from.read(&mut buffer) {
+                            if n == 0 {
+                                break;
+                            }
+                            std::thread::sleep(delay);
+                            if to.write_all(&buffer[..n]).is_err() {
+                                break;
+                            }
+                        }
+                        let _ = to.shutdown(std::net::Shutdown::Write);
+                    });
+                }
+            }
+        });
+        SlowProxy { addr }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
