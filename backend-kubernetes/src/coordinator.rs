@@ -289,24 +289,7 @@ pub async fn coordinate(
         }
     }
 
-    let any = |s: StepStatus| record.steps.values().any(|r| r.status == s);
-    record.status = if any(StepStatus::Failed) {
-        RunStatus::Failed
-    } else if any(StepStatus::Cancelled) {
-        RunStatus::Cancelled
-    } else {
-        RunStatus::Succeeded
-    };
-    if record.status == RunStatus::Failed {
-        let failed: Vec<&str> = record
-            .ordered_steps()
-            .into_iter()
-            .filter(|(_, r)| r.status == StepStatus::Failed)
-            .map(|(name, _)| name)
-            .collect();
-        record.error = Some(format!("step {} failed", failed.join(", ")));
-    }
-    record.finished_at = Some(Utc::now());
+    record.finish_from_steps(Utc::now());
     write_record(store, &record).await?;
     sink(Event::RunStatus {
         status: record.status,

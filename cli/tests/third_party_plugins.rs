@@ -16,6 +16,7 @@ use std::process::Command;
 use std::sync::Mutex;
 
 use support::Project;
+use test_support::copy_dir;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -27,23 +28,6 @@ fn repo() -> PathBuf {
 /// One cargo at a time: the builds share a target directory (cargo would serialise them on
 /// its lock anyway, with less readable output).
 static CARGO: Mutex<()> = Mutex::new(());
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let name = entry.file_name();
-        if name == "target" {
-            continue;
-        }
-        let target = to.join(&name);
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
-}
 
 fn replace_in(file: &Path, from: &str, to: &str) {
     let text = std::fs::read_to_string(file).unwrap();

@@ -5,6 +5,8 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
+pub use test_support::copy_dir;
+
 pub const FERRY: &str = env!("CARGO_BIN_EXE_ferry");
 
 /// Where the workspace's plugin libraries are (next to `ferry`), shared with other test targets.
@@ -125,19 +127,6 @@ impl Project {
         let id = ids.last().expect("at least one run");
         serde_json::from_str(&std::fs::read_to_string(runs.join(id).join("run.json")).unwrap())
             .unwrap()
-    }
-}
-
-pub fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
     }
 }
 

@@ -68,28 +68,14 @@ pub(super) async fn execute(
     signals.abort();
 
     let status = ctx.state.update(|record| {
-        let any = |s: StepStatus| record.steps.values().any(|r| r.status == s);
-        record.status = if error.is_some() || any(StepStatus::Failed) {
-            RunStatus::Failed
-        } else if ctx.state.is_cancelled() || any(StepStatus::Cancelled) {
-            RunStatus::Cancelled
-        } else {
-            RunStatus::Succeeded
-        };
+        record.finish_from_steps(Utc::now());
         if let Some(error) = &error {
+            record.status = RunStatus::Failed;
             record.error = Some(error.to_string());
-        } else if record.status == RunStatus::Failed {
-            let failed: Vec<&str> = record
-                .ordered_steps()
-                .into_iter()
-                .filter(|(_, r)| r.status == StepStatus::Failed)
-                .map(|(name, _)| name)
-                .collect();
-            record.error = Some(format!("step {} failed", failed.join(", ")));
-        } else if record.status == RunStatus::Cancelled {
+        } else if record.status == RunStatus::Succeeded && ctx.state.is_cancelled() {
+            record.status = RunStatus::Cancelled;
             record.error = Some("cancelled".to_string());
         }
-        record.finished_at = Some(Utc::now());
         record.heartbeat_at = record.finished_at;
         record.status
     });

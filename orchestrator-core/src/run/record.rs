@@ -238,6 +238,27 @@ impl RunRecord {
     pub fn duration(&self) -> Option<chrono::Duration> {
         Some(self.finished_at? - self.started_at?)
     }
+
+    /// Ends the run from its steps' outcomes: failed if a step failed (the error names them),
+    /// else cancelled if a step was cancelled, else succeeded.
+    pub fn finish_from_steps(&mut self, at: DateTime<Utc>) {
+        let any = |s: StepStatus| self.steps.values().any(|r| r.status == s);
+        let failed: Vec<&str> = self
+            .ordered_steps()
+            .into_iter()
+            .filter(|(_, r)| r.status == StepStatus::Failed)
+            .map(|(name, _)| name)
+            .collect();
+        (self.status, self.error) = if !failed.is_empty() {
+            let error = format!("step {} failed", failed.join(", "));
+            (RunStatus::Failed, Some(error))
+        } else if any(StepStatus::Cancelled) {
+            (RunStatus::Cancelled, Some("cancelled".to_string()))
+        } else {
+            (RunStatus::Succeeded, None)
+        };
+        self.finished_at = Some(at);
+    }
 }
 
 #[cfg(test)]

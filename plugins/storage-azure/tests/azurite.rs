@@ -5,7 +5,9 @@
 use std::process::Command;
 
 use orchestrator_core::store::{check, conformance};
-use test_support::{azure_settings, open_plugin_store, plugin_path, target_dir, unique_prefix};
+use test_support::{
+    azure_settings, copy_dir, open_plugin_store, plugin_path, target_dir, unique_prefix,
+};
 
 #[test]
 fn passes_the_conformance_suite() {
@@ -91,17 +93,4 @@ fn examples_hello_runs_with_an_azure_store() {
         .unwrap();
     let runs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(runs[0]["status"], "succeeded", "{runs:#}");
-}
-
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
 }
