@@ -391,6 +391,15 @@ impl Settings {
         for name in self.env.keys() {
             names::check_env_name(name)
                 .map_err(|why| invalid("env", format!("`{name}`: {why}")))?;
+            // `env` values are literals in the Job spec, readable by anyone who can read Jobs.
+            if orchestrator_core::store::settings::is_secret_key(name) {
+                return Err(invalid(
+                    "env",
+                    format!(
+                        "`{name}` looks like a credential, and `env` values are written into the Job spec in plain text; put it in a Kubernetes Secret and name that Secret in `env_from_secrets`"
+                    ),
+                ));
+            }
         }
         if let Some(t) = &self.tolerations
             && !t.is_array()
@@ -495,6 +504,10 @@ mod tests {
                 "setting `parallelism`: must be at least 1",
             ),
             (json!({"role": "boss"}), "ferry sets this setting itself"),
+            (
+                json!({"env": {"WANDB_API_KEY": "k"}}),
+                "`WANDB_API_KEY` looks like a credential",
+            ),
             (
                 json!({"resources": {"request": {"cpu": "1"}}}),
                 "`request` is not `requests` or `limits`",
