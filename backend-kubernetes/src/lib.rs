@@ -137,6 +137,23 @@ impl KubernetesOrchestrator {
     }
 }
 
+/// A run the record calls unfinished while the cluster cannot be asked: shown (not stored) as
+/// unknown, with when it was last heard of and what to do, rather than as running.
+fn lost_contact(mut record: RunRecord, error: &PluginError) -> RunRecord {
+    let last_news = record
+        .heartbeat_at
+        .or(record.started_at)
+        .unwrap_or(record.created_at);
+    record.error = Some(format!(
+        "unknown: lost contact with the cluster, last news of the run at {}; {} (fix the kubeconfig, context or network and run `ferry runs show {}` again; `ferry runs cancel {}` once the cluster answers)",
+        last_news.format("%Y-%m-%d %H:%M:%S UTC"),
+        error.message(),
+        record.run_id,
+        record.run_id
+    ));
+    record
+}
+
 impl OrchestratorPlugin for KubernetesOrchestrator {
     fn info() -> PluginInfo {
         PluginInfo {
@@ -233,8 +250,9 @@ impl OrchestratorPlugin for KubernetesOrchestrator {
         }
         // Not finished by the record: ask the cluster, so that a run nobody follows is not
         // shown as running forever when its pod can never finish or its Job is gone.
-        let Ok(connection) = self.connection() else {
-            return Ok(record);
+        let connection = match self.connection() {
+            Ok(connection) => connection,
+            Err(error) => return Ok(lost_contact(record, &error)),
         };
         match self.runtime.block_on(follow::assess(
             connection,
@@ -261,10 +279,7 @@ impl OrchestratorPlugin for KubernetesOrchestrator {
                 }
                 Ok(record)
             }
-            Err(error) => {
-                tracing::debug!(%error, "cannot ask the cluster about run {run_id}");
-                Ok(record)
-            }
+            Err(error) => Ok(lost_contact(record, &error)),
         }
     }
 

@@ -1046,3 +1046,28 @@ fn api_errors_lost_replies_and_dropped_watches_give_one_job_and_a_finished_run()
         assert_eq!(record["status"], "succeeded", "{mode}: {record:#}");
     }
 }
+
+#[test]
+fn a_run_whose_cluster_cannot_be_reached_is_shown_as_unknown_with_what_to_do() {
+    let mut cluster = Cluster::start();
+    let project = cluster.project("hello", "");
+    project.write(
+        "hello/pipeline.yaml",
+        "name: away\nsteps:\n  nap:\n    run: sleep 60\n",
+    );
+    let started = project.ferry(&["run", "hello", "--detach"]);
+    started.success();
+    let id = started.stdout().trim().to_string();
+    wait_for_running_pod(&cluster);
+    // The cluster goes away (its pods with it); the record still says running.
+    let server = cluster.server.take().unwrap();
+    cluster.runtime.block_on(server.shutdown());
+    let show = project.ferry(&["runs", "show", &id]);
+    show.success();
+    let out = show.stdout();
+    assert!(
+        out.contains("unknown: lost contact with the cluster, last news of the run at"),
+        "{out}"
+    );
+    assert!(out.contains(&format!("ferry runs cancel {id}")), "{out}");
+}
