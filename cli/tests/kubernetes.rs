@@ -1071,3 +1071,67 @@ fn a_run_whose_cluster_cannot_be_reached_is_shown_as_unknown_with_what_to_do() {
     );
     assert!(out.contains(&format!("ferry runs cancel {id}")), "{out}");
 }
+
+#[test]
+fn a_steps_coordinator_whose_pod_dies_is_replaced_and_the_run_finishes() {
+    let cluster = Cluster::start();
+    let project = cluster.project("hello", "mode = \"steps\"\nbackoff_limit = 1");
+    project.write(
+        "hello/pipeline.yaml",
+        "name: resilient\nsteps:\n  first:\n    run: sleep 2; echo first done\n  second:\n    run: echo second done\n    needs: [first]\n",
+    );
+    let started = project.ferry(&["run", "hello", "--detach"]);
+    started.success();
+    let id = started.stdout().trim().to_string();
+    // Once the first step runs, its coordinator's pod is deleted: the Job starts another,
+    // which takes up the running step instead of starting it twice.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let coordinator_pod = loop {
+        let pods = cluster.server().list(Resource::Pod, "default");
+        let step_running = pods.iter().any(|p| {
+            p["metadata"]["labels"]["ferry.dev/step"] == "first"
+                && p["status"]["phase"] == "Running"
+        });
+        if step_running
+            && let Some(pod) = pods
+                .iter()
+                .find(|p| p["metadata"]["labels"]["ferry.dev/step"].is_null())
+        {
+            break pod["metadata"]["name"].as_str().unwrap().to_string();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first step never ran"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    kubectl(
+        &cluster,
+        &["delete", "pod", &coordinator_pod, "--wait=false"],
+    );
+    let record = wait_for_end(&project, &id);
+    assert_eq!(record["status"], "succeeded", "{record:#}");
+    let jobs = kubectl(
+        &cluster,
+        &[
+            "get",
+            "jobs",
+            "-l",
+            &format!("ferry.dev/run-id={id}"),
+            "-o",
+            "name",
+        ],
+    );
+    assert_eq!(jobs.lines().count(), 3, "no step started twice: {jobs}");
+    let coordinator = cluster
+        .jobs()
+        .into_iter()
+        .find(|j| j["metadata"]["labels"]["ferry.dev/step"].is_null())
+        .unwrap();
+    assert_eq!(
+        coordinator["status"]["failed"], 1,
+        "the first coordinator pod was lost and replaced: {coordinator:#}"
+    );
+    let logs = project.ferry(&["logs", &id, "second"]);
+    assert!(logs.stdout().contains("second done"), "{}", logs.stdout());
+}
