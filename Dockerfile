@@ -14,7 +14,7 @@
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked -p cli -p backend-kubernetes -p storage-s3 -p storage-gcs
+RUN cargo build --release --locked -p cli -p backend-kubernetes -p storage-s3 -p storage-gcs -p storage-azure
 
 FROM debian:bookworm-slim
 RUN apt-get update \
@@ -22,7 +22,8 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 COPY --from=build /src/target/release/ferry /usr/local/bin/ferry
 # ferry looks for plugins in ../lib/ferry/plugins next to its executable.
-COPY --from=build /src/target/release/libbackend_kubernetes.so /src/target/release/libstorage_s3.so /src/target/release/libstorage_gcs.so /usr/local/lib/ferry/plugins/
+COPY --from=build /src/target/release/libbackend_kubernetes.so /src/target/release/libstorage_s3.so \
+    /src/target/release/libstorage_gcs.so /src/target/release/libstorage_azure.so /usr/local/lib/ferry/plugins/
 # The Job's workingDir: the agent unpacks the code package here.
 RUN useradd --uid 10001 --create-home ferry && mkdir /workspace && chown ferry /workspace
 USER 10001
