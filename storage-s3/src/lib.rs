@@ -17,7 +17,8 @@ use orchestrator_core::store::object_store_backend::{
     ObjectStoreBackend, ObjectStoreConfig, ObjectStorePlugin,
 };
 use orchestrator_core::store::settings::{
-    RetrySettings, bucket_url, parse_bucket_url, unknown_key, value_string, with_retry_keys,
+    RetrySettings, bucket_url, check_endpoint, parse_bucket_url, shown_endpoint, unknown_key,
+    value_string, with_retry_keys,
 };
 
 const NAME: &str = "storage-s3";
@@ -135,44 +136,22 @@ fn parse(config: &PluginConfig) -> Result<Parsed, PluginError> {
                 "storage-s3 needs a bucket: set `url = \"s3://bucket/prefix\"` or `bucket` in the stack's store settings",
             )
         })?;
-    if let Some(endpoint) = &endpoint {
-        if !endpoint.starts_with("http://") && !endpoint.starts_with("https://") {
-            return Err(PluginError::invalid_input(format!(
-                "`endpoint` must be an http:// or https:// URL, found `{endpoint}`"
-            )));
-        }
-        // A plain-http endpoint is a deliberate choice (a local server); say yes for the user
-        // unless they said no.
-        if endpoint.starts_with("http://") && allow_http.is_none() {
-            builder = builder.with_allow_http(true);
-        }
+    if let Some(endpoint) = &endpoint
+        && check_endpoint(endpoint)?
+        && allow_http.is_none()
+    {
+        builder = builder.with_allow_http(true);
     }
     let retry = RetrySettings::from_config(config)?;
     builder = builder
         .with_bucket_name(&bucket)
-        .with_retry(object_store::RetryConfig {
-            max_retries: retry.max_retries,
-            retry_timeout: retry.retry_timeout,
-            ..Default::default()
-        });
+        .with_retry(retry.object_store_config());
     Ok(Parsed {
         builder,
         bucket,
         prefix,
         endpoint,
     })
-}
-
-/// `http://user:pass@host:9000/x` → `http://host:9000/x`.
-fn without_userinfo(endpoint: &str) -> String {
-    let Some((scheme, rest)) = endpoint.split_once("://") else {
-        return endpoint.to_string();
-    };
-    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    let host = authority
-        .rsplit_once('@')
-        .map_or(authority, |(_, host)| host);
-    format!("{scheme}://{host}{path}")
 }
 
 impl ObjectStoreConfig for S3 {
@@ -199,9 +178,7 @@ impl ObjectStoreConfig for S3 {
         })?;
         let mut url = bucket_url("s3", &parsed.bucket, &parsed.prefix);
         if let Some(endpoint) = &parsed.endpoint {
-            // Shown to users: never with credentials embedded in the endpoint.
-            let shown = without_userinfo(endpoint);
-            url.push_str(&format!(" at {shown}"));
+            url.push_str(&format!(" at {}", shown_endpoint(endpoint)));
         }
         ObjectStoreBackend::new(Arc::new(store), &parsed.prefix, url)
     }

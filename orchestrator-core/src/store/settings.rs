@@ -77,6 +77,15 @@ pub const RETRY_KEYS: &[(&str, &str)] = &[
 ];
 
 impl RetrySettings {
+    /// The same settings as object_store's retry configuration.
+    pub fn object_store_config(&self) -> object_store::RetryConfig {
+        object_store::RetryConfig {
+            max_retries: self.max_retries,
+            retry_timeout: self.retry_timeout,
+            ..Default::default()
+        }
+    }
+
     pub fn from_config(config: &PluginConfig) -> Result<Self, PluginError> {
         let mut retry = Self::default();
         if let Some(value) = config.settings.get("max_retries") {
@@ -98,6 +107,34 @@ impl RetrySettings {
         }
         Ok(retry)
     }
+}
+
+/// Checks an `endpoint` setting; `Ok(true)` for a plain-http one, which is a deliberate choice
+/// (a local server or emulator) that drivers allow unless the user said otherwise.
+pub fn check_endpoint(endpoint: &str) -> Result<bool, PluginError> {
+    if endpoint.starts_with("http://") {
+        Ok(true)
+    } else if endpoint.starts_with("https://") {
+        Ok(false)
+    } else {
+        Err(PluginError::invalid_input(format!(
+            "`endpoint` must be an http:// or https:// URL, found `{endpoint}`"
+        )))
+    }
+}
+
+/// An endpoint as shown to users: never with credentials, which can ride in the user part
+/// (`http://user:pass@host/`) or the query string (a SAS token).
+pub fn shown_endpoint(endpoint: &str) -> String {
+    let endpoint = endpoint.split('?').next().unwrap_or_default();
+    let Some((scheme, rest)) = endpoint.split_once("://") else {
+        return endpoint.to_string();
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let host = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    format!("{scheme}://{host}{path}")
 }
 
 /// Whether a settings key looks like it holds a credential (`secret_access_key`, `token`,
@@ -127,6 +164,18 @@ pub fn unknown_key(plugin: &str, key: &str, documented: &[(&str, &str)]) -> Plug
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn endpoints_are_checked_and_shown_without_credentials() {
+        assert!(check_endpoint("http://127.0.0.1:9000").unwrap());
+        assert!(!check_endpoint("https://s3.example").unwrap());
+        assert!(check_endpoint("127.0.0.1:9000").is_err());
+        assert_eq!(
+            shown_endpoint("http://user:pass@host:9000/x?sig=secret"),
+            "http://host:9000/x"
+        );
+        assert_eq!(shown_endpoint("https://host/acct"), "https://host/acct");
+    }
 
     #[test]
     fn bucket_urls() {

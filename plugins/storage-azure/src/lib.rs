@@ -24,7 +24,8 @@ use orchestrator_core::store::object_store_backend::{
     ObjectStoreBackend, ObjectStoreConfig, ObjectStorePlugin,
 };
 use orchestrator_core::store::settings::{
-    RetrySettings, bucket_url, parse_bucket_url, unknown_key, value_string, with_retry_keys,
+    RetrySettings, bucket_url, check_endpoint, parse_bucket_url, shown_endpoint, unknown_key,
+    value_string, with_retry_keys,
 };
 
 const NAME: &str = "storage-azure";
@@ -185,37 +186,22 @@ fn parse(config: &PluginConfig) -> Result<Parsed, PluginError> {
         }
         endpoint = Some(account_url);
     }
-    if let Some(endpoint) = &endpoint {
-        if !endpoint.starts_with("http://") && !endpoint.starts_with("https://") {
-            return Err(PluginError::invalid_input(format!(
-                "`endpoint` must be an http:// or https:// URL, found `{endpoint}`"
-            )));
-        }
-        // A plain-http endpoint is a deliberate choice (an emulator); say yes for the user
-        // unless they said no.
-        if endpoint.starts_with("http://") && allow_http.is_none() {
-            builder = builder.with_allow_http(true);
-        }
+    if let Some(endpoint) = &endpoint
+        && check_endpoint(endpoint)?
+        && allow_http.is_none()
+    {
+        builder = builder.with_allow_http(true);
     }
     let retry = RetrySettings::from_config(config)?;
     builder = builder
         .with_container_name(&container)
-        .with_retry(object_store::RetryConfig {
-            max_retries: retry.max_retries,
-            retry_timeout: retry.retry_timeout,
-            ..Default::default()
-        });
+        .with_retry(retry.object_store_config());
     Ok(Parsed {
         builder,
         container,
         prefix,
-        shown_endpoint: endpoint.map(|e| without_query(&e)),
+        shown_endpoint: endpoint.as_deref().map(shown_endpoint),
     })
-}
-
-/// An endpoint as shown to users: a SAS token can ride in the query string.
-fn without_query(endpoint: &str) -> String {
-    endpoint.split('?').next().unwrap_or_default().to_string()
 }
 
 impl ObjectStoreConfig for Azure {
