@@ -77,15 +77,6 @@ pub const RETRY_KEYS: &[(&str, &str)] = &[
 ];
 
 impl RetrySettings {
-    /// The same settings as object_store's retry configuration.
-    pub fn object_store_config(&self) -> object_store::RetryConfig {
-        object_store::RetryConfig {
-            max_retries: self.max_retries,
-            retry_timeout: self.retry_timeout,
-            ..Default::default()
-        }
-    }
-
     pub fn from_config(config: &PluginConfig) -> Result<Self, PluginError> {
         let mut retry = Self::default();
         if let Some(value) = config.settings.get("max_retries") {

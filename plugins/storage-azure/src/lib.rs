@@ -195,7 +195,11 @@ fn parse(config: &PluginConfig) -> Result<Parsed, PluginError> {
     let retry = RetrySettings::from_config(config)?;
     builder = builder
         .with_container_name(&container)
-        .with_retry(retry.object_store_config());
+        .with_retry(object_store::RetryConfig {
+            max_retries: retry.max_retries,
+            retry_timeout: retry.retry_timeout,
+            ..Default::default()
+        });
     Ok(Parsed {
         builder,
         container,
