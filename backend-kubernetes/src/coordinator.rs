@@ -215,6 +215,9 @@ pub async fn coordinate(
     let mut finished: HashMap<String, StepStatus> = HashMap::new();
     let mut running: FuturesUnordered<StepRun<'_>> = FuturesUnordered::new();
     let mut reader_gone = false;
+    // Whether `record` changed since it was last written: relayed log lines do not change it,
+    // and must not each cost a write to the store.
+    let mut changed = false;
 
     loop {
         let mut still_pending = Vec::new();
@@ -231,6 +234,7 @@ pub async fn coordinate(
                     r.finished_at = Some(now);
                 }
                 finished.insert(step.name.clone(), StepStatus::Skipped);
+                changed = true;
                 reader_gone |= !sink(Event::StepStatus {
                     step: step.name.clone(),
                     status: StepStatus::Skipped,
@@ -248,7 +252,9 @@ pub async fn coordinate(
             }
         }
         pending = still_pending;
-        write_record(store, &record).await?;
+        if std::mem::take(&mut changed) {
+            write_record(store, &record).await?;
+        }
         if running.is_empty() {
             break;
         }
@@ -265,6 +271,7 @@ pub async fn coordinate(
                 }
                 finished.insert(name.clone(), result.status);
                 record.steps.insert(name, result);
+                changed = true;
             }
             Some(event) = relayed.recv() => {
                 if let Event::StepStatus { step, status, time } = &event
@@ -274,6 +281,7 @@ pub async fn coordinate(
                     if *status == StepStatus::Running {
                         r.started_at = Some(*time);
                     }
+                    changed = true;
                 }
                 // A reader that went away (the pod log) must not stop the run.
                 if !reader_gone {
