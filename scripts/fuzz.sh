@@ -16,6 +16,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-60}
+[[ $seconds =~ ^[0-9]+$ ]] || { echo "usage: scripts/fuzz.sh [SECONDS] [TARGET...]" >&2; exit 2; }
 shift || true
 targets=("$@")
 [[ ${#targets[@]} -gt 0 ]] || targets=(pipeline_yaml config_toml run_record unpack)
@@ -39,9 +40,12 @@ for target in "${targets[@]}"; do
     mkdir -p "$scratch/$target"
     echo "== fuzz $target for ${seconds}s" >&2
     # New units go to the first corpus directory (the scratch copy); the checked-in one seeds.
-    cargo +nightly fuzz run "$target" "$scratch/$target" "fuzz/corpus/$target" -- \
+    # `grep` hides the progress lines; with pipefail the pipeline fails when cargo-fuzz does
+    # (a crash), and the `|| true` inside the braces keeps a quiet grep from counting as one.
+    if ! cargo +nightly fuzz run "$target" "$scratch/$target" "fuzz/corpus/$target" -- \
         -max_total_time="$seconds" -rss_limit_mb=2048 -print_final_stats=1 2>&1 |
-        grep -E "^(#[0-9]+ *DONE|stat::number_of_executed_units|stat::new_units_added|==[0-9]+==|SUMMARY|Done)" || true
-    # `grep` hides the progress lines; the exit status is cargo-fuzz's.
-    [[ ${PIPESTATUS[0]} == 0 ]] || { echo "fuzz: $target failed; see fuzz/artifacts/$target/" >&2; exit 1; }
+        { grep -E "^(#[0-9]+ *DONE|stat::number_of_executed_units|stat::new_units_added|==[0-9]+==|SUMMARY|Done)" || true; }; then
+        echo "fuzz: $target failed; see orchestrator-core/fuzz/artifacts/$target/" >&2
+        exit 1
+    fi
 done

@@ -138,6 +138,16 @@ const CASES: &[Case] = &[
         error: "error: {dir}/p/pipeline.yaml:4:10: invalid yaml: unclosed bracket '['",
     },
     Case {
+        what: "a duration that is not one",
+        files: &[(
+            PIPELINE,
+            "name: x\nsteps:\n  a:\n    run: echo\n    timeout: soon\n",
+        )],
+        args: &["run", "p"],
+        code: 1,
+        error: "error: {dir}/p/pipeline.yaml:5:14: invalid `timeout` `soon` in step `a`: expected number at 0 (use a duration like `30s`, `10m` or `1h 30m`)",
+    },
+    Case {
         what: "too many retries",
         files: &[(
             PIPELINE,

@@ -912,8 +912,14 @@ fn a_planted_store_secret_appears_only_inside_secret_objects() {
         let broken = project
             .read("ferry.toml")
             .replace("http://127.0.0.1", "http://127.0.0.2");
+        assert_ne!(
+            broken,
+            project.read("ferry.toml"),
+            "the endpoint was replaced"
+        );
         project.write("ferry.toml", &broken);
         let run = project.ferry(&["-vv", "runs", "list"]);
+        assert_ne!(run.code(), 0, "the store is unreachable: {}", run.stdout());
         seen.push((
             format!("{mode}: an unreachable store"),
             run.stdout() + &run.stderr(),

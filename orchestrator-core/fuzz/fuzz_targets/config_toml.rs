@@ -1,6 +1,6 @@
 //! Fuzz `orchestrator_core::fuzz::config_toml`: any bytes must give a result, never a panic.
 //!
-//! Run with `scripts/fuzz.sh config_toml` (or `cargo +nightly fuzz run config_toml fuzz/corpus/config_toml` from
+//! Run with `scripts/fuzz.sh 60 config_toml` (or `cargo +nightly fuzz run config_toml fuzz/corpus/config_toml` from
 //! `orchestrator-core/`).
 #![no_main]
 

@@ -1,6 +1,6 @@
 //! Fuzz `orchestrator_core::fuzz::pipeline_yaml`: any bytes must give a result, never a panic.
 //!
-//! Run with `scripts/fuzz.sh pipeline_yaml` (or `cargo +nightly fuzz run pipeline_yaml fuzz/corpus/pipeline_yaml` from
+//! Run with `scripts/fuzz.sh 60 pipeline_yaml` (or `cargo +nightly fuzz run pipeline_yaml fuzz/corpus/pipeline_yaml` from
 //! `orchestrator-core/`).
 #![no_main]
 

@@ -1,7 +1,7 @@
 //! Fuzz the package unpacker: any bytes, as a `.tar.zst`, must give `Ok` or `Err`, never a
 //! panic, and (checked by the unpacker's own refusals) never a write outside the target.
 //!
-//! Run with `scripts/fuzz.sh unpack` (or `cargo +nightly fuzz run unpack fuzz/corpus/unpack`
+//! Run with `scripts/fuzz.sh 60 unpack` (or `cargo +nightly fuzz run unpack fuzz/corpus/unpack`
 //! from `orchestrator-core/`).
 #![no_main]
 
