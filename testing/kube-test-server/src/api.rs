@@ -307,12 +307,7 @@ fn list(
     request: &ApiRequest,
 ) -> ApiResult<Response<Body>> {
     let (labels, fields) = selectors(resource, request)?;
-    if let Some(ns) = namespace
-        && resource.namespaced()
-        && cluster.store.get(Resource::Namespace, "", ns).is_none()
-    {
-        // A real server lists an empty collection for a missing namespace; so does this one.
-    }
+    // A missing namespace lists as an empty collection, as on a real server.
     let (items, rv) = cluster.store.list(resource, namespace);
     let items: Vec<Value> = items
         .iter()

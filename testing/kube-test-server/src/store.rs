@@ -156,13 +156,29 @@ impl Store {
     /// the version the list is consistent at.
     pub fn list(&self, resource: Resource, namespace: Option<&str>) -> (Vec<Arc<Value>>, u64) {
         let inner = self.lock();
-        let items = inner
-            .objects
-            .iter()
-            .filter(|((r, ns, _), _)| *r == resource && namespace.is_none_or(|want| ns == want))
-            .map(|(_, object)| object.clone())
-            .collect();
+        let items = Self::of_type(&inner, resource, namespace).collect();
         (items, inner.resource_version)
+    }
+
+    /// Objects of one type (in one namespace, or all), found by key range rather than by a
+    /// scan of the whole store (events alone grow without bound).
+    fn of_type<'a>(
+        inner: &'a Inner,
+        resource: Resource,
+        namespace: Option<&'a str>,
+    ) -> impl Iterator<Item = Arc<Value>> + 'a {
+        let start = (
+            resource,
+            namespace.unwrap_or_default().to_string(),
+            String::new(),
+        );
+        inner
+            .objects
+            .range(start..)
+            .take_while(move |((r, ns, _), _)| {
+                *r == resource && namespace.is_none_or(|want| ns == want)
+            })
+            .map(|(_, object)| object.clone())
     }
 
     fn record(&self, inner: &mut Inner, change: Change) {
@@ -395,12 +411,7 @@ impl Store {
     ) -> (Vec<Arc<Value>>, u64, broadcast::Receiver<Change>) {
         let inner = self.lock();
         let receiver = self.changes.subscribe();
-        let items = inner
-            .objects
-            .iter()
-            .filter(|((r, _, _), _)| *r == resource)
-            .map(|(_, object)| object.clone())
-            .collect();
+        let items = Self::of_type(&inner, resource, None).collect();
         (items, inner.resource_version, receiver)
     }
 }
