@@ -23,6 +23,7 @@ use kube::core::ObjectMeta;
 use orchestrator_core::abi::PluginError;
 use orchestrator_core::pipeline::Step;
 use orchestrator_core::run::{Event, RunPlan, RunRecord, RunStatus, StepRecord, StepStatus};
+use orchestrator_core::sdk::blocking;
 use orchestrator_core::store::{Store, layout};
 use tokio::sync::mpsc;
 
@@ -49,14 +50,6 @@ fn in_pod(error: PluginError, settings: &Settings) -> PluginError {
 
 /// A step being run: its Job created and followed to a result.
 type StepRun<'a> = Pin<Box<dyn Future<Output = (String, StepRecord)> + 'a>>;
-
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, PluginError> + Send + 'static,
-) -> Result<T, PluginError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| PluginError::other(format!("background task failed: {e}")))?
-}
 
 async fn write_record(store: &Store, record: &RunRecord) -> Result<(), PluginError> {
     let (store, record) = (store.clone(), record.clone());

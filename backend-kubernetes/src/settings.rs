@@ -272,11 +272,7 @@ impl Settings {
                     }
                 }
                 "kubeconfig" | "kubernetes_config_path" => {
-                    let path = PathBuf::from(value_string(key, value)?);
-                    s.kubeconfig = Some(match (&config.project_root, path.is_relative()) {
-                        (Some(root), true) => root.join(path),
-                        _ => path,
-                    });
+                    s.kubeconfig = Some(config.resolve_path(&value_string(key, value)?));
                 }
                 "context" => s.context = Some(value_string(key, value)?),
                 "service_account" => s.service_account = Some(value_string(key, value)?),

@@ -48,6 +48,15 @@ pub fn user_plugin_dir() -> Option<PathBuf> {
     dirs::data_dir().map(|data| data.join("ferry/plugins"))
 }
 
+/// The file cargo builds for plugin crate `name`: `libmy_store.so` for `my-store`.
+pub fn library_file_name(name: &str) -> String {
+    format!(
+        "{}{}.{LIBRARY_EXTENSION}",
+        std::env::consts::DLL_PREFIX,
+        name.replace('-', "_")
+    )
+}
+
 /// The ordered list of plugin directories.
 #[derive(Debug, Clone, Default)]
 pub struct SearchPath {
@@ -115,11 +124,7 @@ impl SearchPath {
     /// Files whose name follows the convention for plugin `name` (`storage-s3` →
     /// `libstorage_s3.so`), in search order; tried before loading every candidate.
     pub fn conventional_files(&self, name: &str) -> Vec<PathBuf> {
-        let file = format!(
-            "{}{}.{LIBRARY_EXTENSION}",
-            std::env::consts::DLL_PREFIX,
-            name.replace('-', "_")
-        );
+        let file = library_file_name(name);
         self.dirs
             .iter()
             .map(|(dir, _)| dir.join(&file))

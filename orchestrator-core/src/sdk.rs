@@ -70,6 +70,16 @@ impl PluginInfo {
     }
 }
 
+/// Runs blocking work (a [`Store`] call, which blocks) off the async workers of a plugin's
+/// runtime, so that other tasks go on meanwhile.
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, PluginError> + Send + 'static,
+) -> Result<T, PluginError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| PluginError::other(format!("background task failed: {e}")))?
+}
+
 /// The tokio runtime a plugin instance owns (two workers, threads named `ferry-<name>`). A
 /// plugin cannot use the host's runtime: the host's tokio is another copy of the library, and
 /// calls arrive on arbitrary host threads.

@@ -220,8 +220,7 @@ fn install(ctx: &Context, args: &PluginInstallArgs) -> Result<ExitCode> {
                 )
             })?;
     }
-    let installed = loader::load(&dest)?;
-    let d = &installed.description;
+    let d = &plugin.description;
     println!(
         "installed {} {} ({} plugin, interface {}) to {}",
         d.name,
@@ -239,15 +238,12 @@ fn install(ctx: &Context, args: &PluginInstallArgs) -> Result<ExitCode> {
             "warning: ferry's built-in `{}` takes precedence over it; give the plugin another name to use it",
             d.name
         );
-    } else if let Some((winner, source)) = loader::discover(&ctx.search)
-        .plugins
-        .into_iter()
-        .find(|(p, _)| p.description.name == d.name && p.description.kind == d.kind)
-        && winner.path != dest
+    } else if let Ok(winner) = loader::find(&ctx.search, &d.name, d.kind)
         && winner.path.canonicalize().ok() != dest.canonicalize().ok()
     {
+        // Resolved exactly as a stack naming the plugin would resolve it.
         eprintln!(
-            "warning: {} ({source}) comes earlier on the search path and is the `{}` ferry uses; remove it, or see `ferry plugins list`",
+            "warning: {} comes earlier on the search path and is the `{}` ferry uses; remove it, or see `ferry plugins list`",
             winner.path.display(),
             d.name
         );

@@ -22,6 +22,7 @@ use crate::pipeline::{Action, Step};
 use crate::run::{
     Event, LogStream, OutputFile, RunPlan, RunRecord, RunStatus, StepRecord, StepRef, StepStatus,
 };
+use crate::sdk::blocking;
 use crate::store::{Store, layout};
 
 /// How often a running record proves its orchestrator is alive.
@@ -356,14 +357,6 @@ pub(super) fn step_dir(run_dir: &Path, step: &str) -> PathBuf {
 
 fn output_dir(run_dir: &Path, step: &str) -> PathBuf {
     step_dir(run_dir, step).join("out")
-}
-
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, PluginError> + Send + 'static,
-) -> Result<T, PluginError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| PluginError::other(format!("background task failed: {e}")))?
 }
 
 /// Run one step: cache lookup, attempts, output checks, uploads, record.

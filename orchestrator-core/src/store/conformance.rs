@@ -44,12 +44,7 @@ pub fn open_built_plugin(package: &str, settings: serde_json::Value) -> Store {
         .parent()
         .and_then(std::path::Path::parent)
         .expect("tests run from target/<profile>/deps");
-    let file = dir.join(format!(
-        "{}{}{}",
-        std::env::consts::DLL_PREFIX,
-        package.replace('-', "_"),
-        std::env::consts::DLL_SUFFIX
-    ));
+    let file = dir.join(crate::loader::library_file_name(package));
     assert!(
         file.is_file(),
         "{} is missing: run `cargo build` (same profile) before `cargo test`; cargo does not build cdylib plugins for tests",
