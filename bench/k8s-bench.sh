@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# ferry's own overhead on a Kubernetes stack, against the test API server (testing/kube-test-server,
-# pods as local processes) and SeaweedFS, so that the figures are ferry's and not a cluster's:
+# ferry's overhead on a Kubernetes stack, against the official control plane (kube-apiserver,
+# kube-controller-manager, kube-scheduler, etcd 1.37; testing/kube-cluster, whose node runs pods
+# as local processes) and SeaweedFS. The figures include the real controllers' own latency
+# (Job controller, scheduler, node), as a user's cluster would:
 #   * submit: `ferry run --detach` from start to return, i.e. package (unchanged, from the index)
 #     + HEAD of the package + run record + Job/ConfigMap/Secret created + Job resumed;
 #   * return latency: from the last step's exit (its finished_at in the run record) to
@@ -13,8 +15,8 @@
 #
 #   bench/k8s-bench.sh [ROUNDS]        # default 20
 #
-# Starts its own servers (SeaweedFS on FERRY_S3_PORT, default 8373; the test API server on a
-# free port) and stops them.
+# Starts its own servers (SeaweedFS on FERRY_S3_PORT, default 8373; a cluster of its own from
+# the binaries `scripts/kube-cluster.sh build` makes, on free ports) and stops them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-20}
@@ -32,11 +34,29 @@ cleanup() {
 trap cleanup EXIT
 ferry_servers_start >/dev/null
 
-cargo build --release -p cli -p backend-kubernetes -p storage-s3 -p kube-test-server >/dev/null 2>&1
+scripts/kube-cluster.sh build
+bin_dir=$(scripts/kube-cluster.sh bin-dir)
+cargo build --release -p cli -p backend-kubernetes -p storage-s3 -p kube-cluster >/dev/null 2>&1
 release=$PWD/target/release
-PATH="$release:$PATH" "$release/kube-test-server" --data-dir "$work/cluster" >"$work/server.out" 2>"$work/server.err" &
+"$release/kube-cluster" up --dir "$work/cluster" --bin-dir "$bin_dir" --image "ferry:bench=$release" \
+    >"$work/server.out" 2>"$work/server.err" &
 server_pid=$!
-for _ in $(seq 100); do grep -q ready "$work/server.out" 2>/dev/null && break; sleep 0.05; done
+for _ in $(seq 1200); do grep -q ready "$work/server.out" 2>/dev/null && break; sleep 0.1; done
+grep -q ready "$work/server.out" || { cat "$work/server.err" >&2; exit 1; }
+# Steps mode: the coordinator's service account with the README's Role.
+"$FERRY_TEST_KUBECTL" --kubeconfig "$work/cluster/kubeconfig" apply -f - >/dev/null <<YAML
+apiVersion: v1
+kind: ServiceAccount
+metadata: { name: ferry-coordinator, namespace: default }
+---
+$(sed -n '/^apiVersion: rbac.authorization.k8s.io\/v1$/,/^```$/p' README.md | sed '$d' | sed 's/namespace: ml/namespace: default/')
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: { name: ferry-coordinator, namespace: default }
+roleRef: { apiGroup: rbac.authorization.k8s.io, kind: Role, name: ferry-coordinator }
+subjects: [{ kind: ServiceAccount, name: ferry-coordinator, namespace: default }]
+YAML
 
 mkdir -p "$work/project/pipe"
 printf 'name: bench\nsteps:\n  one:\n    run: "true"\n    cache: false\n' >"$work/project/pipe/pipeline.yaml"
@@ -52,7 +72,7 @@ TOML
 
 # steps mode: the same stack with one Job per step, and two pipelines
 mkdir -p "$work/steps/wide" "$work/steps/chain"
-sed 's/image = "ferry:bench" }/image = "ferry:bench", mode = "steps", parallelism = 50 }/; s#k8s-bench"#k8s-bench-steps"#' \
+sed 's/image = "ferry:bench" }/image = "ferry:bench", mode = "steps", parallelism = 50, service_account = "ferry-coordinator" }/; s#k8s-bench"#k8s-bench-steps"#' \
     "$work/project/ferry.toml" >"$work/steps/ferry.toml"
 { echo "name: wide"; echo "steps:"; for i in $(seq 50); do printf '  s%02d:\n    run: "true"\n    cache: false\n' "$i"; done; } >"$work/steps/wide/pipeline.yaml"
 { echo "name: chain"; echo "steps:"; for i in $(seq 10); do printf '  c%02d:\n    run: "true"\n    cache: false\n' "$i"; [[ $i -gt 1 ]] && printf '    needs: [c%02d]\n' $((i - 1)); done; } >"$work/steps/chain/pipeline.yaml"

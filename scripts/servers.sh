@@ -43,7 +43,7 @@
 #   FERRY_TEST_AZURE_ENDPOINT FERRY_TEST_AZURE_CONTAINER FERRY_TEST_AZURITE_PID
 #   FERRY_TEST_PYTHON FERRY_TEST_SEAWEEDFS_PID FERRY_TEST_SEAWEEDFS_GCS_PID
 #   FERRY_TEST_KUBECTL FERRY_TEST_KUBERNETES_VALIDATE (installed tools, no server: the Kubernetes
-#   test API server is started by each test itself)
+#   test cluster is scripts/kube-cluster.sh)
 #
 # State: everything under $FERRY_TOOLS_DIR (default <repo>/.tools): venv/, pip-install.log,
 # run/seaweedfs{,-gcs}/{data,tmp,weed.log,weed.pid,...}, run/servers.env, run/gcs-service-account.json.
@@ -55,8 +55,8 @@
 
 FERRY_SEAWEEDFS_VERSION=4.48
 FERRY_BOTO3_VERSION=1.44.8
-# Kubernetes client tools for the test API server (testing/kube-test-server): real kubectl keeps
-# the server honest; kubernetes-validate checks manifests against the official schemas.
+# Kubernetes client tools for the test cluster (scripts/kube-cluster.sh): real kubectl against the
+# real API server; kubernetes-validate checks manifests against the official schemas offline.
 FERRY_KUBECTL_VERSION=1.37.1
 FERRY_KUBERNETES_VALIDATE_VERSION=1.37.0
 # Azure Blob emulator for the storage-azure plugin (npm; node and npm come with the machine).

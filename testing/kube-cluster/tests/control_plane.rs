@@ -1,0 +1,597 @@
+//! What ferry relies on from Kubernetes, checked against the real control plane of the shared
+//! test cluster (`scripts/kube-cluster.sh start`): the API server's version and semantics, the
+//! real Job controller, garbage collector, TTL controller and scheduler, RBAC and
+//! service-account tokens, the Eviction API; and what the node reports for the things it fakes
+//! (image pulls) or hands to the kernel (memory limits).
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use futures::{AsyncBufReadExt as _, StreamExt as _, TryStreamExt as _};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
+use kube::api::{EvictParams, LogParams, Patch, PatchParams, PostParams, WatchParams};
+use kube::core::WatchEvent;
+use kube::runtime::wait::{await_condition, conditions};
+use kube::{Api, Client};
+use kube_cluster::{TestNamespace, running};
+use serde_json::json;
+
+struct Env {
+    runtime: tokio::runtime::Runtime,
+    client: Client,
+    namespace: TestNamespace,
+}
+
+impl Env {
+    fn new() -> Env {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let client = runtime.block_on(running().client()).unwrap();
+        let namespace = runtime
+            .block_on(TestNamespace::create("control-plane"))
+            .unwrap();
+        Env {
+            runtime,
+            client,
+            namespace,
+        }
+    }
+
+    fn ns(&self) -> &str {
+        &self.namespace.name
+    }
+
+    fn jobs(&self) -> Api<Job> {
+        Api::namespaced(self.client.clone(), self.ns())
+    }
+
+    fn pods(&self) -> Api<Pod> {
+        Api::namespaced(self.client.clone(), self.ns())
+    }
+
+    fn block_on<F: Future>(&self, future: F) -> F::Output {
+        self.runtime.block_on(future)
+    }
+
+    /// Waits (at most `secs`) until `condition` holds for the named object, which must exist.
+    fn wait<K, C>(&self, api: &Api<K>, name: &str, secs: u64, condition: C) -> K
+    where
+        K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+        K: kube::Resource<DynamicType = ()>,
+        C: kube::runtime::wait::Condition<K>,
+    {
+        self.wait_opt(api, name, secs, condition)
+            .unwrap_or_else(|| panic!("{name} was deleted while waiting"))
+    }
+
+    /// Waits until the named object is gone.
+    fn wait_gone<K>(&self, api: &Api<K>, name: &str, secs: u64)
+    where
+        K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+        K: kube::Resource<DynamicType = ()>,
+    {
+        let gone = self.wait_opt(api, name, secs, |k: Option<&K>| k.is_none());
+        assert!(gone.is_none());
+    }
+
+    fn wait_opt<K, C>(&self, api: &Api<K>, name: &str, secs: u64, condition: C) -> Option<K>
+    where
+        K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+        K: kube::Resource<DynamicType = ()>,
+        C: kube::runtime::wait::Condition<K>,
+    {
+        let found = self.block_on(async {
+            tokio::time::timeout(
+                Duration::from_secs(secs),
+                await_condition(api.clone(), name, condition),
+            )
+            .await
+        });
+        match found {
+            Ok(Ok(object)) => object,
+            Ok(Err(e)) => panic!("waiting for {name}: {e}"),
+            Err(_) => {
+                let now = self.block_on(api.get_opt(name)).unwrap();
+                panic!("{name}: condition not met after {secs} s: {now:#?}")
+            }
+        }
+    }
+
+    fn job(&self, name: &str, spec: serde_json::Value) -> Job {
+        let job: Job = serde_json::from_value(json!({
+            "metadata": { "name": name },
+            "spec": spec,
+        }))
+        .unwrap();
+        self.block_on(self.jobs().create(&PostParams::default(), &job))
+            .unwrap()
+    }
+
+    fn pod(&self, name: &str, spec: serde_json::Value) -> Pod {
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": { "name": name },
+            "spec": spec,
+        }))
+        .unwrap();
+        self.block_on(self.pods().create(&PostParams::default(), &pod))
+            .unwrap()
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        let _ = self.runtime.block_on(self.namespace.delete());
+    }
+}
+
+/// A pod template running `script` with sh in the image the node has.
+fn template(script: &str) -> serde_json::Value {
+    json!({
+        "spec": {
+            "restartPolicy": "Never",
+            "containers": [{ "name": "main", "image": "ferry:test", "command": ["sh", "-c", script] }],
+        }
+    })
+}
+
+fn pod_spec(script: &str) -> serde_json::Value {
+    template(script)["spec"].clone()
+}
+
+fn condition(job: &Job, kind: &str) -> Option<(String, String)> {
+    job.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == kind && c.status == "True")
+        .map(|c| (c.reason.clone().unwrap_or_default(), c.message.clone().unwrap_or_default()))
+}
+
+fn job_failed(job: Option<&Job>) -> bool {
+    job.is_some_and(|j| condition(j, "Failed").is_some())
+}
+
+fn terminated(pod: &Pod) -> Option<k8s_openapi::api::core::v1::ContainerStateTerminated> {
+    pod.status
+        .as_ref()?
+        .container_statuses
+        .as_ref()?
+        .first()?
+        .state
+        .as_ref()?
+        .terminated
+        .clone()
+}
+
+#[test]
+fn the_api_server_is_the_official_kube_apiserver_1_37_and_the_node_is_ready() {
+    let env = Env::new();
+    let version = env.block_on(env.client.apiserver_version()).unwrap();
+    assert_eq!(version.git_version, kube_cluster::KUBERNETES_VERSION);
+    assert_eq!((version.major.as_str(), version.minor.as_str()), ("1", "37"));
+    let nodes: Api<Node> = Api::all(env.client.clone());
+    let node = env.block_on(nodes.get(&running().node_name)).unwrap();
+    let status = node.status.unwrap();
+    let capacity = status.capacity.unwrap();
+    assert_eq!(capacity["cpu"].0, "8");
+    assert!(capacity.contains_key("nvidia.com/gpu"), "{capacity:?}");
+    assert!(
+        status
+            .conditions
+            .unwrap()
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True")
+    );
+    // node-lifecycle-controller lifted the not-ready taint once the node's Lease was fresh.
+    assert!(node.spec.unwrap().taints.unwrap_or_default().is_empty());
+}
+
+#[test]
+fn a_job_completes_and_its_log_streams_through_the_api_server() {
+    let env = Env::new();
+    env.job(
+        "hello",
+        json!({ "backoffLimit": 0, "template": template("echo one; sleep 1; echo two") }),
+    );
+    // Follow the log while the pod runs: the API server proxies it from the node.
+    let pod_name = loop {
+        let pods = env
+            .block_on(env.pods().list(&Default::default()))
+            .unwrap();
+        if let Some(pod) = pods.items.into_iter().next() {
+            break pod.metadata.name.unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    env.wait(&env.pods(), &pod_name, 60, conditions::is_pod_running());
+    let lines: Vec<String> = env.block_on(async {
+        let stream = env
+            .pods()
+            .log_stream(
+                &pod_name,
+                &LogParams {
+                    follow: true,
+                    ..LogParams::default()
+                },
+            )
+            .await
+            .unwrap();
+        stream.lines().try_collect().await.unwrap()
+    });
+    assert_eq!(lines, ["one", "two"]);
+    let job = env.wait(&env.jobs(), "hello", 60, conditions::is_job_completed());
+    assert_eq!(condition(&job, "Complete").unwrap().0, "CompletionsReached");
+    assert_eq!(job.status.unwrap().succeeded, Some(1));
+}
+
+#[test]
+fn the_job_controller_replaces_failed_pods_until_the_backoff_limit() {
+    let env = Env::new();
+    env.job(
+        "flaky",
+        json!({ "backoffLimit": 1, "template": template("exit 3") }),
+    );
+    // The real controller waits 10 s before the replacement.
+    let job = env.wait(&env.jobs(), "flaky", 90, |j: Option<&Job>| job_failed(j));
+    assert_eq!(condition(&job, "Failed").unwrap().0, "BackoffLimitExceeded");
+    assert_eq!(job.status.unwrap().failed, Some(2));
+}
+
+#[test]
+fn a_pod_failure_policy_fails_the_job_at_once_on_its_exit_code() {
+    let env = Env::new();
+    env.job(
+        "policy",
+        json!({
+            "backoffLimit": 6,
+            "podFailurePolicy": { "rules": [
+                { "action": "FailJob", "onExitCodes": { "operator": "In", "values": [42] } }
+            ]},
+            "template": template("exit 42"),
+        }),
+    );
+    let job = env.wait(&env.jobs(), "policy", 60, |j: Option<&Job>| job_failed(j));
+    let (reason, message) = condition(&job, "Failed").unwrap();
+    assert_eq!(reason, "PodFailurePolicy", "{message}");
+    assert_eq!(job.status.unwrap().failed, Some(1), "no retry");
+}
+
+#[test]
+fn active_deadline_seconds_stops_the_job_and_its_pod() {
+    let env = Env::new();
+    env.job(
+        "late",
+        json!({ "activeDeadlineSeconds": 2, "template": template("sleep 60") }),
+    );
+    let job = env.wait(&env.jobs(), "late", 60, |j: Option<&Job>| job_failed(j));
+    assert_eq!(condition(&job, "Failed").unwrap().0, "DeadlineExceeded");
+    // The controller deleted the pod; the node stopped its process.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !env
+        .block_on(env.pods().list(&Default::default()))
+        .unwrap()
+        .items
+        .is_empty()
+    {
+        assert!(std::time::Instant::now() < deadline, "the pod stays");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn ttl_after_finished_deletes_the_job_and_the_garbage_collector_its_pods_and_owned_objects() {
+    let env = Env::new();
+    let job = env.job(
+        "brief",
+        json!({ "ttlSecondsAfterFinished": 1, "suspend": true, "template": template("true") }),
+    );
+    // An object owned by the Job, as ferry's ConfigMap is.
+    let config: ConfigMap = serde_json::from_value(json!({
+        "metadata": { "name": "brief-plan", "ownerReferences": [{
+            "apiVersion": "batch/v1", "kind": "Job", "name": "brief",
+            "uid": job.metadata.uid.clone().unwrap(),
+        }]},
+        "data": { "plan": "{}" },
+    }))
+    .unwrap();
+    let configs: Api<ConfigMap> = Api::namespaced(env.client.clone(), env.ns());
+    env.block_on(configs.create(&PostParams::default(), &config))
+        .unwrap();
+    // Suspended: no pod until resumed.
+    std::thread::sleep(Duration::from_secs(2));
+    let pods = env.block_on(env.pods().list(&Default::default())).unwrap();
+    assert!(pods.items.is_empty(), "a suspended Job starts no pod");
+    env.block_on(env.jobs().patch(
+        "brief",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"suspend": false}})),
+    ))
+    .unwrap();
+    env.wait_gone(&env.jobs(), "brief", 90);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let pods = env.block_on(env.pods().list(&Default::default())).unwrap();
+        let config = env.block_on(configs.get_opt("brief-plan")).unwrap();
+        if pods.items.is_empty() && config.is_none() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the Job's dependents stay: {} pods, config {}",
+            pods.items.len(),
+            config.is_some()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn writes_conflict_on_a_stale_resource_version_and_a_duplicate_name() {
+    let env = Env::new();
+    let configs: Api<ConfigMap> = Api::namespaced(env.client.clone(), env.ns());
+    let config: ConfigMap =
+        serde_json::from_value(json!({"metadata": {"name": "c"}, "data": {"k": "1"}})).unwrap();
+    let created = env
+        .block_on(configs.create(&PostParams::default(), &config))
+        .unwrap();
+    let duplicate = env
+        .block_on(configs.create(&PostParams::default(), &config))
+        .unwrap_err();
+    assert!(
+        matches!(&duplicate, kube::Error::Api(s) if s.code == 409 && s.reason == "AlreadyExists"),
+        "{duplicate}"
+    );
+    let mut first = created.clone();
+    first.data = Some([("k".to_string(), "2".to_string())].into());
+    env.block_on(configs.replace("c", &PostParams::default(), &first))
+        .unwrap();
+    let mut stale = created;
+    stale.data = Some([("k".to_string(), "3".to_string())].into());
+    let conflict = env
+        .block_on(configs.replace("c", &PostParams::default(), &stale))
+        .unwrap_err();
+    assert!(
+        matches!(&conflict, kube::Error::Api(s) if s.code == 409 && s.reason == "Conflict"),
+        "{conflict}"
+    );
+}
+
+#[test]
+fn a_watch_resumes_from_a_resource_version_and_a_too_old_one_is_gone() {
+    let env = Env::new();
+    let configs: Api<ConfigMap> = Api::namespaced(env.client.clone(), env.ns());
+    let make = |name: &str| -> ConfigMap {
+        serde_json::from_value(json!({"metadata": {"name": name}})).unwrap()
+    };
+    let a = env
+        .block_on(configs.create(&PostParams::default(), &make("a")))
+        .unwrap();
+    env.block_on(configs.create(&PostParams::default(), &make("b")))
+        .unwrap();
+    // Resuming after `a` delivers `b`, and nothing before it.
+    let rv = a.metadata.resource_version.unwrap();
+    let first = env.block_on(async {
+        let mut stream = configs
+            .watch(&WatchParams::default().timeout(10), &rv)
+            .await
+            .unwrap()
+            .boxed();
+        stream.try_next().await.unwrap().unwrap()
+    });
+    match first {
+        WatchEvent::Added(c) => assert_eq!(c.metadata.name.as_deref(), Some("b")),
+        other => panic!("expected b to be added: {other:?}"),
+    }
+    // Once etcd has compacted past it (the API server compacts every 20 s here, every 5 min
+    // by default), resuming from that resourceVersion is answered 410 Gone: a client must
+    // list again. (ConfigMaps bypass the watch cache in this cluster, see cluster.rs.)
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let answer = env.block_on(async {
+            let mut stream = configs
+                .watch(&WatchParams::default().timeout(5), &rv)
+                .await?
+                .boxed();
+            stream.try_next().await
+        });
+        match answer {
+            Ok(Some(WatchEvent::Error(e))) if e.code == 410 => break,
+            Err(kube::Error::Api(s)) if s.code == 410 => break,
+            Ok(Some(WatchEvent::Added(_) | WatchEvent::Bookmark(_))) | Ok(None) => {}
+            other => panic!("expected events or 410 Gone: {other:?}"),
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "resourceVersion {rv} never became too old"
+        );
+        std::thread::sleep(Duration::from_secs(2));
+    }
+}
+
+#[test]
+fn the_kernel_kills_a_container_over_its_memory_limit_and_the_node_reports_oom_killed() {
+    let env = Env::new();
+    let mut spec = pod_spec("exec python3 -c 'x = b\"a\" * (400 << 20)'");
+    spec["containers"][0]["resources"] = json!({"limits": {"memory": "64Mi"}});
+    env.pod("hog", spec);
+    let pod = env.wait(&env.pods(), "hog", 60, |p: Option<&Pod>| {
+        p.is_some_and(|p| terminated(p).is_some())
+    });
+    let state = terminated(&pod).unwrap();
+    assert_eq!(state.reason.as_deref(), Some("OOMKilled"), "{state:?}");
+    assert_eq!(state.exit_code, 137);
+    assert_eq!(pod.status.unwrap().phase.as_deref(), Some("Failed"));
+}
+
+#[test]
+fn an_image_the_node_lacks_is_err_image_pull_then_image_pull_back_off() {
+    let env = Env::new();
+    let mut spec = pod_spec("true");
+    spec["containers"][0]["image"] = json!("registry.invalid/nothing:1");
+    env.pod("pull", spec);
+    let mut seen = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !(seen.contains(&"ErrImagePull".to_string())
+        && seen.contains(&"ImagePullBackOff".to_string()))
+    {
+        let pod = env.block_on(env.pods().get("pull")).unwrap();
+        let reason = pod
+            .status
+            .and_then(|s| s.container_statuses)
+            .and_then(|c| c.first()?.state.as_ref()?.waiting.as_ref()?.reason.clone());
+        if let Some(reason) = reason
+            && !seen.contains(&reason)
+        {
+            seen.push(reason);
+        }
+        assert!(std::time::Instant::now() < deadline, "reasons seen: {seen:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn the_scheduler_leaves_a_pod_larger_than_the_node_pending_with_the_reason() {
+    let env = Env::new();
+    let mut spec = pod_spec("true");
+    spec["containers"][0]["resources"] = json!({"requests": {"cpu": "64"}});
+    env.pod("huge", spec);
+    let pod = env.wait(&env.pods(), "huge", 60, |p: Option<&Pod>| {
+        p.and_then(|p| p.status.as_ref()?.conditions.as_ref())
+            .is_some_and(|c| {
+                c.iter()
+                    .any(|c| c.type_ == "PodScheduled" && c.reason.as_deref() == Some("Unschedulable"))
+            })
+    });
+    let conditions = pod.status.unwrap().conditions.unwrap();
+    let scheduled = conditions.iter().find(|c| c.type_ == "PodScheduled").unwrap();
+    assert!(
+        scheduled.message.as_deref().unwrap_or_default().contains("Insufficient cpu"),
+        "{scheduled:?}"
+    );
+}
+
+#[test]
+fn the_eviction_api_stops_a_pod_gracefully() {
+    let env = Env::new();
+    let marker = tempfile::tempdir().unwrap();
+    let file = marker.path().join("terminated");
+    let script = format!(
+        "trap 'echo got TERM > {}; exit 0' TERM; while true; do sleep 0.1; done",
+        file.display()
+    );
+    env.pod("evictee", pod_spec(&script));
+    env.wait(&env.pods(), "evictee", 60, conditions::is_pod_running());
+    env.block_on(env.pods().evict("evictee", &EvictParams::default()))
+        .unwrap();
+    let pod = env.block_on(env.pods().get("evictee"));
+    if let Ok(pod) = pod {
+        let disruption = pod
+            .status
+            .and_then(|s| s.conditions)
+            .unwrap_or_default()
+            .into_iter()
+            .find(|c| c.type_ == "DisruptionTarget");
+        assert_eq!(
+            disruption.and_then(|c| c.reason).as_deref(),
+            Some("EvictionByEvictionAPI")
+        );
+    }
+    env.wait_gone(&env.pods(), "evictee", 60);
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap().trim(),
+        "got TERM",
+        "the container had SIGTERM and its grace period"
+    );
+}
+
+#[test]
+fn a_pod_gets_its_own_service_account_token_and_only_the_rights_rbac_gives() {
+    let env = Env::new();
+    // Inside its mount namespace the pod sees the projected token; it reaches the API server
+    // the in-cluster way, as the namespace's `default` account, which may list nothing.
+    let script = r#"d=/var/run/secrets/kubernetes.io/serviceaccount
+cat $d/namespace; echo
+test -s $d/token && echo has-token
+python3 - <<'EOF'
+import json, os, ssl, urllib.request, urllib.error
+d = "/var/run/secrets/kubernetes.io/serviceaccount"
+ns = open(d + "/namespace").read()
+url = "https://%s:%s/api/v1/namespaces/%s/pods" % (os.environ["KUBERNETES_SERVICE_HOST"], os.environ["KUBERNETES_SERVICE_PORT"], ns)
+req = urllib.request.Request(url, headers={"Authorization": "Bearer " + open(d + "/token").read()})
+try:
+    urllib.request.urlopen(req, context=ssl.create_default_context(cafile=d + "/ca.crt"))
+    print("listed")
+except urllib.error.HTTPError as e:
+    print(e.code, json.load(e)["message"])
+EOF"#;
+    env.pod("sa", pod_spec(script));
+    env.wait(&env.pods(), "sa", 60, |p: Option<&Pod>| {
+        p.is_some_and(|p| terminated(p).is_some())
+    });
+    let log = env
+        .block_on(env.pods().logs("sa", &LogParams::default()))
+        .unwrap();
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(lines[0], env.ns(), "{log}");
+    assert_eq!(lines[1], "has-token", "{log}");
+    assert!(
+        lines[2].starts_with(&format!(
+            "403 pods is forbidden: User \"system:serviceaccount:{}:default\" cannot list resource \"pods\"",
+            env.ns()
+        )),
+        "{log}"
+    );
+    // The host's own directory stays empty.
+    let host = std::path::Path::new("/var/run/secrets/kubernetes.io/serviceaccount/token");
+    assert!(!host.exists(), "the token is only inside the pod's mount namespace");
+}
+
+#[test]
+fn kubectl_creates_gets_waits_for_follows_the_logs_of_and_deletes_a_job() {
+    let env = Env::new();
+    let kubectl = std::env::var_os("FERRY_TEST_KUBECTL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.tools/venv/bin/kubectl")
+        });
+    assert!(
+        kubectl.exists(),
+        "kubectl is not installed: run `scripts/servers.sh install`"
+    );
+    let home = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(&kubectl)
+            .args(args)
+            .env("KUBECONFIG", &env.namespace.kubeconfig)
+            .env("HOME", home.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "kubectl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let file = home.path().join("job.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: counted\nspec:\n  backoffLimit: 0\n  template:\n    spec:\n      restartPolicy: Never\n      containers:\n        - name: main\n          image: ferry:test\n          command: [sh, -c, 'for i in 1 2 3; do echo line $i; sleep 0.5; done']\n",
+    )
+    .unwrap();
+    assert!(run(&["create", "-f", file.to_str().unwrap()]).contains("job.batch/counted created"));
+    let logs = run(&["logs", "-f", "job/counted"]);
+    assert_eq!(logs, "line 1\nline 2\nline 3\n");
+    run(&["wait", "--for=condition=Complete", "job/counted", "--timeout=60s"]);
+    let table = run(&["get", "jobs"]);
+    assert!(table.contains("counted") && table.contains("Complete"), "{table}");
+    run(&["delete", "job", "counted", "--wait=true"]);
+    let gone = env.block_on(env.jobs().get_opt("counted")).unwrap();
+    assert!(gone.is_none());
+}
