@@ -525,7 +525,13 @@ async fn try_run_step(
             &inputs_dir,
             inputs,
         );
-        let ended = run_process(ctx, &step, env, Arc::clone(&log)).await;
+        let oom_kills_before = super::oom::kills();
+        let mut ended = run_process(ctx, &step, env, Arc::clone(&log)).await;
+        if matches!(ended, Ended::Signalled(libc::SIGKILL))
+            && super::oom::kills() > oom_kills_before
+        {
+            ended = Ended::OutOfMemory;
+        }
         exit_code = ended.exit_code();
         result = match ended {
             Ended::Exited(0) => check_outputs(&step, &out_dir),
@@ -649,6 +655,8 @@ fn step_env(
 enum Ended {
     Exited(i32),
     Signalled(i32),
+    /// SIGKILLed by the kernel's OOM killer at the memory limit of ferry's cgroup.
+    OutOfMemory,
     TimedOut(Duration),
     Cancelled,
     SpawnFailed(String),
@@ -659,6 +667,7 @@ impl Ended {
         match self {
             Ended::Exited(code) => Some(*code),
             Ended::Signalled(signal) => Some(128 + signal),
+            Ended::OutOfMemory => Some(128 + libc::SIGKILL),
             _ => None,
         }
     }
@@ -667,6 +676,10 @@ impl Ended {
         match self {
             Ended::Exited(code) => format!("exited with code {code}"),
             Ended::Signalled(signal) => format!("killed by signal {signal}"),
+            Ended::OutOfMemory => format!(
+                "OOMKilled: the kernel's out-of-memory killer ended it (signal 9) at the memory limit of the container or cgroup it ran in; raise `resources.memory` of step `{}`",
+                step.name
+            ),
             Ended::TimedOut(limit) => format!(
                 "timed out after {}; raise `timeout` in step `{}` if it needs longer",
                 humantime::format_duration(*limit),

@@ -8,6 +8,7 @@
 mod cache;
 mod events;
 mod executor;
+mod oom;
 mod settings;
 
 use std::collections::HashMap;

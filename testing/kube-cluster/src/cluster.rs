@@ -194,11 +194,7 @@ impl Cluster {
             "kube-apiserver-kubelet-client",
             &["system:masters"],
         )?;
-        let kcm = pki.client(
-            "controller-manager",
-            "system:kube-controller-manager",
-            &[],
-        )?;
+        let kcm = pki.client("controller-manager", "system:kube-controller-manager", &[])?;
         let scheduler = pki.client("scheduler", "system:kube-scheduler", &[])?;
         let node_user = format!("system:node:{}", config.node_name);
         let node_client = pki.client("node", &node_user, &["system:nodes"])?;
@@ -336,11 +332,7 @@ impl Cluster {
             )
             .map(|()| file)
         };
-        let kcm_config = write_user(
-            "controller-manager",
-            "system:kube-controller-manager",
-            &kcm,
-        )?;
+        let kcm_config = write_user("controller-manager", "system:kube-controller-manager", &kcm)?;
         let controller_manager = Supervised::spawn(
             "kube-controller-manager",
             &bin("kube-controller-manager"),
@@ -405,33 +397,43 @@ impl Cluster {
         // exists, and the scheduler skips the node until node-lifecycle-controller has lifted
         // the not-ready taint.
         let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), "default");
-        self.wait_for("the default service account", Duration::from_secs(60), || {
-            let accounts = accounts.clone();
-            async move { Ok(accounts.get_opt("default").await?.is_some()) }
-        })
+        self.wait_for(
+            "the default service account",
+            Duration::from_secs(60),
+            || {
+                let accounts = accounts.clone();
+                async move { Ok(accounts.get_opt("default").await?.is_some()) }
+            },
+        )
         .await?;
         let nodes: Api<Node> = Api::all(client.clone());
         let node_name = config.node_name.clone();
-        self.wait_for("a Ready node without taints", Duration::from_secs(90), || {
-            let nodes = nodes.clone();
-            let node_name = node_name.clone();
-            async move {
-                let Some(node) = nodes.get_opt(&node_name).await? else {
-                    return Ok(false);
-                };
-                let untainted = node
-                    .spec
-                    .as_ref()
-                    .and_then(|s| s.taints.as_ref())
-                    .is_none_or(|t| t.is_empty());
-                let ready = node
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.conditions.as_ref())
-                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
-                Ok(untainted && ready)
-            }
-        })
+        self.wait_for(
+            "a Ready node without taints",
+            Duration::from_secs(90),
+            || {
+                let nodes = nodes.clone();
+                let node_name = node_name.clone();
+                async move {
+                    let Some(node) = nodes.get_opt(&node_name).await? else {
+                        return Ok(false);
+                    };
+                    let untainted = node
+                        .spec
+                        .as_ref()
+                        .and_then(|s| s.taints.as_ref())
+                        .is_none_or(|t| t.is_empty());
+                    let ready = node
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.conditions.as_ref())
+                        .is_some_and(|c| {
+                            c.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+                        });
+                    Ok(untainted && ready)
+                }
+            },
+        )
         .await?;
 
         for process in &self.processes {

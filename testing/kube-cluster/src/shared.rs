@@ -51,7 +51,10 @@ impl TestNamespace {
         getrandom::fill(&mut suffix).map_err(|e| anyhow::anyhow!("random: {e}"))?;
         let name = format!(
             "{prefix}-{}",
-            suffix.iter().map(|b| format!("{b:02x}")).collect::<String>()
+            suffix
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
         );
         let client = info.client().await?;
         let namespaces: Api<Namespace> = Api::all(client);

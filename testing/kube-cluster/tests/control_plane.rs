@@ -150,7 +150,12 @@ fn condition(job: &Job, kind: &str) -> Option<(String, String)> {
         .as_ref()?
         .iter()
         .find(|c| c.type_ == kind && c.status == "True")
-        .map(|c| (c.reason.clone().unwrap_or_default(), c.message.clone().unwrap_or_default()))
+        .map(|c| {
+            (
+                c.reason.clone().unwrap_or_default(),
+                c.message.clone().unwrap_or_default(),
+            )
+        })
 }
 
 fn job_failed(job: Option<&Job>) -> bool {
@@ -174,7 +179,10 @@ fn the_api_server_is_the_official_kube_apiserver_1_37_and_the_node_is_ready() {
     let env = Env::new();
     let version = env.block_on(env.client.apiserver_version()).unwrap();
     assert_eq!(version.git_version, kube_cluster::KUBERNETES_VERSION);
-    assert_eq!((version.major.as_str(), version.minor.as_str()), ("1", "37"));
+    assert_eq!(
+        (version.major.as_str(), version.minor.as_str()),
+        ("1", "37")
+    );
     let nodes: Api<Node> = Api::all(env.client.clone());
     let node = env.block_on(nodes.get(&running().node_name)).unwrap();
     let status = node.status.unwrap();
@@ -201,9 +209,7 @@ fn a_job_completes_and_its_log_streams_through_the_api_server() {
     );
     // Follow the log while the pod runs: the API server proxies it from the node.
     let pod_name = loop {
-        let pods = env
-            .block_on(env.pods().list(&Default::default()))
-            .unwrap();
+        let pods = env.block_on(env.pods().list(&Default::default())).unwrap();
         if let Some(pod) = pods.items.into_iter().next() {
             break pod.metadata.name.unwrap();
         }
@@ -450,7 +456,10 @@ fn an_image_the_node_lacks_is_err_image_pull_then_image_pull_back_off() {
         {
             seen.push(reason);
         }
-        assert!(std::time::Instant::now() < deadline, "reasons seen: {seen:?}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "reasons seen: {seen:?}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }
@@ -464,14 +473,22 @@ fn the_scheduler_leaves_a_pod_larger_than_the_node_pending_with_the_reason() {
     let pod = env.wait(&env.pods(), "huge", 60, |p: Option<&Pod>| {
         p.and_then(|p| p.status.as_ref()?.conditions.as_ref())
             .is_some_and(|c| {
-                c.iter()
-                    .any(|c| c.type_ == "PodScheduled" && c.reason.as_deref() == Some("Unschedulable"))
+                c.iter().any(|c| {
+                    c.type_ == "PodScheduled" && c.reason.as_deref() == Some("Unschedulable")
+                })
             })
     });
     let conditions = pod.status.unwrap().conditions.unwrap();
-    let scheduled = conditions.iter().find(|c| c.type_ == "PodScheduled").unwrap();
+    let scheduled = conditions
+        .iter()
+        .find(|c| c.type_ == "PodScheduled")
+        .unwrap();
     assert!(
-        scheduled.message.as_deref().unwrap_or_default().contains("Insufficient cpu"),
+        scheduled
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("Insufficient cpu"),
         "{scheduled:?}"
     );
 }
@@ -549,7 +566,10 @@ EOF"#;
     );
     // The host's own directory stays empty.
     let host = std::path::Path::new("/var/run/secrets/kubernetes.io/serviceaccount/token");
-    assert!(!host.exists(), "the token is only inside the pod's mount namespace");
+    assert!(
+        !host.exists(),
+        "the token is only inside the pod's mount namespace"
+    );
 }
 
 #[test]
@@ -588,9 +608,17 @@ fn kubectl_creates_gets_waits_for_follows_the_logs_of_and_deletes_a_job() {
     assert!(run(&["create", "-f", file.to_str().unwrap()]).contains("job.batch/counted created"));
     let logs = run(&["logs", "-f", "job/counted"]);
     assert_eq!(logs, "line 1\nline 2\nline 3\n");
-    run(&["wait", "--for=condition=Complete", "job/counted", "--timeout=60s"]);
+    run(&[
+        "wait",
+        "--for=condition=Complete",
+        "job/counted",
+        "--timeout=60s",
+    ]);
     let table = run(&["get", "jobs"]);
-    assert!(table.contains("counted") && table.contains("Complete"), "{table}");
+    assert!(
+        table.contains("counted") && table.contains("Complete"),
+        "{table}"
+    );
     run(&["delete", "job", "counted", "--wait=true"]);
     let gone = env.block_on(env.jobs().get_opt("counted")).unwrap();
     assert!(gone.is_none());

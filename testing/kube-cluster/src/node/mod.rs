@@ -714,6 +714,3 @@ mod tests {
         assert_eq!(bytes_quantity(1000), "1000");
     }
 }
-
-#[cfg(test)]
-mod live_tests;
