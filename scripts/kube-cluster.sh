@@ -97,14 +97,13 @@ start() {
     fi
     build
     local program="$target/debug/kube-cluster"
-    if [[ ! -x "$program" ]]; then
-        log "building the kube-cluster program (cargo build -p kube-cluster)"
-        (cd "$repo" && cargo build -p kube-cluster --locked)
-    fi
+    # Up to date in a second when scripts/test-all.sh has built the workspace.
+    (cd "$repo" && cargo build -q -p kube-cluster --locked)
     rm -rf "$state"
     mkdir -p "$state"
     # The node runs pods as root processes in a mount namespace of their own and a memory
     # cgroup; it needs root, as a kubelet does.
+    : >"$log_file"
     setsid "$program" up --dir "$state" --bin-dir "$(bin_dir)" \
         --image "ferry:test=$target/debug" \
         --pod-env LLVM_PROFILE_FILE --pod-env RUST_BACKTRACE \

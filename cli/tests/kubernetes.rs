@@ -741,6 +741,57 @@ fn a_detached_run_that_can_never_start_is_shown_failed_not_running() {
     );
 }
 
+/// Who created each Job in the test's namespace, from the API server's audit log.
+fn job_creators(cluster: &Cluster) -> Vec<String> {
+    let audit = std::fs::read_to_string(running().dir.join("logs/audit.log"))
+        .expect("the API server's audit log");
+    audit
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|e| {
+            e["objectRef"]["namespace"] == cluster.ns()
+                && e["objectRef"]["resource"] == "jobs"
+                && e["verb"] == "create"
+                && e["responseStatus"]["code"] == 201
+        })
+        .map(|e| {
+            e["user"]["username"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn a_coordinator_whose_account_lacks_a_rule_fails_with_what_it_needs() {
+    let cluster = Cluster::start();
+    // The README's Role without `create` on jobs.
+    let role = readme_role().replace(
+        "verbs: [\"get\", \"list\", \"watch\", \"create\", \"delete\"]",
+        "verbs: [\"get\", \"list\", \"watch\", \"delete\"]",
+    );
+    assert_ne!(role, readme_role(), "the rule was removed");
+    cluster.grant_coordinator_role("ferry-limited", &role);
+    let project = cluster.project(
+        "hello",
+        "mode = \"steps\"\nservice_account = \"ferry-limited\"",
+    );
+    let run = project.ferry(&["run", "hello"]);
+    run.failure(1);
+    let out = format!("{}{}", run.stdout(), run.stderr());
+    assert!(
+        out.contains("cannot create resource \"jobs\""),
+        "the API server's refusal: {out}"
+    );
+    assert!(
+        out.contains(
+            "its service account `ferry-limited` needs get, list, watch, create and delete on jobs"
+        ) && out.contains("see the README's steps mode section for a Role"),
+        "{out}"
+    );
+}
+
 /// Polls `ferry runs show` until the run has ended; nothing else follows it meanwhile.
 fn wait_for_end(project: &Project, id: &str) -> serde_json::Value {
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
@@ -772,6 +823,22 @@ fn steps_mode_runs_one_job_per_step_and_a_detached_run_finishes_by_itself() {
     assert_eq!(record["status"], "succeeded", "{record:#}");
     for step in ["fetch", "count-words", "count-lines", "shout", "report"] {
         assert_eq!(record["steps"][step]["status"], "succeeded", "{record:#}");
+    }
+    // The step Jobs were created by the coordinator as its service account, with nothing but
+    // the token the node mounted (its pod has no kubeconfig).
+    let creators = job_creators(&cluster);
+    let account = format!(
+        "system:serviceaccount:{}:{COORDINATOR_ACCOUNT}",
+        cluster.ns()
+    );
+    assert_eq!(
+        creators.iter().filter(|user| **user == account).count(),
+        5,
+        "{creators:?}"
+    );
+    for pod in cluster.pods() {
+        let env = pod["spec"]["containers"][0]["env"].to_string();
+        assert!(!env.contains("KUBECONFIG"), "{env}");
     }
 
     let names = kubectl(
