@@ -9,7 +9,8 @@
 #   RUN apt-get update && apt-get install -y --no-install-recommends python3 python3-numpy
 #
 # Not built in this repository's CI (its machines cannot build containers); the same binary
-# and agent are tested against testing/kube-test-server.
+# and agent are tested against the official control plane in testing/kube-cluster, whose node
+# runs pods as local processes.
 
 FROM rust:1.95-bookworm AS build
 WORKDIR /src

@@ -466,17 +466,7 @@ impl Worker {
             };
             let state = &old["state"];
             let terminated = if state["running"].is_object() {
-                Terminated {
-                    exit_code: 137,
-                    signal: None,
-                    reason: "ContainerStatusUnknown".into(),
-                    message: Some(
-                        "The container could not be located when the pod was terminated".into(),
-                    ),
-                    started_at: None,
-                    finished_at: None,
-                    container_id: None,
-                }
+                Terminated::status_unknown()
             } else if let Some(t) = state["terminated"].as_object() {
                 Terminated {
                     exit_code: t.get("exitCode").and_then(Value::as_i64).unwrap_or(0) as i32,
@@ -667,17 +657,7 @@ impl Worker {
         let (namespace, name) = (self.namespace.clone(), self.name.clone());
         for s in self.init.iter_mut().chain(self.main.iter_mut()) {
             if matches!(s.state, State::Waiting { .. }) && started {
-                s.state = State::Terminated(Terminated {
-                    exit_code: 137,
-                    signal: None,
-                    reason: "ContainerStatusUnknown".into(),
-                    message: Some(
-                        "The container could not be located when the pod was terminated".into(),
-                    ),
-                    started_at: None,
-                    finished_at: None,
-                    container_id: None,
-                });
+                s.state = State::Terminated(Terminated::status_unknown());
             }
             s.done = true;
             self.shared

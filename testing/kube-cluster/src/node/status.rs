@@ -23,6 +23,19 @@ pub(super) struct Terminated {
 }
 
 impl Terminated {
+    /// What a kubelet reports for a container it lost track of (a node restarted under it).
+    pub(super) fn status_unknown() -> Terminated {
+        Terminated {
+            exit_code: 137,
+            signal: None,
+            reason: "ContainerStatusUnknown".into(),
+            message: Some("The container could not be located when the pod was terminated".into()),
+            started_at: None,
+            finished_at: None,
+            container_id: None,
+        }
+    }
+
     fn to_json(&self) -> Value {
         let mut t = json!({ "exitCode": self.exit_code, "reason": self.reason });
         if let Some(signal) = self.signal {
