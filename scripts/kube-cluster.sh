@@ -97,8 +97,10 @@ start() {
     fi
     build
     local program="$target/debug/kube-cluster"
-    # Up to date in a second when scripts/test-all.sh has built the workspace.
-    (cd "$repo" && cargo build -q -p kube-cluster --locked)
+    # The node's image `ferry:test` is target/debug: ferry and its plugins must be built too.
+    # The same command as scripts/test-all.sh, so that after it this is a no-op (building one
+    # package alone would unify features differently and rebuild dependencies).
+    (cd "$repo" && cargo build -q --workspace --all-targets --locked)
     rm -rf "$state"
     mkdir -p "$state"
     # The node runs pods as root processes in a mount namespace of their own and a memory
