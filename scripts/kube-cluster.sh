@@ -68,7 +68,7 @@ build() {
         -X k8s.io/client-go/pkg/version.gitVersion=$v \
         -X k8s.io/client-go/pkg/version.gitMajor=1 \
         -X k8s.io/client-go/pkg/version.gitMinor=$minor"
-    log "building kube-apiserver, kube-controller-manager, kube-scheduler $v (cold: ~25 min on 2 cores)"
+    log "building kube-apiserver, kube-controller-manager, kube-scheduler $v (cold: ~12 min on 2 cores)"
     (cd "$go_dir/kubernetes" && go build -trimpath -ldflags "$ldflags" -o "$out.partial/" \
         k8s.io/kubernetes/cmd/kube-apiserver \
         k8s.io/kubernetes/cmd/kube-controller-manager \
