@@ -15,7 +15,6 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::api::ListParams;
 use kube_cluster::fault_proxy::{ApiFault, FaultProxy, Upstream};
-use kube_cluster::kubeconfig::Credentials;
 use kube_cluster::{TestNamespace, running};
 use support::{Project, toml_table};
 use test_support::{plugin_path, s3_settings, unique_prefix};
@@ -78,15 +77,9 @@ impl Cluster {
                 ))
                 .expect("start the fault proxy");
             let kubeconfig = dir.path().join("kubeconfig");
-            kube_cluster::kubeconfig::write(
-                &kubeconfig,
-                &proxy.url(),
-                &ca,
-                "ferry-admin",
-                Credentials::Token(&info.admin_token),
-                Some(&namespace.name),
-            )
-            .unwrap();
+            proxy
+                .write_kubeconfig(&kubeconfig, &ca, &info.admin_token, Some(&namespace.name))
+                .unwrap();
             (Some(proxy), kubeconfig)
         } else {
             (None, namespace.kubeconfig.clone())
@@ -159,26 +152,30 @@ impl Cluster {
     }
 
     fn jobs(&self) -> Vec<serde_json::Value> {
-        let api: Api<Job> = Api::namespaced(self.client.clone(), self.ns());
-        let list = self
-            .runtime
-            .block_on(api.list(&ListParams::default()))
-            .expect("list Jobs");
-        list.items
-            .iter()
-            .map(|j| serde_json::to_value(j).unwrap())
-            .collect()
+        self.list::<Job>()
     }
 
     fn pods(&self) -> Vec<serde_json::Value> {
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), self.ns());
+        self.list::<Pod>()
+    }
+
+    /// Every object of kind `K` in the test's namespace, as JSON.
+    fn list<K>(&self) -> Vec<serde_json::Value>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + std::fmt::Debug
+            + serde::de::DeserializeOwned
+            + serde::Serialize,
+    {
+        let api: Api<K> = Api::namespaced(self.client.clone(), self.ns());
         let list = self
             .runtime
             .block_on(api.list(&ListParams::default()))
-            .expect("list pods");
+            .expect("list objects in the test's namespace");
         list.items
             .iter()
-            .map(|p| serde_json::to_value(p).unwrap())
+            .map(|o| serde_json::to_value(o).unwrap())
             .collect()
     }
 }

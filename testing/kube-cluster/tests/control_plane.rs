@@ -162,6 +162,10 @@ fn job_failed(job: Option<&Job>) -> bool {
     job.is_some_and(|j| condition(j, "Failed").is_some())
 }
 
+fn container_terminated(pod: Option<&Pod>) -> bool {
+    pod.is_some_and(|p| terminated(p).is_some())
+}
+
 fn terminated(pod: &Pod) -> Option<k8s_openapi::api::core::v1::ContainerStateTerminated> {
     pod.status
         .as_ref()?
@@ -244,7 +248,7 @@ fn the_job_controller_replaces_failed_pods_until_the_backoff_limit() {
         json!({ "backoffLimit": 1, "template": template("exit 3") }),
     );
     // The real controller waits 10 s before the replacement.
-    let job = env.wait(&env.jobs(), "flaky", 90, |j: Option<&Job>| job_failed(j));
+    let job = env.wait(&env.jobs(), "flaky", 90, job_failed);
     assert_eq!(condition(&job, "Failed").unwrap().0, "BackoffLimitExceeded");
     assert_eq!(job.status.unwrap().failed, Some(2));
 }
@@ -262,7 +266,7 @@ fn a_pod_failure_policy_fails_the_job_at_once_on_its_exit_code() {
             "template": template("exit 42"),
         }),
     );
-    let job = env.wait(&env.jobs(), "policy", 60, |j: Option<&Job>| job_failed(j));
+    let job = env.wait(&env.jobs(), "policy", 60, job_failed);
     let (reason, message) = condition(&job, "Failed").unwrap();
     assert_eq!(reason, "PodFailurePolicy", "{message}");
     assert_eq!(job.status.unwrap().failed, Some(1), "no retry");
@@ -275,7 +279,7 @@ fn active_deadline_seconds_stops_the_job_and_its_pod() {
         "late",
         json!({ "activeDeadlineSeconds": 2, "template": template("sleep 60") }),
     );
-    let job = env.wait(&env.jobs(), "late", 60, |j: Option<&Job>| job_failed(j));
+    let job = env.wait(&env.jobs(), "late", 60, job_failed);
     assert_eq!(condition(&job, "Failed").unwrap().0, "DeadlineExceeded");
     // The controller deleted the pod; the node stopped its process.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
@@ -426,9 +430,7 @@ fn the_kernel_kills_a_container_over_its_memory_limit_and_the_node_reports_oom_k
     let mut spec = pod_spec("exec python3 -c 'x = b\"a\" * (400 << 20)'");
     spec["containers"][0]["resources"] = json!({"limits": {"memory": "64Mi"}});
     env.pod("hog", spec);
-    let pod = env.wait(&env.pods(), "hog", 60, |p: Option<&Pod>| {
-        p.is_some_and(|p| terminated(p).is_some())
-    });
+    let pod = env.wait(&env.pods(), "hog", 60, container_terminated);
     let state = terminated(&pod).unwrap();
     assert_eq!(state.reason.as_deref(), Some("OOMKilled"), "{state:?}");
     assert_eq!(state.exit_code, 137);
@@ -548,9 +550,7 @@ except urllib.error.HTTPError as e:
     print(e.code, json.load(e)["message"])
 EOF"#;
     env.pod("sa", pod_spec(script));
-    env.wait(&env.pods(), "sa", 60, |p: Option<&Pod>| {
-        p.is_some_and(|p| terminated(p).is_some())
-    });
+    env.wait(&env.pods(), "sa", 60, container_terminated);
     let log = env
         .block_on(env.pods().logs("sa", &LogParams::default()))
         .unwrap();

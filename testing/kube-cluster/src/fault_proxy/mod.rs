@@ -30,7 +30,6 @@ use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use base64::Engine as _;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, Request, Response, StatusCode, Uri, Version, header};
 use http_body_util::{BodyExt as _, Full, combinators::UnsyncBoxBody};
@@ -335,33 +334,23 @@ impl FaultProxy {
         lock(&self.shared.requests).clone()
     }
 
-    /// Writes a kubeconfig pointing at the proxy: server = [`FaultProxy::url`],
-    /// certificate-authority-data = `ca_pem`, user token = `token`, namespace `default`.
-    pub fn write_kubeconfig(&self, path: &Path, ca_pem: &str, token: &str) -> anyhow::Result<()> {
-        let name = "ferry-fault-proxy";
-        let config = serde_json::json!({
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [{
-                "name": name,
-                "cluster": {
-                    "server": self.url(),
-                    "certificate-authority-data":
-                        base64::engine::general_purpose::STANDARD.encode(ca_pem),
-                },
-            }],
-            "users": [{"name": name, "user": {"token": token}}],
-            "contexts": [{
-                "name": name,
-                "context": {"cluster": name, "user": name, "namespace": "default"},
-            }],
-            "current-context": name,
-            "preferences": {},
-        });
-        // JSON is YAML: kubectl and kube-rs read it as it is.
-        let mut text = serde_json::to_string_pretty(&config)?;
-        text.push('\n');
-        std::fs::write(path, text).with_context(|| format!("write {}", path.display()))
+    /// Writes a kubeconfig pointing at the proxy: server = [`FaultProxy::url`], the cluster's
+    /// CA, a bearer `token` (the only credential a proxy can pass on) and `namespace`.
+    pub fn write_kubeconfig(
+        &self,
+        path: &Path,
+        ca_pem: &str,
+        token: &str,
+        namespace: Option<&str>,
+    ) -> anyhow::Result<()> {
+        crate::kubeconfig::write(
+            path,
+            &self.url(),
+            ca_pem,
+            "ferry-fault-proxy",
+            crate::kubeconfig::Credentials::Token(token),
+            namespace,
+        )
     }
 
     /// Stops listening and closes every open connection at once: to the proxy's clients the

@@ -314,7 +314,7 @@ async fn bearer_token_reaches_the_upstream_through_a_kubeconfig() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("kubeconfig");
     proxy
-        .write_kubeconfig(&path, &pki.ca_pem, "secret-token")
+        .write_kubeconfig(&path, &pki.ca_pem, "secret-token", None)
         .unwrap();
 
     let kubeconfig = kube::config::Kubeconfig::read_from(&path).unwrap();
