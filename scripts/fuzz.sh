@@ -2,17 +2,17 @@
 # Fuzz ferry's parsers of outside input with cargo-fuzz (libFuzzer), each for a bounded time:
 #   pipeline_yaml  pipeline files          config_toml  ferry.toml
 #   run_record     run records and plans   unpack       code packages (.tar.zst)
-# The entry points are orchestrator_core::fuzz::*; the checked-in corpora under
-# orchestrator-core/fuzz/corpus/ are also replayed by the ordinary test suite
-# (orchestrator-core/tests/fuzz_corpus.rs).
+# The entry points are orchestrator_host::fuzz::*; the checked-in corpora under
+# orchestrator-host/fuzz/corpus/ are also replayed by the ordinary test suite
+# (orchestrator-host/tests/fuzz_corpus.rs).
 #
 #   scripts/fuzz.sh [SECONDS] [TARGET...]     # default 60 s each, every target
 #
 # Needs the nightly toolchain (cargo-fuzz builds with sanitizer flags) and installs cargo-fuzz
 # into the project-local tools folder. New inputs found along the way go to a scratch copy, not
 # the checked-in corpus. A crash stops the script: the input is in
-# orchestrator-core/fuzz/artifacts/<target>/; fix the bug, then copy the input into
-# orchestrator-core/fuzz/corpus/<target>/ so that it stays a regression test.
+# orchestrator-host/fuzz/artifacts/<target>/; fix the bug, then copy the input into
+# orchestrator-host/fuzz/corpus/<target>/ so that it stays a regression test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-60}
@@ -35,7 +35,7 @@ export PATH="$tools/cargo/bin:$PATH"
 
 scratch=$(mktemp -d /tmp/ferry-fuzz.XXXXXX)
 trap 'rm -rf "$scratch"' EXIT
-cd orchestrator-core
+cd orchestrator-host
 for target in "${targets[@]}"; do
     mkdir -p "$scratch/$target"
     echo "== fuzz $target for ${seconds}s" >&2
@@ -45,7 +45,7 @@ for target in "${targets[@]}"; do
     if ! cargo +nightly fuzz run "$target" "$scratch/$target" "fuzz/corpus/$target" -- \
         -max_total_time="$seconds" -rss_limit_mb=2048 -print_final_stats=1 2>&1 |
         { grep -E "^(#[0-9]+ *DONE|stat::number_of_executed_units|stat::new_units_added|==[0-9]+==|SUMMARY|Done)" || true; }; then
-        echo "fuzz: $target failed; see orchestrator-core/fuzz/artifacts/$target/" >&2
+        echo "fuzz: $target failed; see orchestrator-host/fuzz/artifacts/$target/" >&2
         exit 1
     fi
 done

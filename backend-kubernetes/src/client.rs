@@ -3,7 +3,7 @@
 //! reported, since either may be the one the user meant.
 
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use orchestrator_core::abi::{ErrorKind, PluginError};
+use orchestrator_core::{ErrorKind, PluginError};
 
 use crate::settings::Settings;
 

@@ -20,7 +20,7 @@ use futures::stream::FuturesUnordered;
 use k8s_openapi::api::batch::v1::Job;
 use kube::api::Api;
 use kube::core::ObjectMeta;
-use orchestrator_core::abi::PluginError;
+use orchestrator_core::PluginError;
 use orchestrator_core::pipeline::Step;
 use orchestrator_core::run::{Event, RunPlan, RunRecord, RunStatus, StepRecord, StepStatus};
 use orchestrator_core::sdk::blocking;
@@ -35,7 +35,7 @@ use crate::settings::{self, Settings};
 
 /// An API error inside the coordinator's pod, where a refusal is about its service account.
 fn in_pod(error: PluginError, settings: &Settings) -> PluginError {
-    if error.kind != orchestrator_core::abi::ErrorKind::PERMISSION_DENIED {
+    if error.kind != orchestrator_core::ErrorKind::PERMISSION_DENIED {
         return error;
     }
     PluginError::new(

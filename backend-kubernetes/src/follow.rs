@@ -13,7 +13,7 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams, LogParams};
 use kube::runtime::{WatchStreamExt as _, watcher};
-use orchestrator_core::abi::PluginError;
+use orchestrator_core::PluginError;
 use orchestrator_core::run::{Event, RunRecord, RunStatus, StepStatus};
 use orchestrator_core::store::{Store, layout};
 use tokio::sync::mpsc;

@@ -10,7 +10,7 @@ use std::time::Duration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::core::NamespaceResourceScope;
-use orchestrator_core::abi::{ErrorKind, PluginError};
+use orchestrator_core::{ErrorKind, PluginError};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 

@@ -24,10 +24,10 @@ use chrono::Utc;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams};
-use orchestrator_core::abi::{ErrorKind, PluginError};
 use orchestrator_core::run::{Event, RunPlan, RunRecord, RunStatus, StepStatus};
 use orchestrator_core::sdk::{OrchestratorPlugin, PluginConfig, PluginInfo, StoreConnection};
 use orchestrator_core::store::{Store, layout};
+use orchestrator_core::{ErrorKind, PluginError};
 
 use client::Connection;
 use manifest::RUN_LABEL;
@@ -324,13 +324,14 @@ impl OrchestratorPlugin for KubernetesOrchestrator {
         if !outcome.found {
             // Finished, or its Jobs are gone: the store has the logs; `status` notices a run
             // that will never finish.
-            return orchestrator_core::local::stream_stored_run(
+            return orchestrator_core::run::replay::stream(
                 &self.store,
                 run_id,
                 step,
                 follow,
                 sink,
                 || self.status(run_id),
+                |_, _| None,
             );
         }
         if !follow || !outcome.ended {

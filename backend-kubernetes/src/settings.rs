@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use orchestrator_core::abi::PluginError;
+use orchestrator_core::PluginError;
 use orchestrator_core::sdk::PluginConfig;
 use orchestrator_core::store::settings::{unknown_key, value_string};
 use serde_json::Value;

@@ -3,12 +3,12 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result};
-use orchestrator_core::config::{Config, ConfigLoader, default_user_config_path};
 use orchestrator_core::env_vars;
-use orchestrator_core::loader::SearchPath;
 use orchestrator_core::run::RunRecord;
-use orchestrator_core::stack::Stack;
 use orchestrator_core::store::layout;
+use orchestrator_host::config::{Config, ConfigLoader, default_user_config_path};
+use orchestrator_host::loader::SearchPath;
+use orchestrator_host::stack::Stack;
 
 use crate::args::GlobalArgs;
 use crate::output::hint;
@@ -69,7 +69,7 @@ impl Context {
             Some(path) => {
                 let path = self.cwd.join(path);
                 if path.is_dir() {
-                    path.join(orchestrator_core::config::DEFAULT_PIPELINE)
+                    path.join(orchestrator_host::config::DEFAULT_PIPELINE)
                 } else {
                     path
                 }
@@ -109,10 +109,10 @@ fn working_dir(global: &GlobalArgs) -> Result<PathBuf> {
     }
 }
 
-fn load_details(error: &orchestrator_core::stack::Error) -> Option<&str> {
-    use orchestrator_core::loader::FindError;
+fn load_details(error: &orchestrator_host::stack::Error) -> Option<&str> {
+    use orchestrator_host::loader::FindError;
     match error {
-        orchestrator_core::stack::Error::Find { source, .. } => match source.as_ref() {
+        orchestrator_host::stack::Error::Find { source, .. } => match source.as_ref() {
             FindError::Load(load) => load.details(),
             FindError::NotFound { .. } => None,
         },

@@ -6,7 +6,7 @@ use std::io::{BufRead as _, IsTerminal as _, Write as _};
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::time::Duration;
 
-use orchestrator_core::stack::OrchestratorHandle;
+use orchestrator_host::stack::OrchestratorHandle;
 
 use crate::args::OnInterrupt;
 

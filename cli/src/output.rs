@@ -109,7 +109,7 @@ pub fn duration(d: chrono::Duration) -> String {
 }
 
 pub fn bytes(n: u64) -> String {
-    orchestrator_core::package::human_size(n)
+    orchestrator_host::package::human_size(n)
 }
 
 /// A plain table: a header row and left-aligned columns sized to their widest cell (ANSI

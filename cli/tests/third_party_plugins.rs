@@ -72,21 +72,43 @@ fn check(output: &std::process::Output, what: &str) {
 }
 
 /// The template copied to `dir`, depending on the orchestrator-core at `core` (an absolute
-/// path), with the workspace's lock file and toolchain.
-fn template_at(dir: &Path, core: &Path) -> PathBuf {
+/// path), with the workspace's lock file and toolchain. With `host`, my-orchestrator builds
+/// against the orchestrator-host there; without, the copy holds my-store alone (a host depends
+/// on its own orchestrator-core, which must then be `core`).
+fn template_at(dir: &Path, core: &Path, host: Option<&Path>) -> PathBuf {
     let project = dir.join("my-plugins");
     copy_dir(&repo().join("plugins/template"), &project);
+    let manifest = project.join("Cargo.toml");
     replace_in(
-        &project.join("Cargo.toml"),
+        &manifest,
         &format!(
             "orchestrator-core = {{ version = \"{}\", path = \"../../orchestrator-core\" }}",
-            env!("CARGO_PKG_VERSION")
+            orchestrator_core::INTERFACE_VERSION
         ),
         &format!(
             "orchestrator-core = {{ path = {:?} }}",
             core.display().to_string()
         ),
     );
+    let host_line = "orchestrator-host = { path = \"../../orchestrator-host\" }";
+    match host {
+        Some(host) => replace_in(
+            &manifest,
+            host_line,
+            &format!(
+                "orchestrator-host = {{ path = {:?} }}",
+                host.display().to_string()
+            ),
+        ),
+        None => {
+            replace_in(&manifest, host_line, "");
+            replace_in(
+                &manifest,
+                "members = [\"my-store\", \"my-orchestrator\"]",
+                "members = [\"my-store\"]",
+            );
+        }
+    }
     std::fs::copy(repo().join("Cargo.lock"), project.join("Cargo.lock")).unwrap();
     std::fs::copy(
         repo().join("rust-toolchain.toml"),
@@ -99,20 +121,21 @@ fn template_at(dir: &Path, core: &Path) -> PathBuf {
 /// orchestrator-core copied out as a workspace of its own, at interface version `version`.
 fn core_at(dir: &Path, version: &str) -> PathBuf {
     let workspace = dir.join(format!("ferry-{version}"));
-    copy_dir(
-        &repo().join("orchestrator-core"),
-        &workspace.join("orchestrator-core"),
+    let core = workspace.join("orchestrator-core");
+    copy_dir(&repo().join("orchestrator-core"), &core);
+    replace_in(
+        &core.join("Cargo.toml"),
+        &format!("version = \"{}\"", orchestrator_core::INTERFACE_VERSION),
+        &format!("version = \"{version}\""),
     );
     let manifest = std::fs::read_to_string(repo().join("Cargo.toml")).unwrap();
-    // Keep the shared settings and dependency versions; only the members and version change.
+    // Keep the shared settings and dependency versions; only the members change.
     let manifest: String = manifest
         .lines()
         .filter(|l| !l.starts_with("members = ") && !l.starts_with("exclude = "))
-        .filter(|l| !l.contains("path = \"testing/") && !l.starts_with("orchestrator-core = "))
+        .filter(|l| !l.contains("path = \"testing/") && !l.starts_with("orchestrator-"))
         .map(|l| {
-            if l.starts_with("version = ") {
-                format!("version = \"{version}\"")
-            } else if l == "[workspace]" {
+            if l == "[workspace]" {
                 "[workspace]\nmembers = [\"orchestrator-core\"]".to_string()
             } else {
                 l.to_string()
@@ -122,7 +145,7 @@ fn core_at(dir: &Path, version: &str) -> PathBuf {
         .join("\n");
     std::fs::write(workspace.join("Cargo.toml"), manifest).unwrap();
     std::fs::copy(repo().join("Cargo.lock"), workspace.join("Cargo.lock")).unwrap();
-    workspace.join("orchestrator-core")
+    core
 }
 
 /// Builds the template's crates (`packages`) and returns the directory holding the libraries.
@@ -148,7 +171,11 @@ fn hello_on_template_plugins() -> Project {
 #[test]
 fn the_template_builds_out_of_tree_passes_conformance_and_runs_a_pipeline() {
     let dir = tempfile::tempdir().unwrap();
-    let template = template_at(dir.path(), &repo().join("orchestrator-core"));
+    let template = template_at(
+        dir.path(),
+        &repo().join("orchestrator-core"),
+        Some(&repo().join("orchestrator-host")),
+    );
     let libs = build(&template, &["my-store", "my-orchestrator"]);
     // The template's own test: the artifact-store conformance suite, on the built library.
     let tested = cargo(&template, &["test", "-p", "my-store"]);
@@ -159,7 +186,13 @@ fn the_template_builds_out_of_tree_passes_conformance_and_runs_a_pipeline() {
         "{report}"
     );
 
-    // A ferry built separately (this workspace's) loads both through FERRY_PLUGIN_PATH.
+    // A ferry built separately (this workspace's) loads both through FERRY_PLUGIN_PATH, and
+    // it is a newer host around the same interface: host-only changes leave plugins loading.
+    assert_ne!(
+        env!("CARGO_PKG_VERSION"),
+        orchestrator_core::INTERFACE_VERSION,
+        "ferry's version and the plugin interface version are separate"
+    );
     let project = hello_on_template_plugins();
     let run = project
         .command(&["run", "hello"])
@@ -196,7 +229,10 @@ fn the_template_builds_out_of_tree_passes_conformance_and_runs_a_pipeline() {
             .find(|e| e["name"] == name)
             .unwrap_or_else(|| panic!("{name} listed: {list:#?}"));
         assert_eq!(entry["kind"], kind, "{entry:#}");
-        assert_eq!(entry["interface_version"], env!("CARGO_PKG_VERSION"));
+        assert_eq!(
+            entry["interface_version"],
+            orchestrator_core::INTERFACE_VERSION
+        );
         assert_eq!(entry["status"], "ok (FERRY_PLUGIN_PATH)", "{entry:#}");
     }
 
@@ -308,7 +344,7 @@ fn a_plugin_built_for_a_newer_patch_of_the_interface_loads_into_this_ferry() {
         .replace(".leak_into_prefix_", ".leak_into_prefix()");
     std::fs::write(&sdk, text).unwrap();
 
-    let template = template_at(dir.path(), &core);
+    let template = template_at(dir.path(), &core, None);
     let libs = build(&template, &["my-store"]);
     let project = hello_on_template_plugins();
     project.write(
@@ -341,7 +377,7 @@ fn a_plugin_built_for_another_interface_minor_is_refused_in_one_line() {
     let (major, minor) = interface_major_minor();
     let other = format!("{major}.{}.0", minor + 1);
     let core = core_at(dir.path(), &other);
-    let template = template_at(dir.path(), &core);
+    let template = template_at(dir.path(), &core, None);
     let libs = build(&template, &["my-store"]);
     let lib = libs.join("libmy_store.so");
     let project = hello_on_template_plugins();
@@ -361,7 +397,7 @@ fn a_plugin_built_for_another_interface_minor_is_refused_in_one_line() {
     for expected in [
         "libmy_store.so",
         &format!("built for plugin interface {other}"),
-        &format!("this ferry speaks {}", env!("CARGO_PKG_VERSION")),
+        &format!("this ferry speaks {}", orchestrator_core::INTERFACE_VERSION),
         "rebuild the plugin against orchestrator-core",
     ] {
         assert!(line.contains(expected), "{expected:?} in: {line}");
@@ -373,7 +409,7 @@ fn a_plugin_built_for_another_interface_minor_is_refused_in_one_line() {
 }
 
 fn interface_major_minor() -> (u64, u64) {
-    let mut parts = env!("CARGO_PKG_VERSION")
+    let mut parts = orchestrator_core::INTERFACE_VERSION
         .split('.')
         .map(|p| p.parse::<u64>().unwrap());
     (parts.next().unwrap(), parts.next().unwrap())

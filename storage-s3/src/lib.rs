@@ -11,7 +11,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
-use orchestrator_core::abi::PluginError;
+use orchestrator_core::PluginError;
 use orchestrator_core::sdk::{PluginConfig, PluginInfo};
 use orchestrator_core::store::object_store_backend::{
     ObjectStoreBackend, ObjectStoreConfig, ObjectStorePlugin,

@@ -1,8 +1,8 @@
 //! storage-s3 against a real S3 server (SeaweedFS with signature checks, started by
 //! `scripts/test-all.sh`), loaded as ferry loads it: from the built plugin library.
 
-use orchestrator_core::store::check;
 use orchestrator_core::store::conformance;
+use test_support::check;
 use test_support::{open_plugin_store, s3_settings, unique_prefix};
 
 #[test]

@@ -13,17 +13,17 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context as _, Result};
-use orchestrator_core::config::ComponentConfig;
 use orchestrator_core::env_vars::{
     FERRY_AGENT_ORCHESTRATOR, FERRY_AGENT_PLAN, FERRY_AGENT_STORE, FERRY_PLUGIN_PATH,
 };
-use orchestrator_core::loader::SearchPath;
-use orchestrator_core::local::LocalOrchestrator;
-use orchestrator_core::package::unpack::unpack_file;
 use orchestrator_core::run::{RunPlan, RunRecord, RunStatus, StepRecord, StepStatus};
 use orchestrator_core::sdk::{OrchestratorPlugin as _, PluginConfig, StoreConnection};
-use orchestrator_core::stack;
 use orchestrator_core::store::{Store, layout};
+use orchestrator_host::config::ComponentConfig;
+use orchestrator_host::loader::SearchPath;
+use orchestrator_host::local::LocalOrchestrator;
+use orchestrator_host::package::unpack::unpack_file;
+use orchestrator_host::stack;
 
 use crate::args::{AgentCommand, GlobalArgs};
 

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{Context as _, Result};
-use orchestrator_core::config::{DEFAULT_PIPELINE, PROJECT_FILE, init_template};
+use orchestrator_host::config::{DEFAULT_PIPELINE, PROJECT_FILE, init_template};
 
 use crate::args::{GlobalArgs, InitArgs};
 use crate::output::hint;

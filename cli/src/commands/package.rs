@@ -7,8 +7,8 @@ use std::time::Duration;
 use anyhow::{Context as _, Result};
 use console::Style;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use orchestrator_core::package::{self, Package, Upload, files::FileKind};
 use orchestrator_core::store::Store;
+use orchestrator_host::package::{self, Package, Upload, files::FileKind};
 
 use crate::args::PackageArgs;
 use crate::commands::run::load_pipeline;

@@ -5,8 +5,8 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use console::Style;
-use orchestrator_core::loader::{self, LIBRARY_EXTENSION, PluginDescription};
-use orchestrator_core::stack::builtin_plugins;
+use orchestrator_host::loader::{self, LIBRARY_EXTENSION, PluginDescription};
+use orchestrator_host::stack::builtin_plugins;
 
 use crate::args::{OutputFormat, PluginInstallArgs, PluginsCommand};
 use crate::context::Context;

@@ -7,11 +7,11 @@ use std::process::ExitCode;
 use anyhow::{Context as _, Result};
 use chrono::Utc;
 use console::Style;
-use orchestrator_core::abi::JSON_SCHEMA_VERSION;
-use orchestrator_core::package;
+use orchestrator_core::JSON_SCHEMA_VERSION;
 use orchestrator_core::pipeline::Pipeline;
 use orchestrator_core::run::{CodeInfo, RunPlan, RunRecord, RunStatus, StepStatus, new_run_id};
-use orchestrator_core::stack::Stack;
+use orchestrator_host::package;
+use orchestrator_host::stack::Stack;
 
 use crate::args::{PipelineArgs, RenderArgs, RunArgs};
 use crate::context::Context;

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use console::Style;
-use orchestrator_core::config::ComponentConfig;
+use orchestrator_host::config::ComponentConfig;
 
 use crate::args::{OutputFormat, StackCommand};
 use crate::context::Context;
@@ -106,7 +106,7 @@ fn check(ctx: &Context, name: Option<&str>) -> Result<ExitCode> {
         stack.store.url(),
         stack.store_origin
     );
-    match orchestrator_core::store::check::probe(&stack.store) {
+    match orchestrator_host::stack::check::probe(&stack.store) {
         Ok(timings) => {
             for timing in timings {
                 println!(

@@ -1,11 +1,18 @@
-//! Runs: ids, the plan handed to an orchestrator, the record kept in the store, and events.
+//! Runs: ids, the plan handed to an orchestrator, the record kept in the store, events, and
+//! what every orchestrator needs to run a plan: the DAG [`Frontier`], the store's
+//! [`RunRecords`] and the [`replay`] of a stored run.
 
 mod event;
+mod frontier;
 mod id;
 mod plan;
 mod record;
+mod records;
+pub mod replay;
 
 pub use event::{Event, LogStream};
+pub use frontier::{Decision, Frontier};
 pub use id::{is_valid_run_id, new_run_id};
 pub use plan::{CodeInfo, RunPlan};
 pub use record::{OutputFile, RunRecord, RunStatus, StepRecord, StepRef, StepStatus};
+pub use records::RunRecords;

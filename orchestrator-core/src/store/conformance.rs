@@ -1,5 +1,6 @@
 //! The conformance suite every artifact store must pass: built-ins, S3, GCS and third-party
-//! plugins alike. In a plugin crate's own tests, open the built library with
+//! plugins alike (feature `conformance`). In a plugin crate's own tests, open the built library
+//! with
 //! [`open_built_plugin`] and call [`run_all`] (`cargo build` first: `cargo test` does not build
 //! `cdylib`s):
 //!
@@ -12,27 +13,15 @@
 //! }
 //! ```
 //!
-//! Or open any store by name or path as ferry would, and check it:
-//!
-//! ```
-//! use orchestrator_core::config::ComponentConfig;
-//! use orchestrator_core::loader::SearchPath;
-//! use orchestrator_core::stack::open_store;
-//!
-//! // In a plugin's tests: open the plugin by name (or path) as ferry would, then check it.
-//! let component = ComponentConfig { plugin: "memory".into(), settings: Default::default() };
-//! let (store, _origin) = open_store(&component, std::path::Path::new("."), &SearchPath::default())?;
-//! orchestrator_core::store::conformance::run_all(&store);
-//! # Ok::<(), Box<dyn std::error::Error>>(())
-//! ```
-//!
 //! Every check works under its own random prefix and deletes what it wrote, so the suite can
 //! run against a shared bucket. Checks panic with a message naming the broken rule.
 
 use std::io::Write;
 
 use super::Store;
-use crate::abi::ErrorKind;
+use crate::ErrorKind;
+use crate::host::{PluginModule, library_file_name};
+use crate::sdk::PluginConfig;
 
 /// Opens the artifact-store plugin built from package `package` (the `lib<package>.so` in the
 /// target directory of the running test, e.g. `target/debug`), exactly as ferry loads it, with
@@ -44,20 +33,20 @@ pub fn open_built_plugin(package: &str, settings: serde_json::Value) -> Store {
         .parent()
         .and_then(std::path::Path::parent)
         .expect("tests run from target/<profile>/deps");
-    let file = dir.join(crate::loader::library_file_name(package));
+    let file = dir.join(library_file_name(package));
     assert!(
         file.is_file(),
         "{} is missing: run `cargo build` (same profile) before `cargo test`; cargo does not build cdylib plugins for tests",
         file.display()
     );
-    let component = crate::config::ComponentConfig {
-        plugin: file.display().to_string(),
-        settings: settings.as_object().cloned().unwrap_or_default(),
-    };
+    let module = PluginModule::open(&file)
+        .unwrap_or_else(|e| panic!("{} does not load as a plugin: {e:?}", file.display()));
     let root = std::env::current_dir().expect("the working directory");
-    crate::stack::open_store(&component, &root, &crate::loader::SearchPath::default())
-        .map(|(store, _)| store)
-        .unwrap_or_else(|e| panic!("{} does not load as a store plugin: {e}", file.display()))
+    let config = PluginConfig::new(settings.as_object().cloned().unwrap_or_default())
+        .with_project_root(root);
+    module
+        .new_store(&config)
+        .unwrap_or_else(|e| panic!("{} does not open as a store: {e}", file.display()))
 }
 
 /// Run every check in turn.
@@ -305,29 +294,4 @@ pub fn url_has_no_secrets(store: &Store) {
         !url.contains('@') || !url.contains(':'),
         "the store URL must not embed credentials: {url}"
     );
-}
-
-#[cfg(test)]
-mod tests {
-    use crate::sdk::StorePlugin;
-    use crate::sdk::{PluginConfig, store_box};
-    use crate::store::Store;
-    use crate::store::local::LocalStore;
-    use crate::store::memory::MemoryStore;
-
-    #[test]
-    fn memory_store_conforms() {
-        let store = MemoryStore::new(PluginConfig::default()).unwrap();
-        super::run_all(&Store::new(store_box(store)));
-    }
-
-    #[test]
-    fn local_store_conforms() {
-        let dir = tempfile::tempdir().unwrap();
-        let config = PluginConfig::default().with_project_root(dir.path());
-        let store = LocalStore::new(config).unwrap();
-        let store = Store::new(store_box(store));
-        assert!(store.url().starts_with("file://"), "{}", store.url());
-        super::run_all(&store);
-    }
 }

@@ -1,13 +1,13 @@
-//! Artifact stores: the host-side handle, the built-in stores and the conformance suite.
+//! Artifact stores: the handle both sides use, the key layout, the settings helpers drivers
+//! share, and (behind features) the object_store adapter and the conformance suite.
 //!
 //! [`Store`] wraps whatever [`ArtifactStoreBox`] a stack uses (built-in or loaded from a plugin)
 //! behind plain Rust types, so the rest of ferry never sees the stable-ABI types.
 
-pub mod check;
+#[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod layout;
-pub mod local;
-pub mod memory;
+#[cfg(feature = "object-store")]
 pub mod object_store_backend;
 pub mod settings;
 
@@ -99,8 +99,15 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
-    pub fn new(inner: ArtifactStoreBox) -> Self {
+    /// Wraps the stable-ABI object a plugin module created.
+    pub(crate) fn new(inner: ArtifactStoreBox) -> Self {
         Self { inner }
+    }
+
+    /// A store implemented in this process (a built-in, or a plugin's own tests), behind the
+    /// same adapters a plugin file's store goes through.
+    pub fn from_plugin<T: crate::sdk::StorePlugin>(plugin: T) -> Self {
+        Self::new(crate::sdk::store_box(plugin))
     }
 
     /// The stable-ABI object, to hand to an orchestrator plugin.

@@ -11,9 +11,9 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use orchestrator_core::abi::{ErrorKind, PluginError};
 use orchestrator_core::sdk::{PluginConfig, PluginInfo, StorePlugin};
 use orchestrator_core::store::{ListResult, ObjectInfo, validate_key, validate_prefix};
+use orchestrator_core::{ErrorKind, PluginError};
 
 pub struct DirectoryStore {
     root: PathBuf,

@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use object_store::ClientConfigKey;
 use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
-use orchestrator_core::abi::PluginError;
+use orchestrator_core::PluginError;
 use orchestrator_core::sdk::{PluginConfig, PluginInfo};
 use orchestrator_core::store::object_store_backend::{
     ObjectStoreBackend, ObjectStoreConfig, ObjectStorePlugin,

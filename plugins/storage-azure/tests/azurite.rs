@@ -4,7 +4,8 @@
 
 use std::process::Command;
 
-use orchestrator_core::store::{check, conformance};
+use orchestrator_core::store::conformance;
+use test_support::check;
 use test_support::{
     azure_settings, copy_dir, open_plugin_store, plugin_path, target_dir, unique_prefix,
 };

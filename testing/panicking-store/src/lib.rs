@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use orchestrator_core::abi::PluginError;
+use orchestrator_core::PluginError;
 use orchestrator_core::sdk::{PluginConfig, PluginInfo, StorePlugin};
 use orchestrator_core::store::{ListResult, ObjectInfo};
 

@@ -4,12 +4,12 @@
 //! → plugin path without a cluster.
 
 use chrono::Utc;
-use orchestrator_core::abi::PluginError;
-use orchestrator_core::package::files;
-use orchestrator_core::package::unpack::unpack_file;
+use orchestrator_core::PluginError;
 use orchestrator_core::run::{Event, LogStream, RunPlan, RunRecord, RunStatus, StepStatus};
 use orchestrator_core::sdk::{OrchestratorPlugin, PluginConfig, PluginInfo};
 use orchestrator_core::store::{Store, layout};
+use orchestrator_host::package::files;
+use orchestrator_host::package::unpack::unpack_file;
 
 pub struct RemoteFixture {
     store: Store,

@@ -5,10 +5,13 @@
 
 use std::path::{Path, PathBuf};
 
-use orchestrator_core::config::ComponentConfig;
-use orchestrator_core::loader::{SearchPath, SearchSource};
-use orchestrator_core::stack::open_store;
 use orchestrator_core::store::Store;
+use orchestrator_host::config::ComponentConfig;
+use orchestrator_host::loader::{SearchPath, SearchSource};
+use orchestrator_host::stack::open_store;
+
+/// `ferry stack check`'s probe, for the store plugins' tests.
+pub use orchestrator_host::stack::check;
 
 /// `target/<profile>/`, found from the running test binary (`target/<profile>/deps/<test>`).
 pub fn target_dir() -> PathBuf {

@@ -12,8 +12,8 @@
 //! store = { plugin = "my-store" }
 //! ```
 
-use orchestrator_core::abi::PluginError;
-use orchestrator_core::local::LocalOrchestrator;
+use orchestrator_core::PluginError;
+use orchestrator_host::local::LocalOrchestrator;
 use orchestrator_core::run::{Event, RunPlan, RunRecord};
 use orchestrator_core::sdk::{OrchestratorPlugin, PluginConfig, PluginInfo};
 use orchestrator_core::store::Store;

@@ -14,7 +14,7 @@
 
 use std::sync::Arc;
 
-use orchestrator_core::abi::PluginError;
+use orchestrator_core::PluginError;
 use orchestrator_core::sdk::{PluginConfig, PluginInfo};
 use orchestrator_core::store::object_store_backend::object_store::local::LocalFileSystem;
 use orchestrator_core::store::object_store_backend::{

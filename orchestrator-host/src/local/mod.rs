@@ -1,0 +1,216 @@
+//! The built-in `local` orchestrator: runs a pipeline's steps as processes on this machine.
+//!
+//! Steps run in DAG order with a parallelism cap. Each step runs in the pipeline's directory
+//! with its own output and scratch directories and the documented `FERRY_*` environment, in its
+//! own process group so that a timeout or a cancel ends everything it started. Outputs, logs
+//! and the run record go to the stack's artifact store.
+
+mod cache;
+mod events;
+mod executor;
+mod oom;
+mod settings;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use orchestrator_core::PluginError;
+use orchestrator_core::run::{Event, RunPlan, RunRecord, RunStatus, is_valid_run_id};
+use orchestrator_core::sdk::{OrchestratorPlugin, PluginConfig, PluginInfo};
+use orchestrator_core::store::{Store, layout};
+
+use events::RunState;
+pub use settings::LocalSettings;
+
+/// The `local` orchestrator.
+pub struct LocalOrchestrator {
+    store: Store,
+    settings: LocalSettings,
+    /// Always `Some` until dropped; see the `Drop` impl.
+    runtime: Option<tokio::runtime::Runtime>,
+    runs: Mutex<HashMap<String, Arc<RunState>>>,
+}
+
+impl OrchestratorPlugin for LocalOrchestrator {
+    fn info() -> PluginInfo {
+        PluginInfo {
+            name: "local",
+            version: env!("CARGO_PKG_VERSION"),
+            description: "runs steps as processes on this machine",
+            config_keys: settings::KEYS,
+        }
+    }
+
+    fn validate(config: &PluginConfig) -> Result<(), PluginError> {
+        config.check_keys(&Self::info())?;
+        LocalSettings::from_config(config).map(|_| ())
+    }
+
+    fn new(config: PluginConfig, store: Store) -> Result<Self, PluginError> {
+        let settings = LocalSettings::from_config(&config)?;
+        let runtime = orchestrator_core::sdk::plugin_runtime("local")?;
+        Ok(Self {
+            store,
+            settings,
+            runtime: Some(runtime),
+            runs: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "local processes (parallelism {})",
+            self.settings.parallelism
+        )
+    }
+
+    fn render(&self, plan: &RunPlan) -> Result<String, PluginError> {
+        Ok(executor::render(plan, &self.settings))
+    }
+
+    fn submit(&self, plan: RunPlan) -> Result<String, PluginError> {
+        if !is_valid_run_id(&plan.run_id) {
+            return Err(PluginError::invalid_input(format!(
+                "invalid run id `{}`",
+                plan.run_id
+            )));
+        }
+        // Plans arrive as JSON across the plugin boundary: check them as if parsed from YAML,
+        // since step names become paths and a bad graph would never finish.
+        plan.pipeline.validate().map_err(|e| {
+            PluginError::invalid_input(format!("invalid pipeline in run plan: {e}"))
+        })?;
+        if let Some(step) = &plan.only_step
+            && plan.pipeline.step(step).is_none()
+        {
+            return Err(PluginError::invalid_input(format!(
+                "the run plan asks for step `{step}` alone, but pipeline `{}` has no such step",
+                plan.pipeline.name
+            )));
+        }
+        let mut record = RunRecord::new(&plan, "local");
+        record.host = Some(executor::host_name());
+        record.pid = Some(std::process::id());
+        let state = Arc::new(RunState::new(record, plan.only_step.clone()));
+        // The first record is written before `submit` returns, so the run is listed at once.
+        state.write_record(&self.store)?;
+        let run_id = plan.run_id.clone();
+        self.runs
+            .lock()
+            .expect("runs lock")
+            .insert(run_id.clone(), Arc::clone(&state));
+        let store = self.store.clone();
+        let settings = self.settings.clone();
+        self.runtime
+            .as_ref()
+            .expect("runtime lives until drop")
+            .spawn(executor::execute(plan, state, store, settings));
+        Ok(run_id)
+    }
+
+    fn status(&self, run_id: &str) -> Result<RunRecord, PluginError> {
+        if let Some(state) = self.live(run_id) {
+            return Ok(state.record());
+        }
+        self.stored_record(run_id)
+    }
+
+    fn stream_events(
+        &self,
+        run_id: &str,
+        step: Option<&str>,
+        follow: bool,
+        sink: &mut dyn FnMut(Event) -> bool,
+    ) -> Result<(), PluginError> {
+        if let Some(state) = self.live(run_id) {
+            state.stream(step, follow, sink);
+            return Ok(());
+        }
+        let live_log = |record: &RunRecord, step: &str| {
+            (record.host.as_deref() == Some(executor::host_name().as_str()))
+                .then(|| executor::step_dir(&self.settings.work_dir.join(run_id), step).join("log"))
+        };
+        orchestrator_core::run::replay::stream(
+            &self.store,
+            run_id,
+            step,
+            follow,
+            sink,
+            || self.stored_record(run_id),
+            live_log,
+        )
+    }
+
+    fn cancel(&self, run_id: &str) -> Result<(), PluginError> {
+        if let Some(state) = self.live(run_id) {
+            state.cancel();
+            return Ok(());
+        }
+        let record = self.stored_record(run_id)?;
+        if record.status.is_finished() {
+            return Err(PluginError::invalid_input(format!(
+                "run `{run_id}` already ended ({})",
+                record.status
+            )));
+        }
+        executor::cancel_foreign(&record)
+    }
+}
+
+/// A running record whose heartbeat is older than this belongs to a dead orchestrator.
+fn stale_after() -> chrono::Duration {
+    chrono::Duration::from_std(executor::HEARTBEAT * 4).expect("small duration")
+}
+
+impl Drop for LocalOrchestrator {
+    fn drop(&mut self) {
+        // Never block in drop: the host may drop the orchestrator on an async thread.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl LocalOrchestrator {
+    fn live(&self, run_id: &str) -> Option<Arc<RunState>> {
+        self.runs.lock().expect("runs lock").get(run_id).cloned()
+    }
+
+    /// A record from the store; a run whose orchestrator process is gone is reported as failed
+    /// ("interrupted") instead of running forever.
+    fn stored_record(&self, run_id: &str) -> Result<RunRecord, PluginError> {
+        if !is_valid_run_id(run_id) {
+            return Err(PluginError::invalid_input(format!(
+                "`{run_id}` is not a run id (see `ferry runs list`)"
+            )));
+        }
+        let mut record: RunRecord = self
+            .store
+            .get_json(&layout::run_record(run_id))?
+            .ok_or_else(|| {
+                PluginError::not_found(format!(
+                    "no run `{run_id}` in {} (see `ferry runs list`)",
+                    self.store.url()
+                ))
+            })?;
+        if !record.status.is_finished() {
+            if executor::orchestrator_is_gone(&record) {
+                record.status = RunStatus::Failed;
+                record.error = Some(format!(
+                    "interrupted: the ferry process (pid {}) that ran it is gone",
+                    record.pid.unwrap_or_default()
+                ));
+            } else if let Some(last) = record.heartbeat_at
+                && chrono::Utc::now() - last > stale_after()
+            {
+                // Another machine's ferry (or a reused pid): silence means it is gone.
+                record.status = RunStatus::Failed;
+                record.error = Some(format!(
+                    "interrupted: no heartbeat from ferry on {} since {last}",
+                    record.host.as_deref().unwrap_or("an unknown host")
+                ));
+            }
+        }
+        Ok(record)
+    }
+}
