@@ -2,7 +2,7 @@
 //! `bench/package-bench.sh` to time unpacking.
 //!
 //! ```sh
-//! cargo run --release -p orchestrator-core --example unpack -- ARCHIVE DIGEST TARGET_DIR
+//! cargo run --release -p orchestrator-host --example unpack -- ARCHIVE DIGEST TARGET_DIR
 //! ```
 
 use std::path::PathBuf;

@@ -1,4 +1,4 @@
-//! The entry points of ferry's fuzz targets (`orchestrator-core/fuzz`), one per input ferry
+//! The entry points of ferry's fuzz targets (`orchestrator-host/fuzz`), one per input ferry
 //! parses from outside: pipeline files, `ferry.toml`, run records and plans read back from a
 //! store, and code packages. Each takes arbitrary bytes and must return, never panic. The same
 //! functions replay the checked-in corpora in the ordinary test suite

@@ -5,14 +5,11 @@
 //!   layers; [`stack`] turns a stack's configuration into a live store and orchestrator
 //!   (built-ins or plugins alike).
 //! - [`package`] builds, uploads and unpacks the deterministic code package.
-//! - [`lifecycle`] is a run's life on the host: building its plan, and the agent runtime a
-//!   remote orchestrator's pod runs.
 //! - [`local`] is the built-in orchestrator; [`stores`] the built-in artifact stores.
 //! - [`fuzz`] holds the entry points the fuzz targets and their corpus tests share.
 
 pub mod config;
 pub mod fuzz;
-pub mod lifecycle;
 pub mod loader;
 pub mod local;
 pub mod package;

@@ -13,10 +13,10 @@
 //! ```
 
 use orchestrator_core::PluginError;
-use orchestrator_host::local::LocalOrchestrator;
 use orchestrator_core::run::{Event, RunPlan, RunRecord};
 use orchestrator_core::sdk::{OrchestratorPlugin, PluginConfig, PluginInfo};
 use orchestrator_core::store::Store;
+use orchestrator_host::local::LocalOrchestrator;
 
 const KEYS: &[(&str, &str)] = &[(
     "work_dir",
