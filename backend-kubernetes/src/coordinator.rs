@@ -10,7 +10,6 @@
 //! which is what `ferry run` and `ferry logs -f` stream, and `run.json` is kept up to date from
 //! the result each step's agent writes to the store.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 
@@ -22,7 +21,10 @@ use kube::api::Api;
 use kube::core::ObjectMeta;
 use orchestrator_core::PluginError;
 use orchestrator_core::pipeline::Step;
-use orchestrator_core::run::{Event, RunPlan, RunRecord, RunStatus, StepRecord, StepStatus};
+use orchestrator_core::run::RunRecords;
+use orchestrator_core::run::{
+    Decision, Event, Frontier, RunPlan, RunRecord, RunStatus, StepRecord, StepStatus,
+};
 use orchestrator_core::sdk::blocking;
 use orchestrator_core::store::{Store, layout};
 use tokio::sync::mpsc;
@@ -54,7 +56,7 @@ type StepRun<'a> = Pin<Box<dyn Future<Output = (String, StepRecord)> + 'a>>;
 async fn write_record(store: &Store, record: &RunRecord) -> Result<(), PluginError> {
     let (store, record) = (store.clone(), record.clone());
     blocking(move || {
-        store.put_json(&layout::run_record(&record.run_id), &record)?;
+        RunRecords::new(store.clone()).put(&record)?;
         Ok(())
     })
     .await
@@ -175,10 +177,9 @@ pub async fn coordinate(
         .await
         .map_err(|e| in_pod(api_error(&what, e), settings))?;
 
-    let key = layout::run_record(&plan.run_id);
     let existing = {
-        let (store, key) = (store.clone(), key.clone());
-        blocking(move || store.get_json::<RunRecord>(&key)).await?
+        let (records, run_id) = (RunRecords::new(store.clone()), plan.run_id.clone());
+        blocking(move || records.get(&run_id)).await?
     };
     let mut record = existing.unwrap_or_else(|| RunRecord::new(plan, settings::NAME));
     record.status = RunStatus::Running;
@@ -203,9 +204,7 @@ pub async fn coordinate(
         config: manifest::config_name(settings, plan),
         events,
     };
-    let pipeline = &plan.pipeline;
-    let mut pending: Vec<&Step> = pipeline.topological_order();
-    let mut finished: HashMap<String, StepStatus> = HashMap::new();
+    let mut frontier = Frontier::new(&plan.pipeline, settings.parallelism);
     let mut running: FuturesUnordered<StepRun<'_>> = FuturesUnordered::new();
     let mut reader_gone = false;
     // Whether `record` changed since it was last written: relayed log lines do not change it,
@@ -213,38 +212,34 @@ pub async fn coordinate(
     let mut changed = false;
 
     loop {
-        let mut still_pending = Vec::new();
-        for step in pending {
-            let deps: Vec<&str> = pipeline.dependencies(step).collect();
-            if let Some(dep) = deps
-                .iter()
-                .find(|d| finished.get(**d).is_some_and(|s| !s.is_success()))
-            {
-                let now = Utc::now();
-                if let Some(r) = record.steps.get_mut(&step.name) {
-                    r.status = StepStatus::Skipped;
-                    r.error = Some(format!("skipped: `{dep}` did not succeed"));
-                    r.finished_at = Some(now);
+        for decision in frontier.advance(false) {
+            match decision {
+                Decision::End {
+                    step,
+                    status,
+                    reason,
+                } => {
+                    let now = Utc::now();
+                    if let Some(r) = record.steps.get_mut(&step.name) {
+                        r.status = status;
+                        r.error = Some(reason);
+                        r.finished_at = Some(now);
+                    }
+                    changed = true;
+                    reader_gone |= !sink(Event::StepStatus {
+                        step: step.name.clone(),
+                        status,
+                        time: now,
+                    });
                 }
-                finished.insert(step.name.clone(), StepStatus::Skipped);
-                changed = true;
-                reader_gone |= !sink(Event::StepStatus {
-                    step: step.name.clone(),
-                    status: StepStatus::Skipped,
-                    time: now,
-                });
-            } else if deps.iter().all(|d| finished.contains_key(*d))
-                && running.len() < settings.parallelism
-            {
-                let shared = &shared;
-                running.push(Box::pin(async move {
-                    (step.name.clone(), shared.run_step(step).await)
-                }));
-            } else {
-                still_pending.push(step);
+                Decision::Start(step) => {
+                    let shared = &shared;
+                    running.push(Box::pin(async move {
+                        (step.name.clone(), shared.run_step(step).await)
+                    }));
+                }
             }
         }
-        pending = still_pending;
         if std::mem::take(&mut changed) {
             write_record(store, &record).await?;
         }
@@ -262,7 +257,7 @@ pub async fn coordinate(
                     }
                     reader_gone |= !sink(Event::StepStatus { step: name.clone(), status: StepStatus::Failed, time });
                 }
-                finished.insert(name.clone(), result.status);
+                frontier.finish(&name, result.status);
                 record.steps.insert(name, result);
                 changed = true;
             }

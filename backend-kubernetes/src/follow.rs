@@ -14,8 +14,9 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams, LogParams};
 use kube::runtime::{WatchStreamExt as _, watcher};
 use orchestrator_core::PluginError;
+use orchestrator_core::run::RunRecords;
 use orchestrator_core::run::{Event, RunRecord, RunStatus, StepStatus};
-use orchestrator_core::store::{Store, layout};
+use orchestrator_core::store::Store;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -544,7 +545,7 @@ pub fn record_failure(
     run_id: &str,
     outcome: &Outcome,
 ) -> Result<Option<RunRecord>, PluginError> {
-    let Some(mut record) = store.get_json::<RunRecord>(&layout::run_record(run_id))? else {
+    let Some(mut record) = RunRecords::new(store.clone()).get(run_id)? else {
         return Ok(None);
     };
     if record.status.is_finished() {
@@ -572,7 +573,7 @@ pub fn record_failure(
             step.status = StepStatus::Cancelled;
         }
     }
-    store.put_json(&layout::run_record(run_id), &record)?;
+    RunRecords::new(store.clone()).put(&record)?;
     Ok(Some(record))
 }
 

@@ -24,9 +24,10 @@ use chrono::Utc;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams};
+use orchestrator_core::run::RunRecords;
 use orchestrator_core::run::{Event, RunPlan, RunRecord, RunStatus, StepStatus};
 use orchestrator_core::sdk::{OrchestratorPlugin, PluginConfig, PluginInfo, StoreConnection};
-use orchestrator_core::store::{Store, layout};
+use orchestrator_core::store::Store;
 use orchestrator_core::{ErrorKind, PluginError};
 
 use client::Connection;
@@ -99,8 +100,8 @@ impl KubernetesOrchestrator {
     }
 
     fn stored_record(&self, run_id: &str) -> Result<RunRecord, PluginError> {
-        self.store
-            .get_json(&layout::run_record(run_id))?
+        RunRecords::new(self.store.clone())
+            .get(run_id)?
             .ok_or_else(|| {
                 PluginError::not_found(format!("no run `{run_id}` in {}", self.store.url()))
             })
@@ -227,8 +228,7 @@ impl OrchestratorPlugin for KubernetesOrchestrator {
             "{} namespace {}",
             connection.source, connection.namespace
         ));
-        self.store
-            .put_json(&layout::run_record(&plan.run_id), &record)?;
+        RunRecords::new(self.store.clone()).put(&record)?;
         if let Err(error) =
             self.runtime
                 .block_on(launch::launch(connection, &objects, &plan.run_id))
@@ -236,8 +236,7 @@ impl OrchestratorPlugin for KubernetesOrchestrator {
             record.status = RunStatus::Failed;
             record.error = Some(error.message().to_string());
             record.finished_at = Some(Utc::now());
-            self.store
-                .put_json(&layout::run_record(&plan.run_id), &record)?;
+            RunRecords::new(self.store.clone()).put(&record)?;
             return Err(error);
         }
         Ok(plan.run_id)
@@ -413,7 +412,7 @@ impl OrchestratorPlugin for KubernetesOrchestrator {
                 step.status = StepStatus::Cancelled;
                 step.finished_at = Some(now);
             }
-            self.store.put_json(&layout::run_record(run_id), &record)?;
+            RunRecords::new(self.store.clone()).put(&record)?;
         }
         Ok(())
     }

@@ -4,8 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result};
 use orchestrator_core::env_vars;
-use orchestrator_core::run::RunRecord;
-use orchestrator_core::store::layout;
+use orchestrator_core::run::{RunRecord, RunRecords};
 use orchestrator_host::config::{Config, ConfigLoader, default_user_config_path};
 use orchestrator_host::loader::SearchPath;
 use orchestrator_host::stack::Stack;
@@ -122,17 +121,9 @@ fn load_details(error: &orchestrator_host::stack::Error) -> Option<&str> {
 
 /// Run ids in the store, newest first.
 pub fn run_ids(stack: &Stack) -> Result<Vec<String>> {
-    let listing = stack
-        .store
-        .list(layout::RUNS_PREFIX, false)
-        .with_context(|| format!("cannot list runs in {}", stack.store.url()))?;
-    let mut ids: Vec<String> = listing
-        .prefixes
-        .iter()
-        .filter_map(|p| p.strip_prefix(layout::RUNS_PREFIX).map(str::to_string))
-        .collect();
-    ids.sort_unstable_by(|a, b| b.cmp(a));
-    Ok(ids)
+    RunRecords::new(stack.store.clone())
+        .ids()
+        .with_context(|| format!("cannot list runs in {}", stack.store.url()))
 }
 
 fn latest_run_id(stack: &Stack) -> Result<Option<String>> {

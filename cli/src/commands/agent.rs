@@ -16,6 +16,7 @@ use anyhow::{Context as _, Result};
 use orchestrator_core::env_vars::{
     FERRY_AGENT_ORCHESTRATOR, FERRY_AGENT_PLAN, FERRY_AGENT_STORE, FERRY_PLUGIN_PATH,
 };
+use orchestrator_core::run::RunRecords;
 use orchestrator_core::run::{RunPlan, RunRecord, RunStatus, StepRecord, StepStatus};
 use orchestrator_core::sdk::{OrchestratorPlugin as _, PluginConfig, StoreConnection};
 use orchestrator_core::store::{Store, layout};
@@ -99,8 +100,8 @@ fn run_plan(global: &GlobalArgs, only_step: Option<String>) -> Result<ExitCode> 
     // the steps here would name itself. Keep the submitter's name for the final record.
     let submitted_by = match plan.only_step {
         Some(_) => None,
-        None => store
-            .get_json::<RunRecord>(&layout::run_record(&plan.run_id))
+        None => RunRecords::new(store.clone())
+            .get(&plan.run_id)
             .ok()
             .flatten()
             .map(|r| r.orchestrator),
@@ -123,7 +124,7 @@ fn run_plan(global: &GlobalArgs, only_step: Option<String>) -> Result<ExitCode> 
         && record.orchestrator != name
     {
         record.orchestrator = name;
-        if let Err(error) = store_for_record.put_json(&layout::run_record(&run_id), &record) {
+        if let Err(error) = RunRecords::new(store_for_record).put(&record) {
             eprintln!("ferry agent: cannot update the run record: {error}");
         }
     }
@@ -205,15 +206,15 @@ fn record_failure(store: &Store, plan: &RunPlan, error: &str) {
         }
         return;
     }
-    let key = layout::run_record(&plan.run_id);
-    let mut record = match store.get_json::<RunRecord>(&key) {
+    let records = RunRecords::new(store.clone());
+    let mut record = match records.get(&plan.run_id) {
         Ok(Some(record)) => record,
         _ => RunRecord::new(plan, "agent"),
     };
     record.status = RunStatus::Failed;
     record.error = Some(format!("the agent could not start the run: {error}"));
     record.finished_at = Some(chrono::Utc::now());
-    if let Err(write_error) = store.put_json(&key, &record) {
+    if let Err(write_error) = records.put(&record) {
         eprintln!("ferry agent: cannot record the failure: {write_error}");
     }
 }

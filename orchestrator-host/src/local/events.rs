@@ -7,6 +7,7 @@ use std::time::Duration;
 use chrono::Utc;
 
 use orchestrator_core::PluginError;
+use orchestrator_core::run::RunRecords;
 use orchestrator_core::run::{Event, RunRecord};
 use orchestrator_core::store::{Store, layout};
 
@@ -75,7 +76,7 @@ impl RunState {
         let record = self.record();
         match &self.only_step {
             None => {
-                store.put_json(&layout::run_record(&record.run_id), &record)?;
+                RunRecords::new(store.clone()).put(&record)?;
             }
             Some(step) => {
                 let key = layout::step_result(&record.run_id, step);

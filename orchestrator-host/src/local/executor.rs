@@ -20,7 +20,8 @@ use orchestrator_core::PluginError;
 use orchestrator_core::env_vars::{self, env_suffix};
 use orchestrator_core::pipeline::{Action, Step};
 use orchestrator_core::run::{
-    Event, LogStream, OutputFile, RunPlan, RunRecord, RunStatus, StepRecord, StepRef, StepStatus,
+    Decision, Event, Frontier, LogStream, OutputFile, RunPlan, RunRecord, RunStatus, StepRecord,
+    StepRef, StepStatus,
 };
 use orchestrator_core::sdk::blocking;
 use orchestrator_core::store::{Store, layout};
@@ -184,14 +185,19 @@ async fn schedule(ctx: &Arc<Context>) -> Result<(), PluginError> {
     })?;
 
     let pipeline = &ctx.plan.pipeline;
-    let (mut pending, mut finished): (Vec<&Step>, HashMap<String, Outcome>) =
+    // Parallelism is the step slots' business (`run_step`): a cache hit takes no slot.
+    let (mut frontier, mut outputs): (Frontier<'_>, HashMap<String, Vec<OutputFile>>) =
         match &ctx.plan.only_step {
-            None => (pipeline.topological_order(), HashMap::new()),
+            None => (Frontier::new(pipeline, usize::MAX), HashMap::new()),
             Some(name) => {
                 let step = pipeline.step(name).ok_or_else(|| {
                     PluginError::invalid_input(format!("step `{name}` is not in the plan"))
                 })?;
-                (vec![step], upstream_results(ctx, step).await?)
+                let upstream = upstream_results(ctx, step).await?;
+                let statuses = upstream.iter().map(|(n, o)| (n.clone(), o.status));
+                let frontier = Frontier::single(pipeline, step, statuses.collect::<Vec<_>>());
+                let outputs = upstream.into_iter().map(|(n, o)| (n, o.outputs)).collect();
+                (frontier, outputs)
             }
         };
     let mut running: JoinSet<(String, Outcome)> = JoinSet::new();
@@ -199,70 +205,52 @@ async fn schedule(ctx: &Arc<Context>) -> Result<(), PluginError> {
     let mut cancel = ctx.state.cancelled();
 
     loop {
-        let cancelled = ctx.state.is_cancelled();
-        let mut still_pending = Vec::new();
-        for step in pending {
-            let deps: Vec<&str> = pipeline.dependencies(step).collect();
-            let blocker = deps
+        for decision in frontier.advance(ctx.state.is_cancelled()) {
+            let step = match decision {
+                Decision::End {
+                    step,
+                    status,
+                    reason,
+                } => {
+                    set_step_status(ctx, &step.name, status, Some(reason));
+                    continue;
+                }
+                Decision::Start(step) => step,
+            };
+            let inputs: Vec<(String, PathBuf, Vec<OutputFile>)> = step
+                .inputs
                 .iter()
-                .find(|d| finished.get(**d).is_some_and(|o| !o.status.is_success()));
-            if cancelled || blocker.is_some() {
-                let (status, reason) = match blocker {
-                    Some(dep) if !cancelled => (
-                        StepStatus::Skipped,
-                        format!("skipped: `{dep}` did not succeed"),
-                    ),
-                    _ => (
-                        StepStatus::Cancelled,
-                        "cancelled before it started".to_string(),
-                    ),
-                };
-                set_step_status(ctx, &step.name, status, Some(reason));
-                finished.insert(
-                    step.name.clone(),
-                    Outcome {
-                        status,
-                        outputs: Vec::new(),
-                    },
-                );
-            } else if deps.iter().all(|d| finished.contains_key(*d)) {
-                let inputs: Vec<(String, PathBuf, Vec<OutputFile>)> = step
-                    .inputs
-                    .iter()
-                    .map(|name| {
-                        (
-                            name.clone(),
-                            output_dir(&ctx.run_dir, name),
-                            finished[name].outputs.clone(),
-                        )
-                    })
-                    .collect();
-                let ctx = Arc::clone(ctx);
-                let name = step.name.clone();
-                let handle = running.spawn(async move {
-                    let outcome = run_step(&ctx, &name, inputs).await;
-                    (name, outcome)
-                });
-                task_steps.insert(handle.id(), step.name.clone());
-            } else {
-                still_pending.push(step);
-            }
+                .map(|name| {
+                    (
+                        name.clone(),
+                        output_dir(&ctx.run_dir, name),
+                        outputs.get(name).cloned().unwrap_or_default(),
+                    )
+                })
+                .collect();
+            let ctx = Arc::clone(ctx);
+            let name = step.name.clone();
+            let handle = running.spawn(async move {
+                let outcome = run_step(&ctx, &name, inputs).await;
+                (name, outcome)
+            });
+            task_steps.insert(handle.id(), step.name.clone());
         }
-        pending = still_pending;
         if running.is_empty() {
             break;
         }
         tokio::select! {
             joined = running.join_next_with_id() => match joined {
                 Some(Ok((_, (name, outcome)))) => {
-                    finished.insert(name, outcome);
+                    frontier.finish(&name, outcome.status);
+                    outputs.insert(name, outcome.outputs);
                 }
                 // A step task that panicked: that step failed; the others go on.
                 Some(Err(e)) => {
                     let name = task_steps.get(&e.id()).cloned().unwrap_or_default();
                     let reason = format!("ferry's task for this step failed: {e}");
                     set_step_status(ctx, &name, StepStatus::Failed, Some(reason));
-                    finished.insert(name, Outcome { status: StepStatus::Failed, outputs: Vec::new() });
+                    frontier.finish(&name, StepStatus::Failed);
                 }
                 None => break,
             },
@@ -270,8 +258,7 @@ async fn schedule(ctx: &Arc<Context>) -> Result<(), PluginError> {
             _ = cancel.changed() => {}
         }
     }
-    // Validation makes this impossible; if it ever happens the run must not look successful.
-    for step in pending {
+    for step in frontier.stranded() {
         let reason = "never became ready to run (its dependencies did not all finish)".to_string();
         set_step_status(ctx, &step.name, StepStatus::Failed, Some(reason));
     }

@@ -15,9 +15,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use orchestrator_core::PluginError;
+use orchestrator_core::run::RunRecords;
 use orchestrator_core::run::{Event, RunPlan, RunRecord, RunStatus, is_valid_run_id};
 use orchestrator_core::sdk::{OrchestratorPlugin, PluginConfig, PluginInfo};
-use orchestrator_core::store::{Store, layout};
+use orchestrator_core::store::Store;
 
 use events::RunState;
 pub use settings::LocalSettings;
@@ -184,9 +185,8 @@ impl LocalOrchestrator {
                 "`{run_id}` is not a run id (see `ferry runs list`)"
             )));
         }
-        let mut record: RunRecord = self
-            .store
-            .get_json(&layout::run_record(run_id))?
+        let mut record: RunRecord = RunRecords::new(self.store.clone())
+            .get(run_id)?
             .ok_or_else(|| {
                 PluginError::not_found(format!(
                     "no run `{run_id}` in {} (see `ferry runs list`)",

@@ -5,6 +5,7 @@
 
 use chrono::Utc;
 use orchestrator_core::PluginError;
+use orchestrator_core::run::RunRecords;
 use orchestrator_core::run::{Event, LogStream, RunPlan, RunRecord, RunStatus, StepStatus};
 use orchestrator_core::sdk::{OrchestratorPlugin, PluginConfig, PluginInfo};
 use orchestrator_core::store::{Store, layout};
@@ -69,14 +70,13 @@ impl OrchestratorPlugin for RemoteFixture {
             self.store
                 .put_bytes(&layout::step_log(&plan.run_id, name), log.as_bytes())?;
         }
-        self.store
-            .put_json(&layout::run_record(&plan.run_id), &record)?;
+        RunRecords::new(self.store.clone()).put(&record)?;
         Ok(plan.run_id)
     }
 
     fn status(&self, run_id: &str) -> Result<RunRecord, PluginError> {
-        self.store
-            .get_json(&layout::run_record(run_id))?
+        RunRecords::new(self.store.clone())
+            .get(run_id)?
             .ok_or_else(|| PluginError::not_found(format!("no run `{run_id}`")))
     }
 
