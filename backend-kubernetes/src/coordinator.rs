@@ -26,7 +26,7 @@ use orchestrator_core::run::{
     Decision, Event, Frontier, RunPlan, RunRecord, RunStatus, StepRecord, StepStatus,
 };
 use orchestrator_core::sdk::blocking;
-use orchestrator_core::store::{Store, layout};
+use orchestrator_core::store::Store;
 use tokio::sync::mpsc;
 
 use crate::client::Connection;
@@ -64,8 +64,12 @@ async fn write_record(store: &Store, record: &RunRecord) -> Result<(), PluginErr
 
 /// What a step's agent recorded, if it got that far.
 async fn stored_result(store: &Store, run_id: &str, step: &str) -> Option<StepRecord> {
-    let (store, key) = (store.clone(), layout::step_result(run_id, step));
-    blocking(move || store.get_json::<StepRecord>(&key))
+    let (records, run_id, step) = (
+        RunRecords::new(store.clone()),
+        run_id.to_string(),
+        step.to_string(),
+    );
+    blocking(move || records.step_result(&run_id, &step))
         .await
         .ok()
         .flatten()

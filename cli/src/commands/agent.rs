@@ -19,7 +19,7 @@ use orchestrator_core::env_vars::{
 use orchestrator_core::run::RunRecords;
 use orchestrator_core::run::{RunPlan, RunRecord, RunStatus, StepRecord, StepStatus};
 use orchestrator_core::sdk::{OrchestratorPlugin as _, PluginConfig, StoreConnection};
-use orchestrator_core::store::{Store, layout};
+use orchestrator_core::store::Store;
 use orchestrator_host::config::ComponentConfig;
 use orchestrator_host::loader::SearchPath;
 use orchestrator_host::local::LocalOrchestrator;
@@ -200,7 +200,8 @@ fn record_failure(store: &Store, plan: &RunPlan, error: &str) {
         result.status = StepStatus::Failed;
         result.error = Some(format!("the agent could not start the step: {error}"));
         result.finished_at = Some(chrono::Utc::now());
-        if let Err(write_error) = store.put_json(&layout::step_result(&plan.run_id, step), &result)
+        if let Err(write_error) =
+            RunRecords::new(store.clone()).put_step_result(&plan.run_id, step, &result)
         {
             eprintln!("ferry agent: cannot record the failure: {write_error}");
         }

@@ -9,7 +9,7 @@ use chrono::Utc;
 use orchestrator_core::PluginError;
 use orchestrator_core::run::RunRecords;
 use orchestrator_core::run::{Event, RunRecord};
-use orchestrator_core::store::{Store, layout};
+use orchestrator_core::store::Store;
 
 /// Events kept in memory per run for late subscribers. Beyond this the oldest are dropped
 /// (the full logs are in the store), so a chatty step cannot exhaust memory.
@@ -79,9 +79,8 @@ impl RunState {
                 RunRecords::new(store.clone()).put(&record)?;
             }
             Some(step) => {
-                let key = layout::step_result(&record.run_id, step);
                 if let Some(result) = record.steps.get(step) {
-                    store.put_json(&key, result)?;
+                    RunRecords::new(store.clone()).put_step_result(&record.run_id, step, result)?;
                 }
             }
         }

@@ -19,9 +19,10 @@ use super::events::RunState;
 use orchestrator_core::PluginError;
 use orchestrator_core::env_vars::{self, env_suffix};
 use orchestrator_core::pipeline::{Action, Step};
+use orchestrator_core::run::RunRecords;
 use orchestrator_core::run::{
-    Decision, Event, Frontier, LogStream, OutputFile, RunPlan, RunRecord, RunStatus, StepRecord,
-    StepRef, StepStatus,
+    Decision, Event, Frontier, LogStream, OutputFile, RunPlan, RunRecord, RunStatus, StepRef,
+    StepStatus,
 };
 use orchestrator_core::sdk::blocking;
 use orchestrator_core::store::{Store, layout};
@@ -278,9 +279,12 @@ async fn upstream_results(
     let mut results = HashMap::new();
     let run_id = &ctx.plan.run_id;
     for dep in ctx.plan.pipeline.dependencies(step) {
-        let store = ctx.store.clone();
-        let key = layout::step_result(run_id, dep);
-        let record: Option<StepRecord> = blocking(move || store.get_json(&key)).await?;
+        let (records, id, name) = (
+            RunRecords::new(ctx.store.clone()),
+            run_id.clone(),
+            dep.to_string(),
+        );
+        let record = blocking(move || records.step_result(&id, &name)).await?;
         let record = record.filter(|r| r.status.is_success()).ok_or_else(|| {
             PluginError::invalid_input(format!(
                 "step `{}` needs `{dep}`, which has no successful result in run {run_id} ({})",
