@@ -545,36 +545,32 @@ pub fn record_failure(
     run_id: &str,
     outcome: &Outcome,
 ) -> Result<Option<RunRecord>, PluginError> {
-    let Some(mut record) = RunRecords::new(store.clone()).get(run_id)? else {
-        return Ok(None);
-    };
-    if record.status.is_finished() {
-        return Ok(Some(record));
-    }
-    let now = Utc::now();
-    record.status = RunStatus::Failed;
-    record.finished_at = Some(now);
-    record.error = Some(
-        outcome
-            .failure
-            .clone()
-            .unwrap_or_else(|| "the run's Job ended without its agent recording a result".into()),
-    );
-    for (name, step) in record.steps.iter_mut() {
-        if step.status.is_finished() {
-            continue;
+    RunRecords::new(store.clone()).update(run_id, |record| {
+        if record.status.is_finished() {
+            return false;
         }
-        if outcome.running_steps.contains(name) || step.status == StepStatus::Running {
-            step.status = StepStatus::Failed;
-            step.exit_code = outcome.exit_code;
-            step.error = record.error.clone();
-            step.finished_at = Some(now);
-        } else {
-            step.status = StepStatus::Cancelled;
+        let now = Utc::now();
+        record.status = RunStatus::Failed;
+        record.finished_at = Some(now);
+        record.error =
+            Some(outcome.failure.clone().unwrap_or_else(|| {
+                "the run's Job ended without its agent recording a result".into()
+            }));
+        for (name, step) in record.steps.iter_mut() {
+            if step.status.is_finished() {
+                continue;
+            }
+            if outcome.running_steps.contains(name) || step.status == StepStatus::Running {
+                step.status = StepStatus::Failed;
+                step.exit_code = outcome.exit_code;
+                step.error = record.error.clone();
+                step.finished_at = Some(now);
+            } else {
+                step.status = StepStatus::Cancelled;
+            }
         }
-    }
-    RunRecords::new(store.clone()).put(&record)?;
-    Ok(Some(record))
+        true
+    })
 }
 
 #[cfg(test)]

@@ -100,11 +100,7 @@ impl KubernetesOrchestrator {
     }
 
     fn stored_record(&self, run_id: &str) -> Result<RunRecord, PluginError> {
-        RunRecords::new(self.store.clone())
-            .get(run_id)?
-            .ok_or_else(|| {
-                PluginError::not_found(format!("no run `{run_id}` in {}", self.store.url()))
-            })
+        RunRecords::new(self.store.clone()).require(run_id)
     }
 
     fn run_jobs(&self, connection: &Connection, run_id: &str) -> Result<Vec<Job>, PluginError> {

@@ -127,5 +127,7 @@ pub fn run_ids(stack: &Stack) -> Result<Vec<String>> {
 }
 
 fn latest_run_id(stack: &Stack) -> Result<Option<String>> {
-    Ok(run_ids(stack)?.into_iter().next())
+    RunRecords::new(stack.store.clone())
+        .latest()
+        .with_context(|| format!("cannot list runs in {}", stack.store.url()))
 }
