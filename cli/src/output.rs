@@ -57,10 +57,29 @@ pub fn print_error(error: &anyhow::Error, verbose: u8) {
 
 /// Print a line to stdout. Returns false when stdout is gone (`ferry logs | head`): callers
 /// stop producing output, and nothing panics (a panic inside a plugin callback would abort).
+/// Every write to stdout goes through here or [`text`]; `outln!` is the `println!` of ferry.
 pub fn line(text: impl fmt::Display) -> bool {
     use std::io::Write;
     writeln!(std::io::stdout().lock(), "{text}").is_ok()
 }
+
+/// Print to stdout without a newline; false when stdout is gone, as for [`line`].
+pub fn text(text: impl fmt::Display) -> bool {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    write!(out, "{text}").and_then(|()| out.flush()).is_ok()
+}
+
+/// `println!` through [`line`]: a closed stdout ends output quietly instead of panicking.
+macro_rules! outln {
+    () => {
+        $crate::output::line("")
+    };
+    ($($arg:tt)*) => {
+        $crate::output::line(format_args!($($arg)*))
+    };
+}
+pub(crate) use outln;
 
 pub fn run_status(status: RunStatus) -> String {
     let style = match status {

@@ -8,6 +8,7 @@ use orchestrator_core::store::layout;
 
 use crate::args::{ArtifactsCommand, OutputFormat};
 use crate::context::Context;
+use crate::output::outln;
 use crate::output::{self, hint};
 
 #[derive(serde::Serialize)]
@@ -66,7 +67,7 @@ pub fn run(ctx: &Context, command: ArtifactsCommand) -> Result<ExitCode> {
                 return Ok(ExitCode::SUCCESS);
             }
             if found.is_empty() {
-                println!("run {} has no outputs", record.run_id);
+                outln!("run {} has no outputs", record.run_id);
                 return Ok(ExitCode::SUCCESS);
             }
             let rows: Vec<Vec<String>> = found
@@ -111,7 +112,7 @@ pub fn run(ctx: &Context, command: ArtifactsCommand) -> Result<ExitCode> {
                     .get_file(&artifact.key, &dest)
                     .with_context(|| format!("cannot download {}", artifact.path))?;
                 total += artifact.size;
-                println!("{}", dest.display());
+                outln!("{}", dest.display());
             }
             eprintln!(
                 "downloaded {} files ({})",

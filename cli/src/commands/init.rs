@@ -8,6 +8,7 @@ use orchestrator_host::config::{DEFAULT_PIPELINE, PROJECT_FILE, init_template};
 
 use crate::args::{GlobalArgs, InitArgs};
 use crate::output::hint;
+use crate::output::outln;
 
 const EXAMPLE_PIPELINE: &str = r#"# A pipeline is a DAG of steps; `ferry run` runs it. Reference: ferry's README.
 name: example
@@ -52,7 +53,7 @@ pub fn run(global: &GlobalArgs, args: InitArgs) -> Result<ExitCode> {
     }
     for (file, content) in &files {
         write_new(&dir.join(file), content)?;
-        println!("created {}", dir.join(file).display());
+        outln!("created {}", dir.join(file).display());
     }
     let shown = dir.strip_prefix(&cwd).unwrap_or(&dir);
     let cd = if shown.as_os_str().is_empty() {
@@ -60,7 +61,7 @@ pub fn run(global: &GlobalArgs, args: InitArgs) -> Result<ExitCode> {
     } else {
         format!("-C {} ", shown.display())
     };
-    println!("next: ferry {cd}run");
+    outln!("next: ferry {cd}run");
     Ok(ExitCode::SUCCESS)
 }
 

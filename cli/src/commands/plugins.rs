@@ -10,6 +10,7 @@ use orchestrator_host::stack::builtin_plugins;
 
 use crate::args::{OutputFormat, PluginInstallArgs, PluginsCommand};
 use crate::context::Context;
+use crate::output::outln;
 use crate::output::{self, hint};
 
 #[derive(serde::Serialize)]
@@ -128,26 +129,26 @@ pub fn run(ctx: &Context, command: PluginsCommand) -> Result<ExitCode> {
                 return Ok(ExitCode::SUCCESS);
             }
             let bold = Style::new().bold();
-            println!("{} {}", bold.apply_to("name"), description.name);
-            println!("{} {}", bold.apply_to("kind"), description.kind);
-            println!("{} {}", bold.apply_to("version"), description.version);
-            println!(
+            outln!("{} {}", bold.apply_to("name"), description.name);
+            outln!("{} {}", bold.apply_to("kind"), description.kind);
+            outln!("{} {}", bold.apply_to("version"), description.version);
+            outln!(
                 "{} {}",
                 bold.apply_to("interface"),
                 description.interface_version
             );
-            println!("{} {}", bold.apply_to("path"), path);
-            println!(
+            outln!("{} {}", bold.apply_to("path"), path);
+            outln!(
                 "{} {}",
                 bold.apply_to("description"),
                 description.description
             );
             if description.config_keys.is_empty() {
-                println!("{} none", bold.apply_to("settings"));
+                outln!("{} none", bold.apply_to("settings"));
             } else {
-                println!("{}", bold.apply_to("settings"));
+                outln!("{}", bold.apply_to("settings"));
                 for (key, doc) in &description.config_keys {
-                    println!("  {key:<16} {doc}");
+                    outln!("  {key:<16} {doc}");
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -221,7 +222,7 @@ fn install(ctx: &Context, args: &PluginInstallArgs) -> Result<ExitCode> {
             })?;
     }
     let d = &plugin.description;
-    println!(
+    outln!(
         "installed {} {} ({} plugin, interface {}) to {}",
         d.name,
         d.version,

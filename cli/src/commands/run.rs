@@ -16,6 +16,7 @@ use orchestrator_host::stack::Stack;
 use crate::args::{PipelineArgs, RenderArgs, RunArgs};
 use crate::context::Context;
 use crate::output::hint;
+use crate::output::outln;
 use crate::progress::RunDisplay;
 
 pub fn run(ctx: &Context, args: RunArgs) -> Result<ExitCode> {
@@ -45,7 +46,7 @@ pub fn run(ctx: &Context, args: RunArgs) -> Result<ExitCode> {
     if args.detach {
         eprintln!("{header}");
     } else {
-        println!("{header}");
+        outln!("{header}");
     }
     let mut display = RunDisplay::new(&plan);
     let remote = stack.orchestrator.wants_code_package();
@@ -67,7 +68,7 @@ pub fn run(ctx: &Context, args: RunArgs) -> Result<ExitCode> {
             .with_context(|| format!("cannot start pipeline `{}`", plan.pipeline.name))?;
         debug_assert_eq!(submitted, run_id, "orchestrators run a plan under its id");
         if args.detach {
-            println!("{run_id}");
+            outln!("{run_id}");
             eprintln!(
                 "{}",
                 dim.apply_to(format!("detached; follow with `ferry logs -f {run_id}`, check with `ferry runs show {run_id}`"))
@@ -124,9 +125,9 @@ pub fn render(ctx: &Context, args: RenderArgs) -> Result<ExitCode> {
         .orchestrator
         .render(&plan)
         .with_context(|| format!("cannot render pipeline `{}`", plan.pipeline.name))?;
-    print!("{rendered}");
+    crate::output::text(&rendered);
     if !rendered.ends_with('\n') {
-        println!();
+        outln!();
     }
     Ok(ExitCode::SUCCESS)
 }

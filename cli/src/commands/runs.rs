@@ -9,6 +9,7 @@ use orchestrator_core::run::RunRecord;
 use crate::args::{OutputFormat, RunsCommand};
 use crate::context::{Context, run_ids};
 use crate::output;
+use crate::output::outln;
 
 pub fn run(ctx: &Context, command: RunsCommand) -> Result<ExitCode> {
     match command {
@@ -27,7 +28,7 @@ pub fn run(ctx: &Context, command: RunsCommand) -> Result<ExitCode> {
                 return Ok(ExitCode::SUCCESS);
             }
             if records.is_empty() {
-                println!(
+                outln!(
                     "no runs in {} yet; start one with `ferry run`",
                     stack.store.url()
                 );
@@ -57,7 +58,7 @@ pub fn run(ctx: &Context, command: RunsCommand) -> Result<ExitCode> {
                 .orchestrator
                 .cancel(&record.run_id)
                 .with_context(|| format!("cannot cancel run {}", record.run_id))?;
-            println!("cancelling run {}", record.run_id);
+            outln!("cancelling run {}", record.run_id);
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -89,31 +90,31 @@ fn list_row(record: &RunRecord) -> Vec<String> {
 
 fn show(record: &RunRecord) {
     let bold = Style::new().bold();
-    println!("{} {}", bold.apply_to("run"), record.run_id);
-    println!("{} {}", bold.apply_to("pipeline"), record.pipeline);
-    println!(
+    outln!("{} {}", bold.apply_to("run"), record.run_id);
+    outln!("{} {}", bold.apply_to("pipeline"), record.pipeline);
+    outln!(
         "{} {}",
         bold.apply_to("status"),
         output::run_status(record.status)
     );
     if let Some(error) = &record.error {
-        println!("{} {error}", bold.apply_to("error"));
+        outln!("{} {error}", bold.apply_to("error"));
     }
-    println!(
+    outln!(
         "{} {} ({})",
         bold.apply_to("stack"),
         record.stack,
         record.orchestrator
     );
     if let Some(duration) = record.duration() {
-        println!(
+        outln!(
             "{} {}",
             bold.apply_to("duration"),
             output::duration(duration)
         );
     }
     if let Some(digest) = &record.code_digest {
-        println!(
+        outln!(
             "{} {}",
             bold.apply_to("code"),
             &digest[..digest.len().min(16)]
@@ -125,9 +126,9 @@ fn show(record: &RunRecord) {
             .iter()
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
-        println!("{} {}", bold.apply_to("params"), params.join(" "));
+        outln!("{} {}", bold.apply_to("params"), params.join(" "));
     }
-    println!();
+    outln!();
     let rows: Vec<Vec<String>> = record
         .ordered_steps()
         .into_iter()

@@ -9,6 +9,7 @@ use orchestrator_host::config::ComponentConfig;
 use crate::args::{OutputFormat, StackCommand};
 use crate::context::Context;
 use crate::output;
+use crate::output::outln;
 
 pub fn run(ctx: &Context, command: StackCommand) -> Result<ExitCode> {
     match command {
@@ -47,7 +48,7 @@ pub fn run(ctx: &Context, command: StackCommand) -> Result<ExitCode> {
                 })
                 .collect();
             output::table(&["STACK", "ORCHESTRATOR", "STORE"], &rows);
-            println!("{}", Style::new().dim().apply_to("* the default stack"));
+            outln!("{}", Style::new().dim().apply_to("* the default stack"));
             Ok(ExitCode::SUCCESS)
         }
         StackCommand::Check(args) => check(ctx, args.name.as_deref()),
@@ -73,8 +74,8 @@ pub fn run(ctx: &Context, command: StackCommand) -> Result<ExitCode> {
                 return Ok(ExitCode::SUCCESS);
             }
             let bold = Style::new().bold();
-            println!("{} {name}", bold.apply_to("stack"));
-            println!(
+            outln!("{} {name}", bold.apply_to("stack"));
+            outln!(
                 "{} {} ({}) — {}",
                 bold.apply_to("orchestrator"),
                 config.orchestrator.plugin,
@@ -82,7 +83,7 @@ pub fn run(ctx: &Context, command: StackCommand) -> Result<ExitCode> {
                 stack.orchestrator.describe()
             );
             print_settings(&config.orchestrator);
-            println!(
+            outln!(
                 "{} {} ({}) — {}",
                 bold.apply_to("store"),
                 config.store.plugin,
@@ -91,7 +92,7 @@ pub fn run(ctx: &Context, command: StackCommand) -> Result<ExitCode> {
             );
             print_settings(&config.store);
             if let Some(file) = &ctx.config.project_file {
-                println!("{} {}", bold.apply_to("config"), file.display());
+                outln!("{} {}", bold.apply_to("config"), file.display());
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -101,7 +102,7 @@ pub fn run(ctx: &Context, command: StackCommand) -> Result<ExitCode> {
 fn check(ctx: &Context, name: Option<&str>) -> Result<ExitCode> {
     let (name, _) = ctx.config.stack(name)?;
     let stack = ctx.open_stack(Some(name))?;
-    println!(
+    outln!(
         "checking stack `{name}`: store {} ({})",
         stack.store.url(),
         stack.store_origin
@@ -109,14 +110,14 @@ fn check(ctx: &Context, name: Option<&str>) -> Result<ExitCode> {
     match orchestrator_host::stack::check::probe(&stack.store) {
         Ok(timings) => {
             for timing in timings {
-                println!(
+                outln!(
                     "  {} {:<10} {:>8.1} ms",
                     Style::new().green().apply_to("✓"),
                     timing.operation,
                     timing.took.as_secs_f64() * 1000.0
                 );
             }
-            println!(
+            outln!(
                 "{} the store works; orchestrator: {}",
                 Style::new().green().apply_to("✓"),
                 stack.orchestrator.describe()
@@ -136,7 +137,7 @@ fn component_json(component: &ComponentConfig) -> serde_json::Value {
 
 fn print_settings(component: &ComponentConfig) {
     for (key, value) in redact(&component.settings) {
-        println!("    {key} = {value}");
+        outln!("    {key} = {value}");
     }
 }
 
