@@ -115,8 +115,8 @@ pub struct PipelineArgs {
     #[arg(long, env = "FERRY_STACK")]
     pub stack: Option<String>,
     /// Set a pipeline parameter (repeatable)
-    #[arg(short, long = "param", value_name = "NAME=VALUE")]
-    pub params: Vec<String>,
+    #[arg(short, long = "param", value_name = "NAME=VALUE", value_parser = crate::resolve::key_value)]
+    pub params: Vec<(String, String)>,
 }
 
 #[derive(Debug, Args)]

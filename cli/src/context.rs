@@ -1,16 +1,23 @@
-//! What every command needs: the working directory, the configuration, the plugin search path.
+//! What every command needs: the working directory, the configuration, the plugin search path,
+//! and the helpers commands share (opening a stack, finding a run, building and uploading the
+//! code package with its progress display).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context as _, Result};
+use console::Style;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use orchestrator_core::env_vars;
 use orchestrator_core::run::{RunRecord, RunRecords};
+use orchestrator_core::store::Store;
 use orchestrator_host::config::{Config, ConfigLoader, default_user_config_path};
 use orchestrator_host::loader::SearchPath;
+use orchestrator_host::package::{self, Package, Upload};
 use orchestrator_host::stack::Stack;
+use std::time::Duration;
 
 use crate::args::GlobalArgs;
-use crate::output::hint;
+use crate::output::{self, hint};
 
 pub struct Context {
     pub cwd: PathBuf,
@@ -61,20 +68,61 @@ impl Context {
         })
     }
 
-    /// The pipeline file: an explicit path (a directory means its pipeline.yaml), else the
-    /// configured default.
-    pub fn pipeline_path(&self, arg: Option<&Path>) -> PathBuf {
-        match arg {
-            Some(path) => {
-                let path = self.cwd.join(path);
-                if path.is_dir() {
-                    path.join(orchestrator_host::config::DEFAULT_PIPELINE)
-                } else {
-                    path
-                }
-            }
-            None => self.config.pipeline.clone(),
+    /// Build (or reuse, when nothing changed) the package of the project at the config's root,
+    /// printing its summary and warnings.
+    pub fn build_package(&self) -> Result<Package> {
+        let root = &self.config.project_root;
+        let cache = root.join(package::files::FERRY_DIR).join("packages");
+        let package = package::build_cached(root, &self.config.package, &cache)
+            .with_context(|| format!("cannot package the project at {}", root.display()))?;
+        let archive = &package.archive;
+        eprintln!(
+            "{} {} files, {} ({} uncompressed) · digest {}",
+            Style::new().bold().for_stderr().apply_to("package"),
+            archive.files,
+            output::bytes(archive.compressed_size),
+            output::bytes(archive.uncompressed_size),
+            archive.digest
+        );
+        for warning in &package.warnings {
+            eprintln!(
+                "{} {warning}",
+                Style::new().yellow().for_stderr().apply_to("warning:")
+            );
         }
+        Ok(package)
+    }
+
+    /// Upload with a progress bar (bytes, rate) unless the store already has the package.
+    pub fn upload_package(&self, store: &Store, package: &Package) -> Result<Upload> {
+        let bar = ProgressBar::with_draw_target(
+            Some(package.archive.compressed_size),
+            ProgressDrawTarget::stderr(),
+        );
+        bar.set_style(
+            ProgressStyle::with_template(
+                "uploading {bar:30.cyan/dim} {bytes}/{total_bytes} {binary_bytes_per_sec} {eta}",
+            )
+            .expect("valid template"),
+        );
+        bar.enable_steady_tick(Duration::from_millis(120));
+        let result = package::upload(store, package, &mut |done, _| bar.set_position(done));
+        bar.finish_and_clear();
+        let outcome = result?;
+        match outcome {
+            Upload::Unchanged => eprintln!(
+                "unchanged, 0 bytes uploaded: {} already has {}",
+                store.url(),
+                package.key()
+            ),
+            Upload::Uploaded { bytes } => eprintln!(
+                "uploaded {} to {}/{}",
+                output::bytes(bytes),
+                store.url(),
+                package.key()
+            ),
+        }
+        Ok(outcome)
     }
 
     /// Resolve `latest` or a run id to a run record from the store.

@@ -75,7 +75,7 @@ pub fn guard(
                 std::process::exit(1);
             }
         }
-        std::process::exit(i32::from(crate::EXIT_CANCELLED));
+        std::process::exit(i32::from(orchestrator_host::lifecycle::EXIT_CANCELLED));
     }
     // Detached: the run goes on, nothing failed.
     eprintln!(

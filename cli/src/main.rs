@@ -6,6 +6,7 @@ mod context;
 mod interrupt;
 mod output;
 mod progress;
+mod resolve;
 
 use std::process::ExitCode;
 
@@ -13,9 +14,6 @@ use clap::Parser;
 
 use args::{Cli, Command};
 use context::Context;
-
-/// Exit codes beyond 0/1: 2 is clap's usage error, 130 a cancelled run (as for Ctrl-C).
-pub const EXIT_CANCELLED: u8 = 130;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

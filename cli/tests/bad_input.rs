@@ -209,8 +209,8 @@ const CASES: &[Case] = &[
         what: "a parameter without a value",
         files: &[OK_PIPELINE],
         args: &["run", "p", "--param", "zz"],
-        code: 1,
-        error: "error: invalid --param `zz`",
+        code: 2,
+        error: "error: invalid value 'zz' for '--param <NAME=VALUE>': write parameters as NAME=VALUE, e.g. --param epochs=10",
     },
     Case {
         what: "an unknown flag",

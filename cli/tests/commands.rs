@@ -230,7 +230,7 @@ fn missing_pipeline_and_bad_params_say_what_to_do() {
         run.stderr()
     );
     let run = project.ferry(&["run", "--param", "epochs"]);
-    run.failure(1);
+    run.failure(2);
     assert!(run.stderr().contains("NAME=VALUE"), "{}", run.stderr());
     let run = project.ferry(&["run", "--stack", "prod"]);
     run.failure(1);

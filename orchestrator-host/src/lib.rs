@@ -5,11 +5,14 @@
 //!   layers; [`stack`] turns a stack's configuration into a live store and orchestrator
 //!   (built-ins or plugins alike).
 //! - [`package`] builds, uploads and unpacks the deterministic code package.
+//! - [`lifecycle`] plans a run, says what its outcome means as an exit status, and is the
+//!   runtime of `ferry agent` in a remote orchestrator's pod.
 //! - [`local`] is the built-in orchestrator; [`stores`] the built-in artifact stores.
 //! - [`fuzz`] holds the entry points the fuzz targets and their corpus tests share.
 
 pub mod config;
 pub mod fuzz;
+pub mod lifecycle;
 pub mod loader;
 pub mod local;
 pub mod package;

@@ -10,6 +10,7 @@ use crate::args::{ArtifactsCommand, OutputFormat};
 use crate::context::Context;
 use crate::output::outln;
 use crate::output::{self, hint};
+use crate::resolve::RunTarget;
 
 #[derive(serde::Serialize)]
 struct Artifact {
@@ -59,8 +60,7 @@ fn artifacts(record: &RunRecord, only: Option<&str>) -> Result<Vec<Artifact>> {
 pub fn run(ctx: &Context, command: ArtifactsCommand) -> Result<ExitCode> {
     match command {
         ArtifactsCommand::List(args) => {
-            let stack = ctx.open_stack(args.run.stack.stack.as_deref())?;
-            let record = ctx.find_run(&stack, &args.run.run)?;
+            let RunTarget { record, .. } = RunTarget::resolve(ctx, &args.run)?;
             let found = artifacts(&record, args.step.as_deref())?;
             if args.output.output == OutputFormat::Json {
                 output::json(&found)?;
@@ -85,8 +85,7 @@ pub fn run(ctx: &Context, command: ArtifactsCommand) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         ArtifactsCommand::Get(args) => {
-            let stack = ctx.open_stack(args.run.stack.stack.as_deref())?;
-            let record = ctx.find_run(&stack, &args.run.run)?;
+            let RunTarget { stack, record } = RunTarget::resolve(ctx, &args.run)?;
             let mut found = artifacts(&record, Some(&args.step))?;
             if let Some(path) = &args.path {
                 found.retain(|a| &a.path == path || a.path.starts_with(&format!("{path}/")));

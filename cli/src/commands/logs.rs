@@ -8,10 +8,10 @@ use orchestrator_core::run::Event;
 use crate::args::LogsArgs;
 use crate::context::Context;
 use crate::output;
+use crate::resolve::RunTarget;
 
 pub fn run(ctx: &Context, args: LogsArgs) -> Result<ExitCode> {
-    let stack = ctx.open_stack(args.run.stack.stack.as_deref())?;
-    let record = ctx.find_run(&stack, &args.run.run)?;
+    let RunTarget { stack, record } = RunTarget::resolve(ctx, &args.run)?;
     let width = record.steps.keys().map(String::len).max().unwrap_or(0);
     let whole_run = args.step.is_none();
     stack

@@ -10,6 +10,7 @@ use crate::args::{OutputFormat, RunsCommand};
 use crate::context::{Context, run_ids};
 use crate::output;
 use crate::output::outln;
+use crate::resolve::RunTarget;
 
 pub fn run(ctx: &Context, command: RunsCommand) -> Result<ExitCode> {
     match command {
@@ -42,8 +43,7 @@ pub fn run(ctx: &Context, command: RunsCommand) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         RunsCommand::Show(args) => {
-            let stack = ctx.open_stack(args.run.stack.stack.as_deref())?;
-            let record = ctx.find_run(&stack, &args.run.run)?;
+            let RunTarget { record, .. } = RunTarget::resolve(ctx, &args.run)?;
             if args.output.output == OutputFormat::Json {
                 output::json(&record)?;
             } else {
@@ -52,8 +52,7 @@ pub fn run(ctx: &Context, command: RunsCommand) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         RunsCommand::Cancel(args) => {
-            let stack = ctx.open_stack(args.stack.stack.as_deref())?;
-            let record = ctx.find_run(&stack, &args.run)?;
+            let RunTarget { stack, record } = RunTarget::resolve(ctx, &args)?;
             stack
                 .orchestrator
                 .cancel(&record.run_id)

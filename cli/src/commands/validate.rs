@@ -6,13 +6,12 @@ use anyhow::Result;
 use console::Style;
 
 use crate::args::ValidateArgs;
-use crate::commands::run::load_pipeline;
 use crate::context::Context;
 use crate::output::outln;
+use crate::resolve::PipelineFile;
 
 pub fn run(ctx: &Context, args: ValidateArgs) -> Result<ExitCode> {
-    let path = ctx.pipeline_path(args.pipeline.as_deref());
-    let pipeline = load_pipeline(&path)?;
+    let PipelineFile { path, pipeline } = PipelineFile::resolve(ctx, args.pipeline.as_deref())?;
     outln!(
         "{} {}: pipeline `{}` with {} step{} is valid",
         Style::new().green().apply_to("✓"),

@@ -1,0 +1,141 @@
+//! Arguments → resolved options → command. clap parses ([`crate::args`]); this module says
+//! what the arguments mean in this project (the pipeline file and its validated contents, the
+//! parameters against what the pipeline declares, the stack, the run a reference names), so
+//! that every command starts from resolved values and none reaches into another's module.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result};
+use orchestrator_core::pipeline::Pipeline;
+use orchestrator_core::run::{RunPlan, RunRecord};
+use orchestrator_host::lifecycle::plan::PlanRequest;
+use orchestrator_host::stack::Stack;
+
+use crate::args::{PipelineArgs, RunRefArgs};
+use crate::context::Context;
+use crate::output::hint;
+
+/// A pipeline file, read and validated.
+pub struct PipelineFile {
+    pub path: PathBuf,
+    pub pipeline: Pipeline,
+}
+
+impl PipelineFile {
+    /// An explicit path (a directory means its pipeline.yaml), else the configured default.
+    pub fn path(ctx: &Context, arg: Option<&Path>) -> PathBuf {
+        match arg {
+            Some(path) => {
+                let path = ctx.cwd.join(path);
+                if path.is_dir() {
+                    path.join(orchestrator_host::config::DEFAULT_PIPELINE)
+                } else {
+                    path
+                }
+            }
+            None => ctx.config.pipeline.clone(),
+        }
+    }
+
+    /// Reads and validates the pipeline file [`PipelineFile::path`] names.
+    pub fn resolve(ctx: &Context, arg: Option<&Path>) -> Result<Self> {
+        let path = Self::path(ctx, arg);
+        if !path.exists() {
+            return Err(hint(
+                format!("no pipeline file at {}", path.display()),
+                "pass a pipeline file or directory (`ferry run examples/hello`), or create one with `ferry init`",
+            ));
+        }
+        let pipeline = Pipeline::from_file(&path).map_err(|e| {
+            let count = e.diagnostics.len();
+            let noun = if count == 1 { "problem" } else { "problems" };
+            hint(
+                format!("{e}"),
+                format!("fix the {count} {noun} above in {}", path.display()),
+            )
+        })?;
+        Ok(Self { path, pipeline })
+    }
+}
+
+/// What `ferry run` and `ferry render` act on: a valid pipeline, every parameter resolved,
+/// an open stack.
+pub struct RunOptions {
+    pub file: PipelineFile,
+    pub params: BTreeMap<String, String>,
+    pub stack: Stack,
+}
+
+impl RunOptions {
+    pub fn resolve(ctx: &Context, args: &PipelineArgs) -> Result<Self> {
+        let file = PipelineFile::resolve(ctx, args.pipeline.as_deref())?;
+        let overrides: BTreeMap<String, String> = args.params.iter().cloned().collect();
+        let params = file.pipeline.resolve_params(&overrides).map_err(|e| {
+            hint(
+                e.to_string(),
+                format!(
+                    "set parameters with --param NAME=VALUE; `{}` declares them under `params:`",
+                    file.path.display()
+                ),
+            )
+        })?;
+        let stack = ctx.open_stack(args.stack.as_deref())?;
+        Ok(Self {
+            file,
+            params,
+            stack,
+        })
+    }
+
+    /// The plan of a new run of these options, and the stack to submit it to.
+    pub fn into_plan(self, ctx: &Context, no_cache: bool) -> Result<(RunPlan, Stack)> {
+        let project_root = &ctx.config.project_root;
+        let plan = PlanRequest {
+            project_root,
+            include: &ctx.config.package.include,
+            pipeline_file: &self.file.path,
+            pipeline: self.file.pipeline,
+            params: self.params,
+            stack: &self.stack.name,
+            no_cache,
+        }
+        .build()
+        .with_context(|| format!("cannot read the project at {}", project_root.display()))?;
+        Ok((plan, self.stack))
+    }
+}
+
+/// A run named on the command line (an id, or `latest`), found in its stack's store.
+pub struct RunTarget {
+    pub stack: Stack,
+    pub record: RunRecord,
+}
+
+impl RunTarget {
+    pub fn resolve(ctx: &Context, args: &RunRefArgs) -> Result<Self> {
+        let stack = ctx.open_stack(args.stack.stack.as_deref())?;
+        let record = ctx.find_run(&stack, &args.run)?;
+        Ok(Self { stack, record })
+    }
+}
+
+/// clap's parser for `NAME=VALUE` arguments (`--param`).
+pub fn key_value(arg: &str) -> Result<(String, String), String> {
+    arg.split_once('=')
+        .map(|(k, v)| (k.trim().to_string(), v.to_string()))
+        .ok_or_else(|| "write parameters as NAME=VALUE, e.g. --param epochs=10".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::key_value;
+
+    #[test]
+    fn key_value_splits_at_the_first_equals_sign() {
+        assert_eq!(key_value("a=b=c"), Ok(("a".into(), "b=c".into())));
+        assert_eq!(key_value(" a =x"), Ok(("a".into(), "x".into())));
+        assert_eq!(key_value("a="), Ok(("a".into(), String::new())));
+        assert!(key_value("a").unwrap_err().contains("NAME=VALUE"));
+    }
+}

@@ -1,0 +1,296 @@
+//! The runtime of `ferry agent run`, what a remote orchestrator's pod runs. It opens the
+//! stack's store from `FERRY_AGENT_STORE`, fetches the code package the plan in
+//! `FERRY_AGENT_PLAN` names, verifies and unpacks it, and runs the pipeline with the local
+//! orchestrator against that store, handing every event to the caller (the CLI prints them as
+//! JSON lines, which the machine that follows the run reads from the pod log).
+//!
+//! Two variations: with a step named, the agent runs one step of the run (its inputs come from
+//! the upstream steps' results in the store, and its result goes to `steps/NAME/result.json`);
+//! with `FERRY_AGENT_ORCHESTRATOR` set, it hands the plan to that orchestrator plugin instead of
+//! running steps itself (the Kubernetes coordinator, which starts one Job per step).
+//!
+//! When the agent cannot start what it was asked to run, it says why in the store (the run's
+//! or the step's record), so that nobody waits for it.
+
+use std::path::{Path, PathBuf};
+
+use orchestrator_core::PluginError;
+use orchestrator_core::env_vars::{FERRY_AGENT_ORCHESTRATOR, FERRY_AGENT_PLAN, FERRY_AGENT_STORE};
+use orchestrator_core::run::{
+    Event, RunPlan, RunRecord, RunRecords, RunStatus, StepRecord, StepStatus,
+};
+use orchestrator_core::sdk::{OrchestratorPlugin as _, PluginConfig, StoreConnection};
+use orchestrator_core::store::Store;
+use thiserror::Error;
+
+use super::error_chain;
+use crate::config::ComponentConfig;
+use crate::loader::SearchPath;
+use crate::local::LocalOrchestrator;
+use crate::package::unpack::{UnpackError, unpack_file};
+use crate::stack;
+
+/// Why the agent could not run what it was asked to.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum AgentError {
+    #[error(
+        "{name} is not set: `ferry agent` runs inside a pod started by a remote orchestrator, which sets it"
+    )]
+    MissingEnv { name: &'static str },
+    #[error("reading the run plan")]
+    Plan(#[source] PluginError),
+    #[error("reading {what}")]
+    Malformed {
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("reading the working directory")]
+    WorkingDir(#[source] std::io::Error),
+    #[error("opening the {component} (plugin `{plugin}`)")]
+    Open {
+        component: &'static str,
+        plugin: String,
+        #[source]
+        source: stack::Error,
+    },
+    #[error("the run plan {0}")]
+    PlanIncomplete(&'static str),
+    #[error("fetching the code package {key} from {url}")]
+    Fetch {
+        key: String,
+        url: String,
+        #[source]
+        source: PluginError,
+    },
+    #[error("unpacking the code package {key}")]
+    Unpack {
+        key: String,
+        #[source]
+        source: UnpackError,
+    },
+    /// Starting, following or reading the result of the run.
+    #[error("{doing}")]
+    Run {
+        doing: &'static str,
+        #[source]
+        source: PluginError,
+    },
+}
+
+type Result<T, E = AgentError> = std::result::Result<T, E>;
+
+/// What the agent was asked to run and where, read from the environment.
+pub struct Agent {
+    plan: RunPlan,
+    store: Store,
+    connection: StoreConnection,
+    /// The pod's working directory: the code is unpacked under it.
+    workdir: PathBuf,
+    search: SearchPath,
+}
+
+impl Agent {
+    /// Reads the plan and the store settings the submitting orchestrator put in the
+    /// environment, and opens the store. `only_step` runs one step of the run.
+    pub fn from_env(search: SearchPath, only_step: Option<String>) -> Result<Self> {
+        let mut plan = RunPlan::from_json(&env(FERRY_AGENT_PLAN)?).map_err(AgentError::Plan)?;
+        plan.only_step = only_step;
+        let connection: StoreConnection =
+            serde_json::from_str(&env(FERRY_AGENT_STORE)?).map_err(|source| {
+                AgentError::Malformed {
+                    what: "the store settings",
+                    source,
+                }
+            })?;
+        let workdir = std::env::current_dir().map_err(AgentError::WorkingDir)?;
+        let component = ComponentConfig {
+            plugin: connection.plugin.clone(),
+            settings: connection.settings.clone(),
+        };
+        let settings_root = connection.project_root.as_deref().unwrap_or(&workdir);
+        let (store, _) =
+            stack::open_store(&component, settings_root, &search).map_err(|source| {
+                AgentError::Open {
+                    component: "artifact store",
+                    plugin: connection.plugin.clone(),
+                    source,
+                }
+            })?;
+        Ok(Self {
+            plan,
+            store,
+            connection,
+            workdir,
+            search,
+        })
+    }
+
+    /// Runs the plan (or its one step) to its end, handing every event to `sink`, and returns
+    /// the final record. Diagnostics go to stderr.
+    pub fn run(&self, sink: &mut dyn FnMut(Event) -> bool) -> Result<RunRecord> {
+        match std::env::var(FERRY_AGENT_ORCHESTRATOR) {
+            Ok(orchestrator) => self
+                .coordinate(&orchestrator, sink)
+                .inspect_err(|error| self.record_failure(&error_chain(error))),
+            Err(_) => self.run_steps(sink),
+        }
+    }
+
+    /// Hands the plan to the orchestrator named in `FERRY_AGENT_ORCHESTRATOR` (which the
+    /// submitting orchestrator wrote) and relays its events until the run ends.
+    fn coordinate(
+        &self,
+        orchestrator: &str,
+        sink: &mut dyn FnMut(Event) -> bool,
+    ) -> Result<RunRecord> {
+        let opened = serde_json::from_str::<ComponentConfig>(orchestrator)
+            .map_err(|source| AgentError::Malformed {
+                what: FERRY_AGENT_ORCHESTRATOR,
+                source,
+            })
+            .and_then(|component| {
+                stack::open_orchestrator(
+                    &component,
+                    &self.workdir,
+                    &self.store,
+                    Some(self.connection.clone()),
+                    &self.search,
+                )
+                .map(|(handle, _)| (handle, component.plugin.clone()))
+                .map_err(|source| AgentError::Open {
+                    component: "orchestrator",
+                    plugin: component.plugin,
+                    source,
+                })
+            });
+        let (orchestrator, plugin) = opened?;
+        eprintln!(
+            "ferry agent: run {} of `{}` coordinated by `{plugin}`",
+            self.plan.run_id, self.plan.pipeline.name
+        );
+        let run_id = orchestrator
+            .submit(&self.plan)
+            .map_err(run("starting the run"))?;
+        orchestrator
+            .stream_events(&run_id, None, true, &mut *sink)
+            .map_err(run("following the run"))?;
+        orchestrator
+            .status(&run_id)
+            .map_err(run("reading the run's result"))
+    }
+
+    /// Fetches the code and runs the plan's steps here, with the local orchestrator.
+    fn run_steps(&self, sink: &mut dyn FnMut(Event) -> bool) -> Result<RunRecord> {
+        let code = self.workdir.join("code");
+        // The store is reachable: say there why the run never started. Failures after this
+        // point are the run's own, and the local orchestrator records them.
+        self.fetch_code(&code)
+            .inspect_err(|error| self.record_failure(&error_chain(error)))?;
+        eprintln!(
+            "ferry agent: run {} of `{}`, code {} unpacked in {}",
+            self.plan.run_id,
+            self.plan.pipeline.name,
+            self.plan.code.digest.as_deref().unwrap_or_default(),
+            code.display()
+        );
+        let records = RunRecords::new(self.store.clone());
+        // The record the submitting orchestrator wrote names it; the local orchestrator that
+        // runs the steps here would name itself. Keep the submitter's name for the final record.
+        let submitted_by = match self.plan.only_step {
+            Some(_) => None,
+            None => records
+                .get(&self.plan.run_id)
+                .ok()
+                .flatten()
+                .map(|r| r.orchestrator),
+        };
+        let mut plan = self.plan.clone();
+        plan.project_root = code.clone();
+        let local = LocalOrchestrator::new(
+            PluginConfig::new(Default::default()).with_project_root(&code),
+            self.store.clone(),
+        )
+        .map_err(run("starting the local orchestrator"))?;
+        let run_id = local.submit(plan).map_err(run("starting the run"))?;
+        local
+            .stream_events(&run_id, None, true, &mut *sink)
+            .map_err(run("following the run"))?;
+        let mut record = local
+            .status(&run_id)
+            .map_err(run("reading the run's result"))?;
+        if let Some(name) = submitted_by
+            && record.orchestrator != name
+        {
+            record.orchestrator = name;
+            if let Err(error) = records.put(&record) {
+                eprintln!("ferry agent: cannot update the run record: {error}");
+            }
+        }
+        Ok(record)
+    }
+
+    /// Fetches the plan's code package, verifies its digest and unpacks it into `code`.
+    fn fetch_code(&self, code: &Path) -> Result<()> {
+        let key = self
+            .plan
+            .code
+            .package_key
+            .as_deref()
+            .ok_or(AgentError::PlanIncomplete("names no code package"))?;
+        let digest = self
+            .plan
+            .code
+            .digest
+            .as_deref()
+            .ok_or(AgentError::PlanIncomplete("has no code digest"))?;
+        let archive = self.workdir.join(".ferry-package.tar.zst");
+        self.store
+            .get_file(key, &archive)
+            .map_err(|source| AgentError::Fetch {
+                key: key.to_string(),
+                url: self.store.url(),
+                source,
+            })?;
+        unpack_file(&archive, digest, code).map_err(|source| AgentError::Unpack {
+            key: key.to_string(),
+            source,
+        })?;
+        let _ = std::fs::remove_file(&archive);
+        Ok(())
+    }
+
+    /// Records a run (or the one step) that never started, so that nobody waits for it.
+    fn record_failure(&self, error: &str) {
+        let records = RunRecords::new(self.store.clone());
+        let plan = &self.plan;
+        let written = if let Some(step) = &plan.only_step {
+            let mut result = StepRecord::pending();
+            result.status = StepStatus::Failed;
+            result.error = Some(format!("the agent could not start the step: {error}"));
+            result.finished_at = Some(chrono::Utc::now());
+            records.put_step_result(&plan.run_id, step, &result)
+        } else {
+            let mut record = match records.get(&plan.run_id) {
+                Ok(Some(record)) => record,
+                _ => RunRecord::new(plan, "agent"),
+            };
+            record.status = RunStatus::Failed;
+            record.error = Some(format!("the agent could not start the run: {error}"));
+            record.finished_at = Some(chrono::Utc::now());
+            records.put(&record)
+        };
+        if let Err(write_error) = written {
+            eprintln!("ferry agent: cannot record the failure: {write_error}");
+        }
+    }
+}
+
+fn env(name: &'static str) -> Result<String> {
+    std::env::var(name).map_err(|_| AgentError::MissingEnv { name })
+}
+
+fn run(doing: &'static str) -> impl Fn(PluginError) -> AgentError {
+    move |source| AgentError::Run { doing, source }
+}

@@ -1,0 +1,103 @@
+//! Building the plan of a new run: everything an orchestrator needs to run it, fixed before
+//! submission (run id, pipeline, resolved parameters, where the code is and its digest).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use chrono::Utc;
+use orchestrator_core::JSON_SCHEMA_VERSION;
+use orchestrator_core::pipeline::Pipeline;
+use orchestrator_core::run::{CodeInfo, RunPlan, new_run_id};
+
+use crate::package::{self, Package};
+
+/// What a new run is made of, resolved by the caller (the CLI resolves it from its arguments).
+pub struct PlanRequest<'a> {
+    /// The project's root: what is packaged, and what the plan's paths are relative to.
+    pub project_root: &'a Path,
+    /// `[package] include`: ignored files that still belong to the code (and to its digest).
+    pub include: &'a [String],
+    /// The pipeline file, absolute or relative to the working directory.
+    pub pipeline_file: &'a Path,
+    pub pipeline: Pipeline,
+    /// Every parameter, defaults and overrides resolved (`Pipeline::resolve_params`).
+    pub params: BTreeMap<String, String>,
+    pub stack: &'a str,
+    /// Run every step, even those with a cached result.
+    pub no_cache: bool,
+}
+
+impl PlanRequest<'_> {
+    /// The plan, under a fresh run id, with the digest of the project's code as it is now
+    /// (the cache keys of local runs start from it). Steps run from the pipeline file's folder.
+    pub fn build(self) -> Result<RunPlan, package::files::Error> {
+        let root = self.project_root;
+        let digest = package::files::tree_digest(root, self.include)?;
+        let relative = |path: &Path| -> PathBuf {
+            path.strip_prefix(root)
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|_| path.to_path_buf())
+        };
+        Ok(RunPlan {
+            schema_version: JSON_SCHEMA_VERSION,
+            run_id: new_run_id(),
+            pipeline: self.pipeline,
+            pipeline_file: relative(self.pipeline_file),
+            params: self.params,
+            project_root: root.to_path_buf(),
+            working_dir: relative(self.pipeline_file.parent().unwrap_or(root)),
+            stack: self.stack.to_string(),
+            code: CodeInfo {
+                digest: Some(digest),
+                package_key: None,
+            },
+            no_cache: self.no_cache,
+            created_at: Utc::now(),
+            only_step: None,
+        })
+    }
+}
+
+/// Points the plan at a code package: remote steps fetch it by key and verify it by digest.
+pub fn ship_package(plan: &mut RunPlan, package: &Package) {
+    plan.code.digest = Some(package.archive.digest.clone());
+    plan.code.package_key = Some(package.key());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_relative_to_the_project_and_the_digest_is_the_tree_digest() {
+        let project = tempfile::tempdir().unwrap();
+        let root = project.path();
+        std::fs::create_dir(root.join("flows")).unwrap();
+        let yaml = "name: p\nsteps:\n  a:\n    run: \"true\"\n";
+        std::fs::write(root.join("flows/pipeline.yaml"), yaml).unwrap();
+        let pipeline_file = root.join("flows/pipeline.yaml");
+        let pipeline = Pipeline::from_file(&pipeline_file).unwrap();
+        let plan = PlanRequest {
+            project_root: root,
+            include: &[],
+            pipeline_file: &pipeline_file,
+            pipeline,
+            params: BTreeMap::from([("k".to_string(), "v".to_string())]),
+            stack: "local",
+            no_cache: true,
+        }
+        .build()
+        .unwrap();
+        assert_eq!(plan.pipeline_file, Path::new("flows/pipeline.yaml"));
+        assert_eq!(plan.working_dir, Path::new("flows"));
+        assert_eq!(plan.project_root, root);
+        assert_eq!(plan.stack, "local");
+        assert!(plan.no_cache);
+        assert_eq!(plan.params["k"], "v");
+        assert_eq!(
+            plan.code.digest.as_deref(),
+            Some(package::files::tree_digest(root, &[]).unwrap().as_str())
+        );
+        assert_eq!(plan.code.package_key, None);
+    }
+}
