@@ -1,23 +1,23 @@
 //! What every command needs: the working directory, the configuration, the plugin search path,
-//! and the helpers commands share (opening a stack, finding a run, building and uploading the
-//! code package with its progress display).
+//! and the helpers commands share (opening a stack, listing runs, building and uploading the code
+//! package with its progress display).
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use console::Style;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use orchestrator_core::env_vars;
-use orchestrator_core::run::{RunRecord, RunRecords};
+use orchestrator_core::run::RunRecords;
 use orchestrator_core::store::Store;
 use orchestrator_host::config::{Config, ConfigLoader, default_user_config_path};
 use orchestrator_host::loader::SearchPath;
 use orchestrator_host::package::{self, Package, Upload};
 use orchestrator_host::stack::Stack;
-use std::time::Duration;
 
 use crate::args::GlobalArgs;
-use crate::output::{self, hint};
+use crate::output;
 
 pub struct Context {
     pub cwd: PathBuf,
@@ -124,24 +124,6 @@ impl Context {
         }
         Ok(outcome)
     }
-
-    /// Resolve `latest` or a run id to a run record from the store.
-    pub fn find_run(&self, stack: &Stack, run: &str) -> Result<RunRecord> {
-        let run_id = if run == "latest" || run == "last" {
-            latest_run_id(stack)?.ok_or_else(|| {
-                hint(
-                    format!("no runs in {}", stack.store.url()),
-                    "start one with `ferry run`",
-                )
-            })?
-        } else {
-            run.to_string()
-        };
-        stack
-            .orchestrator
-            .status(&run_id)
-            .with_context(|| format!("cannot read run `{run_id}`"))
-    }
 }
 
 fn working_dir(global: &GlobalArgs) -> Result<PathBuf> {
@@ -171,11 +153,5 @@ fn load_details(error: &orchestrator_host::stack::Error) -> Option<&str> {
 pub fn run_ids(stack: &Stack) -> Result<Vec<String>> {
     RunRecords::new(stack.store.clone())
         .ids()
-        .with_context(|| format!("cannot list runs in {}", stack.store.url()))
-}
-
-fn latest_run_id(stack: &Stack) -> Result<Option<String>> {
-    RunRecords::new(stack.store.clone())
-        .latest()
         .with_context(|| format!("cannot list runs in {}", stack.store.url()))
 }

@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result};
 use orchestrator_core::pipeline::Pipeline;
-use orchestrator_core::run::{RunPlan, RunRecord};
+use orchestrator_core::run::{RunPlan, RunRecord, RunRecords};
 use orchestrator_host::lifecycle::plan::PlanRequest;
+use orchestrator_host::package::Package;
 use orchestrator_host::stack::Stack;
 
 use crate::args::{PipelineArgs, RunRefArgs};
@@ -88,8 +89,14 @@ impl RunOptions {
         })
     }
 
-    /// The plan of a new run of these options, and the stack to submit it to.
-    pub fn into_plan(self, ctx: &Context, no_cache: bool) -> Result<(RunPlan, Stack)> {
+    /// The plan of a new run of these options, shipping `package` when the stack's
+    /// orchestrator wants one, and the stack to submit it to.
+    pub fn into_plan(
+        self,
+        ctx: &Context,
+        no_cache: bool,
+        package: Option<&Package>,
+    ) -> Result<(RunPlan, Stack)> {
         let project_root = &ctx.config.project_root;
         let plan = PlanRequest {
             project_root,
@@ -99,6 +106,7 @@ impl RunOptions {
             params: self.params,
             stack: &self.stack.name,
             no_cache,
+            package,
         }
         .build()
         .with_context(|| format!("cannot read the project at {}", project_root.display()))?;
@@ -106,7 +114,7 @@ impl RunOptions {
     }
 }
 
-/// A run named on the command line (an id, or `latest`), found in its stack's store.
+/// A run named on the command line (an id, or `latest`/`last`), found in its stack's store.
 pub struct RunTarget {
     pub stack: Stack,
     pub record: RunRecord,
@@ -115,7 +123,23 @@ pub struct RunTarget {
 impl RunTarget {
     pub fn resolve(ctx: &Context, args: &RunRefArgs) -> Result<Self> {
         let stack = ctx.open_stack(args.stack.stack.as_deref())?;
-        let record = ctx.find_run(&stack, &args.run)?;
+        let run_id = if args.run == "latest" || args.run == "last" {
+            RunRecords::new(stack.store.clone())
+                .latest()
+                .with_context(|| format!("cannot list runs in {}", stack.store.url()))?
+                .ok_or_else(|| {
+                    hint(
+                        format!("no runs in {}", stack.store.url()),
+                        "start one with `ferry run`",
+                    )
+                })?
+        } else {
+            args.run.clone()
+        };
+        let record = stack
+            .orchestrator
+            .status(&run_id)
+            .with_context(|| format!("cannot read run `{run_id}`"))?;
         Ok(Self { stack, record })
     }
 }

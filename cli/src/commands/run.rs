@@ -13,14 +13,16 @@ use crate::progress::RunDisplay;
 use crate::resolve::RunOptions;
 
 pub fn run(ctx: &Context, args: RunArgs) -> Result<ExitCode> {
-    let (mut plan, stack) =
-        RunOptions::resolve(ctx, &args.pipeline)?.into_plan(ctx, args.no_cache)?;
+    let options = RunOptions::resolve(ctx, &args.pipeline)?;
     // Remote orchestrators run steps elsewhere: ship the code first.
-    if stack.orchestrator.wants_code_package() {
+    let package = if options.stack.orchestrator.wants_code_package() {
         let package = ctx.build_package()?;
-        ctx.upload_package(&stack.store, &package)?;
-        lifecycle::plan::ship_package(&mut plan, &package);
-    }
+        ctx.upload_package(&options.stack.store, &package)?;
+        Some(package)
+    } else {
+        None
+    };
+    let (plan, stack) = options.into_plan(ctx, args.no_cache, package.as_ref())?;
     let dim = Style::new().dim();
     let header = format!(
         "{} {} {}",
@@ -90,12 +92,14 @@ pub fn run(ctx: &Context, args: RunArgs) -> Result<ExitCode> {
 }
 
 pub fn render(ctx: &Context, args: RenderArgs) -> Result<ExitCode> {
-    let (mut plan, stack) = RunOptions::resolve(ctx, &args.pipeline)?.into_plan(ctx, false)?;
+    let options = RunOptions::resolve(ctx, &args.pipeline)?;
     // What would be shipped is part of what would be created (nothing is uploaded).
-    if stack.orchestrator.wants_code_package() {
-        let package = ctx.build_package()?;
-        lifecycle::plan::ship_package(&mut plan, &package);
-    }
+    let package = if options.stack.orchestrator.wants_code_package() {
+        Some(ctx.build_package()?)
+    } else {
+        None
+    };
+    let (plan, stack) = options.into_plan(ctx, false, package.as_ref())?;
     let rendered = stack
         .orchestrator
         .render(&plan)

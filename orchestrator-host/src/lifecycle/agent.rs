@@ -23,7 +23,6 @@ use orchestrator_core::sdk::{OrchestratorPlugin as _, PluginConfig, StoreConnect
 use orchestrator_core::store::Store;
 use thiserror::Error;
 
-use super::error_chain;
 use crate::config::ComponentConfig;
 use crate::loader::SearchPath;
 use crate::local::LocalOrchestrator;
@@ -233,18 +232,14 @@ impl Agent {
 
     /// Fetches the plan's code package, verifies its digest and unpacks it into `code`.
     fn fetch_code(&self, code: &Path) -> Result<()> {
-        let key = self
-            .plan
-            .code
-            .package_key
-            .as_deref()
-            .ok_or(AgentError::PlanIncomplete("names no code package"))?;
-        let digest = self
-            .plan
-            .code
-            .digest
-            .as_deref()
-            .ok_or(AgentError::PlanIncomplete("has no code digest"))?;
+        let (Some(key), Some(digest)) = (&self.plan.code.package_key, &self.plan.code.digest)
+        else {
+            let missing = match self.plan.code.package_key {
+                None => "names no code package",
+                Some(_) => "has no code digest",
+            };
+            return Err(AgentError::PlanIncomplete(missing));
+        };
         let archive = self.workdir.join(".ferry-package.tar.zst");
         self.store
             .get_file(key, &archive)
@@ -293,4 +288,34 @@ fn env(name: &'static str) -> Result<String> {
 
 fn run(doing: &'static str) -> impl Fn(PluginError) -> AgentError {
     move |source| AgentError::Run { doing, source }
+}
+
+/// An error and its causes on one line, `what failed: why: why`, for records and logs that
+/// are read where no error chain travels.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut line = error.to_string();
+    let mut cause = error.source();
+    while let Some(error) = cause {
+        let text = error.to_string();
+        if !text.is_empty() {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        cause = error.source();
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_chain;
+
+    #[test]
+    fn error_chain_joins_causes() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("outer")]
+        struct Outer(#[source] std::io::Error);
+        let error = Outer(std::io::Error::other("inner"));
+        assert_eq!(error_chain(&error), "outer: inner");
+    }
 }

@@ -31,22 +31,6 @@ pub fn exit_status(record: &RunRecord) -> u8 {
     }
 }
 
-/// An error and its causes on one line, `what failed: why: why`, for records and logs that
-/// are read where no error chain travels.
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut line = error.to_string();
-    let mut cause = error.source();
-    while let Some(error) = cause {
-        let text = error.to_string();
-        if !text.is_empty() {
-            line.push_str(": ");
-            line.push_str(&text);
-        }
-        cause = error.source();
-    }
-    line
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,14 +80,5 @@ mod tests {
             )),
             1
         );
-    }
-
-    #[test]
-    fn error_chain_joins_causes() {
-        #[derive(Debug, thiserror::Error)]
-        #[error("outer")]
-        struct Outer(#[source] std::io::Error);
-        let error = Outer(std::io::Error::other("inner"));
-        assert_eq!(error_chain(&error), "outer: inner");
     }
 }

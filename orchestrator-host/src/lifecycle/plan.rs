@@ -25,14 +25,27 @@ pub struct PlanRequest<'a> {
     pub stack: &'a str,
     /// Run every step, even those with a cached result.
     pub no_cache: bool,
+    /// The code package remote steps fetch (by key) and verify (by digest). Without one the
+    /// plan carries the digest of the project tree as it is now.
+    pub package: Option<&'a Package>,
 }
 
 impl PlanRequest<'_> {
-    /// The plan, under a fresh run id, with the digest of the project's code as it is now
-    /// (the cache keys of local runs start from it). Steps run from the pipeline file's folder.
+    /// The plan, under a fresh run id, with the digest of the project's code (the cache keys
+    /// start from it): the package's, else the tree's, so the project is read once either way.
+    /// Steps run from the pipeline file's folder.
     pub fn build(self) -> Result<RunPlan, package::files::Error> {
         let root = self.project_root;
-        let digest = package::files::tree_digest(root, self.include)?;
+        let code = match self.package {
+            Some(package) => CodeInfo {
+                digest: Some(package.archive.digest.clone()),
+                package_key: Some(package.key()),
+            },
+            None => CodeInfo {
+                digest: Some(package::files::tree_digest(root, self.include)?),
+                package_key: None,
+            },
+        };
         let relative = |path: &Path| -> PathBuf {
             path.strip_prefix(root)
                 .map(Path::to_path_buf)
@@ -47,21 +60,12 @@ impl PlanRequest<'_> {
             project_root: root.to_path_buf(),
             working_dir: relative(self.pipeline_file.parent().unwrap_or(root)),
             stack: self.stack.to_string(),
-            code: CodeInfo {
-                digest: Some(digest),
-                package_key: None,
-            },
+            code,
             no_cache: self.no_cache,
             created_at: Utc::now(),
             only_step: None,
         })
     }
-}
-
-/// Points the plan at a code package: remote steps fetch it by key and verify it by digest.
-pub fn ship_package(plan: &mut RunPlan, package: &Package) {
-    plan.code.digest = Some(package.archive.digest.clone());
-    plan.code.package_key = Some(package.key());
 }
 
 #[cfg(test)]
@@ -85,6 +89,7 @@ mod tests {
             params: BTreeMap::from([("k".to_string(), "v".to_string())]),
             stack: "local",
             no_cache: true,
+            package: None,
         }
         .build()
         .unwrap();
@@ -99,5 +104,39 @@ mod tests {
             Some(package::files::tree_digest(root, &[]).unwrap().as_str())
         );
         assert_eq!(plan.code.package_key, None);
+    }
+
+    #[test]
+    fn a_shipped_plan_carries_the_package_digest_and_key() {
+        let project = tempfile::tempdir().unwrap();
+        let root = project.path();
+        let yaml = "name: p\nsteps:\n  a:\n    run: \"true\"\n";
+        std::fs::write(root.join("pipeline.yaml"), yaml).unwrap();
+        let pipeline_file = root.join("pipeline.yaml");
+        let out = tempfile::tempdir().unwrap();
+        let package = package::build(
+            root,
+            &crate::config::PackageConfig::default(),
+            &out.path().join("p.tar.zst"),
+        )
+        .unwrap();
+        let plan = PlanRequest {
+            project_root: root,
+            include: &[],
+            pipeline_file: &pipeline_file,
+            pipeline: Pipeline::from_file(&pipeline_file).unwrap(),
+            params: BTreeMap::new(),
+            stack: "k8s",
+            no_cache: false,
+            package: Some(&package),
+        }
+        .build()
+        .unwrap();
+        assert_eq!(
+            plan.code.digest.as_deref(),
+            Some(package.archive.digest.as_str())
+        );
+        assert_eq!(plan.code.package_key, Some(package.key()));
+        assert_eq!(plan.working_dir, Path::new(""));
     }
 }
