@@ -20,7 +20,7 @@ pub mod settings;
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams};
@@ -362,7 +362,8 @@ impl OrchestratorPlugin for KubernetesOrchestrator {
     }
 
     fn cancel(&self, run_id: &str) -> Result<(), PluginError> {
-        let mut record = self.stored_record(run_id)?;
+        let requested_at = Utc::now();
+        let record = self.stored_record(run_id)?;
         let connection = self.connection()?;
         let jobs: Api<Job> = Api::namespaced(connection.client.clone(), &connection.namespace);
         for job in self.run_jobs(connection, run_id)? {
@@ -394,24 +395,100 @@ impl OrchestratorPlugin for KubernetesOrchestrator {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        // The agent may have recorded the end in the meantime.
-        record = self.stored_record(run_id).unwrap_or(record);
-        if !record.status.is_finished() {
-            let now = Utc::now();
-            record.status = RunStatus::Cancelled;
-            record.finished_at = Some(now);
-            for step in record
-                .steps
-                .values_mut()
-                .filter(|s| !s.status.is_finished())
-            {
-                step.status = StepStatus::Cancelled;
-                step.finished_at = Some(now);
-            }
+        // The agent may have recorded the end in the meantime: its own cancel, an end it
+        // reached before the request, or a failure the stop itself caused.
+        let mut record = self.stored_record(run_id).unwrap_or(record);
+        if mark_cancelled(&mut record, requested_at, Utc::now()) {
             RunRecords::new(self.store.clone()).put(&record)?;
         }
         Ok(())
     }
 }
 
+/// Records the end a cancel requested at `requested_at` gave the run, unless the run had ended
+/// by itself before. Steps that failed after the request failed because their pod was stopped
+/// (a runtime may signal every process of a container, not only its init), so they are
+/// cancelled too; what succeeded stays succeeded. Returns whether the record changed.
+fn mark_cancelled(record: &mut RunRecord, requested_at: DateTime<Utc>, now: DateTime<Utc>) -> bool {
+    let after_request = |at: Option<DateTime<Utc>>| at.is_none_or(|at| at >= requested_at);
+    let ended_before = record.status.is_finished() && !after_request(record.finished_at);
+    if ended_before || matches!(record.status, RunStatus::Succeeded | RunStatus::Cancelled) {
+        return false;
+    }
+    record.status = RunStatus::Cancelled;
+    record.error = None;
+    record.finished_at = Some(now);
+    for step in record.steps.values_mut() {
+        let stopped = match step.status {
+            StepStatus::Failed => after_request(step.finished_at),
+            status => !status.is_finished(),
+        };
+        if stopped {
+            step.status = StepStatus::Cancelled;
+            step.finished_at = Some(now);
+        }
+    }
+    true
+}
+
 orchestrator_core::export_orchestrator_plugin!(KubernetesOrchestrator);
+
+#[cfg(test)]
+mod cancel_tests {
+    use super::*;
+    use orchestrator_core::run::StepRecord;
+
+    fn record(status: RunStatus, finished_at: Option<DateTime<Utc>>) -> RunRecord {
+        let plan = crate::manifest::tests::plan();
+        let mut record = RunRecord::new(&plan, "kubernetes");
+        record.status = status;
+        record.finished_at = finished_at;
+        record
+    }
+
+    fn step(status: StepStatus, finished_at: Option<DateTime<Utc>>) -> StepRecord {
+        let mut step = StepRecord::pending();
+        step.status = status;
+        step.finished_at = finished_at;
+        step
+    }
+
+    #[test]
+    fn a_run_the_stop_failed_is_recorded_cancelled_and_what_finished_before_stays() {
+        let requested = Utc::now();
+        let before = requested - chrono::Duration::seconds(5);
+        let after = requested + chrono::Duration::seconds(1);
+        let mut run = record(RunStatus::Failed, Some(after));
+        run.error = Some("step nap failed".into());
+        run.steps
+            .insert("done".into(), step(StepStatus::Succeeded, Some(before)));
+        run.steps
+            .insert("broke".into(), step(StepStatus::Failed, Some(before)));
+        run.steps
+            .insert("nap".into(), step(StepStatus::Failed, Some(after)));
+        run.steps
+            .insert("later".into(), step(StepStatus::Pending, None));
+        assert!(mark_cancelled(&mut run, requested, after));
+        assert_eq!(run.status, RunStatus::Cancelled);
+        assert_eq!(run.error, None);
+        let status = |name: &str| run.steps[name].status;
+        assert_eq!(status("done"), StepStatus::Succeeded);
+        assert_eq!(status("broke"), StepStatus::Failed);
+        assert_eq!(status("nap"), StepStatus::Cancelled);
+        assert_eq!(status("later"), StepStatus::Cancelled);
+    }
+
+    #[test]
+    fn a_run_that_ended_before_the_request_keeps_its_end() {
+        let requested = Utc::now();
+        let before = requested - chrono::Duration::seconds(5);
+        for status in [RunStatus::Failed, RunStatus::Succeeded] {
+            let mut run = record(status, Some(before));
+            assert!(!mark_cancelled(&mut run, requested, requested));
+            assert_eq!(run.status, status);
+        }
+        let mut running = record(RunStatus::Running, None);
+        assert!(mark_cancelled(&mut running, requested, requested));
+        assert_eq!(running.status, RunStatus::Cancelled);
+    }
+}

@@ -475,8 +475,19 @@ pub(super) fn signal_group(pgid: i32, signal: i32) {
     }
 }
 
-/// Signals a container instance: its process group and everything in its cgroup.
+/// Signals a container instance the way a runtime does (runc `kill`): a stop signal goes to
+/// the container's init process alone, which decides what its children get (ferry's agent
+/// cancels its steps); SIGKILL goes to its process group and everything in its cgroup.
 pub(super) fn signal_instance(pid: i32, cgroup_procs: Option<&Path>, signal: i32) {
+    if signal != libc::SIGKILL {
+        if pid > 1 {
+            // SAFETY: kill(2) has no memory effects.
+            unsafe {
+                libc::kill(pid, signal);
+            }
+        }
+        return;
+    }
     signal_group(pid, signal);
     if let Some(procs) = cgroup_procs
         && let Ok(text) = std::fs::read_to_string(procs)
