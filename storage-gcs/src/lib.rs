@@ -10,7 +10,6 @@
 //! server-side copy or generation preconditions (the GCS-compatible servers available for
 //! tests do not implement them faithfully).
 
-use std::str::FromStr;
 use std::sync::Arc;
 
 use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
@@ -19,9 +18,7 @@ use orchestrator_core::sdk::{PluginConfig, PluginInfo};
 use orchestrator_core::store::object_store_backend::{
     ObjectStoreBackend, ObjectStoreConfig, ObjectStorePlugin,
 };
-use orchestrator_core::store::settings::{
-    RetrySettings, bucket_url, parse_bucket_url, unknown_key, value_string, with_retry_keys,
-};
+use orchestrator_core::store::settings::{BucketSettings, BucketSpec, RETRY_KEYS};
 
 const NAME: &str = "storage-gcs";
 
@@ -55,15 +52,19 @@ const KEYS: &[(&str, &str)] = &[
     ),
     ("timeout", "request timeout, e.g. \"30s\""),
     ("connect_timeout", "connect timeout, e.g. \"5s\""),
-    (
-        "max_retries",
-        "retries of a failed request, with exponential backoff (default 10; 0 disables)",
-    ),
-    (
-        "retry_timeout",
-        "give up retrying a request after this long, e.g. \"3m\" (default 3m)",
-    ),
+    RETRY_KEYS[0],
+    RETRY_KEYS[1],
 ];
+
+const SPEC: BucketSpec<GoogleConfigKey> = BucketSpec {
+    plugin: NAME,
+    scheme: "gs",
+    noun: "bucket",
+    bucket_setting: "bucket",
+    bucket_key: GoogleConfigKey::Bucket,
+    bucket_env: "GOOGLE_BUCKET",
+    documented: KEYS,
+};
 
 pub struct Gcs;
 
@@ -72,62 +73,26 @@ pub type GcsStore = ObjectStorePlugin<Gcs>;
 
 struct Parsed {
     builder: GoogleCloudStorageBuilder,
-    bucket: String,
-    prefix: String,
+    settings: BucketSettings<GoogleConfigKey>,
 }
 
 fn parse(config: &PluginConfig) -> Result<Parsed, PluginError> {
+    let settings = BucketSettings::parse(config, &SPEC)?;
     let mut builder = GoogleCloudStorageBuilder::from_env();
-    let mut bucket = None;
-    let mut prefix = String::new();
-    // `url` first, so that explicit `bucket` and `prefix` refine it whatever the key order.
-    if let Some(url) = config.settings.get("url") {
-        let (b, p) = parse_bucket_url(&value_string("url", url)?, "gs")?;
-        bucket = Some(b);
-        prefix = p;
-    }
-    for (key, value) in &config.settings {
-        let text = value_string(key, value)?;
-        match key.as_str() {
-            "url" => {}
-            "prefix" => prefix = text.trim_matches('/').to_string(),
-            "max_retries" | "retry_timeout" => {}
-            _ => {
-                let parsed = GoogleConfigKey::from_str(key)
-                    .map_err(|_| unknown_key(NAME, key, &with_retry_keys(KEYS)))?;
-                if parsed == GoogleConfigKey::Bucket {
-                    bucket = Some(text.clone());
-                }
-                let text = match parsed {
-                    GoogleConfigKey::ServiceAccount | GoogleConfigKey::ApplicationCredentials => {
-                        config.resolve_path(&text).display().to_string()
-                    }
-                    _ => text,
-                };
-                builder = builder.with_config(parsed, text);
+    for (key, text) in &settings.keys {
+        let text = match key {
+            // Relative to the project, like every path in ferry's config.
+            GoogleConfigKey::ServiceAccount | GoogleConfigKey::ApplicationCredentials => {
+                config.resolve_path(text).display().to_string()
             }
-        }
+            _ => text.clone(),
+        };
+        builder = builder.with_config(*key, text);
     }
-    let bucket = bucket
-        .or_else(|| std::env::var("GOOGLE_BUCKET").ok())
-        .ok_or_else(|| {
-            PluginError::invalid_input(
-                "storage-gcs needs a bucket: set `url = \"gs://bucket/prefix\"` or `bucket` in the stack's store settings",
-            )
-        })?;
-    let retry = RetrySettings::from_config(config)?;
     builder = builder
-        .with_bucket_name(&bucket)
-        .with_retry(object_store::RetryConfig {
-            max_retries: retry.max_retries,
-            retry_timeout: retry.retry_timeout,
-            ..Default::default()
-        });
-    Ok(Parsed {
-        builder,
-        bucket,
-        prefix,
-    })
+        .with_bucket_name(&settings.bucket)
+        .with_retry(settings.retry.into());
+    Ok(Parsed { builder, settings })
 }
 
 impl ObjectStoreConfig for Gcs {
@@ -149,11 +114,11 @@ impl ObjectStoreConfig for Gcs {
         let store = parsed.builder.build().map_err(|e| {
             PluginError::invalid_input(format!(
                 "cannot configure GCS bucket `{}`: {e}; check `service_account` or GOOGLE_APPLICATION_CREDENTIALS",
-                parsed.bucket
+                parsed.settings.bucket
             ))
         })?;
-        let url = bucket_url("gs", &parsed.bucket, &parsed.prefix);
-        ObjectStoreBackend::new(Arc::new(store), &parsed.prefix, url)
+        let url = parsed.settings.url();
+        ObjectStoreBackend::new(Arc::new(store), &parsed.settings.prefix, url)
     }
 }
 
@@ -176,7 +141,10 @@ mod tests {
         })))
         .unwrap();
         assert_eq!(
-            (parsed.bucket.as_str(), parsed.prefix.as_str()),
+            (
+                parsed.settings.bucket.as_str(),
+                parsed.settings.prefix.as_str()
+            ),
             ("bucket", "team")
         );
         let error = parse(&config(

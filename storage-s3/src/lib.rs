@@ -7,7 +7,6 @@
 //! environment variables, then from instance or container credentials where object_store
 //! supports them.
 
-use std::str::FromStr;
 use std::sync::Arc;
 
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
@@ -17,8 +16,7 @@ use orchestrator_core::store::object_store_backend::{
     ObjectStoreBackend, ObjectStoreConfig, ObjectStorePlugin,
 };
 use orchestrator_core::store::settings::{
-    RetrySettings, bucket_url, check_endpoint, parse_bucket_url, shown_endpoint, unknown_key,
-    value_string, with_retry_keys,
+    BucketSettings, BucketSpec, RETRY_KEYS, check_endpoint, shown_endpoint,
 };
 
 const NAME: &str = "storage-s3";
@@ -71,15 +69,19 @@ const KEYS: &[(&str, &str)] = &[
     ),
     ("timeout", "request timeout, e.g. \"30s\""),
     ("connect_timeout", "connect timeout, e.g. \"5s\""),
-    (
-        "max_retries",
-        "retries of a failed request, with exponential backoff (default 10; 0 disables)",
-    ),
-    (
-        "retry_timeout",
-        "give up retrying a request after this long, e.g. \"3m\" (default 3m)",
-    ),
+    RETRY_KEYS[0],
+    RETRY_KEYS[1],
 ];
+
+const SPEC: BucketSpec<AmazonS3ConfigKey> = BucketSpec {
+    plugin: NAME,
+    scheme: "s3",
+    noun: "bucket",
+    bucket_setting: "bucket",
+    bucket_key: AmazonS3ConfigKey::Bucket,
+    bucket_env: "AWS_BUCKET",
+    documented: KEYS,
+};
 
 pub struct S3;
 
@@ -89,71 +91,39 @@ pub type S3Store = ObjectStorePlugin<S3>;
 /// Settings split into what the builder takes and what ferry handles itself.
 struct Parsed {
     builder: AmazonS3Builder,
-    bucket: String,
-    prefix: String,
+    settings: BucketSettings<AmazonS3ConfigKey>,
     endpoint: Option<String>,
 }
 
 fn parse(config: &PluginConfig) -> Result<Parsed, PluginError> {
+    let settings = BucketSettings::parse(config, &SPEC)?;
     let mut builder = AmazonS3Builder::from_env();
-    let mut bucket = None;
-    let mut prefix = String::new();
-    // `url` first, so that explicit `bucket` and `prefix` refine it whatever the key order.
-    if let Some(url) = config.settings.get("url") {
-        let (b, p) = parse_bucket_url(&value_string("url", url)?, "s3")?;
-        bucket = Some(b);
-        prefix = p;
-    }
     let mut endpoint = std::env::var("AWS_ENDPOINT_URL")
         .or_else(|_| std::env::var("AWS_ENDPOINT"))
         .ok();
     let mut allow_http = None;
-    for (key, value) in &config.settings {
-        let text = value_string(key, value)?;
-        match key.as_str() {
-            "url" => {}
-            "prefix" => prefix = text.trim_matches('/').to_string(),
-            "max_retries" | "retry_timeout" => {}
-            _ => {
-                let parsed = AmazonS3ConfigKey::from_str(key)
-                    .map_err(|_| unknown_key(NAME, key, &with_retry_keys(KEYS)))?;
-                match parsed {
-                    AmazonS3ConfigKey::Bucket => bucket = Some(text.clone()),
-                    AmazonS3ConfigKey::Endpoint => endpoint = Some(text.clone()),
-                    AmazonS3ConfigKey::Client(object_store::ClientConfigKey::AllowHttp) => {
-                        allow_http = Some(text.clone())
-                    }
-                    _ => {}
-                }
-                builder = builder.with_config(parsed, text);
+    for (key, text) in &settings.keys {
+        match key {
+            AmazonS3ConfigKey::Endpoint => endpoint = Some(text.clone()),
+            AmazonS3ConfigKey::Client(object_store::ClientConfigKey::AllowHttp) => {
+                allow_http = Some(text.clone())
             }
+            _ => {}
         }
+        builder = builder.with_config(*key, text);
     }
-    let bucket = bucket
-        .or_else(|| std::env::var("AWS_BUCKET").ok())
-        .ok_or_else(|| {
-            PluginError::invalid_input(
-                "storage-s3 needs a bucket: set `url = \"s3://bucket/prefix\"` or `bucket` in the stack's store settings",
-            )
-        })?;
     if let Some(endpoint) = &endpoint
         && check_endpoint(endpoint)?
         && allow_http.is_none()
     {
         builder = builder.with_allow_http(true);
     }
-    let retry = RetrySettings::from_config(config)?;
     builder = builder
-        .with_bucket_name(&bucket)
-        .with_retry(object_store::RetryConfig {
-            max_retries: retry.max_retries,
-            retry_timeout: retry.retry_timeout,
-            ..Default::default()
-        });
+        .with_bucket_name(&settings.bucket)
+        .with_retry(settings.retry.into());
     Ok(Parsed {
         builder,
-        bucket,
-        prefix,
+        settings,
         endpoint,
     })
 }
@@ -177,14 +147,14 @@ impl ObjectStoreConfig for S3 {
         let store = parsed.builder.build().map_err(|e| {
             PluginError::invalid_input(format!(
                 "cannot configure S3 bucket `{}`: {e}",
-                parsed.bucket
+                parsed.settings.bucket
             ))
         })?;
-        let mut url = bucket_url("s3", &parsed.bucket, &parsed.prefix);
+        let mut url = parsed.settings.url();
         if let Some(endpoint) = &parsed.endpoint {
             url.push_str(&format!(" at {}", shown_endpoint(endpoint)));
         }
-        ObjectStoreBackend::new(Arc::new(store), &parsed.prefix, url)
+        ObjectStoreBackend::new(Arc::new(store), &parsed.settings.prefix, url)
     }
 }
 
@@ -209,7 +179,10 @@ mod tests {
         })))
         .unwrap();
         assert_eq!(
-            (parsed.bucket.as_str(), parsed.prefix.as_str()),
+            (
+                parsed.settings.bucket.as_str(),
+                parsed.settings.prefix.as_str()
+            ),
             ("bucket", "team/ferry")
         );
         let error = parse(&config(

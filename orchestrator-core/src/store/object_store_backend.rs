@@ -19,6 +19,7 @@ use object_store::{
 };
 use tokio::runtime::Runtime;
 
+use super::settings::RetrySettings;
 use super::{ListResult, ObjectInfo, Result, validate_key, validate_prefix};
 use crate::abi::{ErrorKind, PluginError};
 use crate::sdk::{PluginConfig, PluginInfo, StorePlugin};
@@ -407,6 +408,16 @@ impl ObjectStoreBackend {
         match self.runtime().block_on(self.store.delete(&location)) {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(self.error("delete", key, e)),
+        }
+    }
+}
+
+impl From<RetrySettings> for object_store::RetryConfig {
+    fn from(retry: RetrySettings) -> Self {
+        Self {
+            max_retries: retry.max_retries,
+            retry_timeout: retry.retry_timeout,
+            ..Default::default()
         }
     }
 }

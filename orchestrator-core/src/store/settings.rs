@@ -1,6 +1,11 @@
 //! Helpers for store plugins whose settings mirror `object_store`'s config keys: values as
 //! strings, `scheme://bucket/prefix` URLs, retry settings, and refusing unknown keys.
+//!
+//! [`BucketSettings::parse`] is the skeleton every object-store driver shares (S3, GCS, Azure):
+//! a driver says what differs in a [`BucketSpec`] and applies the keys it gets back to its
+//! object_store builder.
 
+use std::str::FromStr;
 use std::time::Duration;
 
 use crate::abi::PluginError;
@@ -45,6 +50,11 @@ pub fn bucket_url(scheme: &str, bucket: &str, prefix: &str) -> String {
 }
 
 /// A plugin's documented keys followed by the retry keys every object-store plugin takes.
+#[deprecated(
+    since = "0.1.1",
+    note = "`PluginInfo::config_keys` is static: list `RETRY_KEYS[0]`, `RETRY_KEYS[1]` in the \
+            plugin's own keys, and `BucketSettings::parse` checks them"
+)]
 pub fn with_retry_keys(keys: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static str)> {
     keys.iter().chain(RETRY_KEYS).copied().collect()
 }
@@ -65,6 +75,7 @@ impl Default for RetrySettings {
     }
 }
 
+/// The retry keys, for a driver's documented keys (`RETRY_KEYS[0], RETRY_KEYS[1]`).
 pub const RETRY_KEYS: &[(&str, &str)] = &[
     (
         "max_retries",
@@ -97,6 +108,98 @@ impl RetrySettings {
             })?;
         }
         Ok(retry)
+    }
+}
+
+/// What differs between object-store drivers in [`BucketSettings::parse`]. `K` is the driver's
+/// object_store config key type (`AmazonS3ConfigKey`, `GoogleConfigKey`, `AzureConfigKey`),
+/// whose names and aliases are the settings' names.
+pub struct BucketSpec<K> {
+    /// The plugin's name, for messages: `storage-s3`.
+    pub plugin: &'static str,
+    /// The `url` setting's scheme: `s3` in `s3://bucket/prefix`.
+    pub scheme: &'static str,
+    /// What the store calls a bucket: `bucket`, or `container` on Azure.
+    pub noun: &'static str,
+    /// The setting that names the bucket (`bucket`, `container_name`) and its config key.
+    pub bucket_setting: &'static str,
+    pub bucket_key: K,
+    /// The environment variable that names the bucket when no setting does: `AWS_BUCKET`.
+    pub bucket_env: &'static str,
+    /// The documented keys, for did-you-mean on an unknown one.
+    pub documented: &'static [(&'static str, &'static str)],
+}
+
+/// An object-store driver's settings, parsed the same way for every driver: the bucket from
+/// `url`, refined by the bucket setting, else the environment; the prefix from `url`, refined
+/// by `prefix`; the retry keys; and every other setting checked against the driver's config
+/// key type, for the driver to apply to its builder.
+#[derive(Debug)]
+pub struct BucketSettings<K> {
+    pub bucket: String,
+    /// Without leading or trailing `/`; empty for the whole bucket.
+    pub prefix: String,
+    pub retry: RetrySettings,
+    /// The other settings (`url`, `prefix` and the retry keys taken out),
+    /// as config keys and `object_store` string values. The bucket's own key stays in: a
+    /// builder may take it like any other.
+    pub keys: Vec<(K, String)>,
+    scheme: &'static str,
+}
+
+impl<K: FromStr + PartialEq> BucketSettings<K> {
+    pub fn parse(config: &PluginConfig, spec: &BucketSpec<K>) -> Result<Self, PluginError> {
+        let mut bucket = None;
+        let mut prefix = String::new();
+        // `url` first, so that the bucket setting and `prefix` refine it whatever the key order.
+        if let Some(url) = config.settings.get("url") {
+            let (b, p) = parse_bucket_url(&value_string("url", url)?, spec.scheme)?;
+            bucket = Some(b);
+            prefix = p;
+        }
+        let mut keys = Vec::new();
+        for (name, value) in &config.settings {
+            let text = value_string(name, value)?;
+            match name.as_str() {
+                "url" | "max_retries" | "retry_timeout" => {}
+                "prefix" => prefix = text.trim_matches('/').to_string(),
+                _ => {
+                    let key = K::from_str(name)
+                        .map_err(|_| unknown_key(spec.plugin, name, spec.documented))?;
+                    if key == spec.bucket_key {
+                        bucket = Some(text.clone());
+                    }
+                    keys.push((key, text));
+                }
+            }
+        }
+        let bucket = bucket
+            .or_else(|| std::env::var(spec.bucket_env).ok())
+            .ok_or_else(|| {
+                let BucketSpec {
+                    plugin,
+                    scheme,
+                    noun,
+                    bucket_setting,
+                    ..
+                } = spec;
+                PluginError::invalid_input(format!(
+                    "{plugin} needs a {noun}: set `url = \"{scheme}://{noun}/prefix\"` or \
+                     `{bucket_setting}` in the stack's store settings"
+                ))
+            })?;
+        Ok(Self {
+            bucket,
+            prefix,
+            retry: RetrySettings::from_config(config)?,
+            keys,
+            scheme: spec.scheme,
+        })
+    }
+
+    /// The store as users see it: `s3://bucket/prefix`.
+    pub fn url(&self) -> String {
+        bucket_url(self.scheme, &self.bucket, &self.prefix)
     }
 }
 
@@ -155,6 +258,78 @@ pub fn unknown_key(plugin: &str, key: &str, documented: &[(&str, &str)]) -> Plug
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A driver's config keys in miniature: a bucket key with an alias and one other key.
+    #[derive(Debug, PartialEq)]
+    enum Key {
+        Bucket,
+        Region,
+    }
+
+    impl FromStr for Key {
+        type Err = ();
+        fn from_str(s: &str) -> Result<Self, ()> {
+            match s {
+                "bucket" | "toy_bucket" => Ok(Key::Bucket),
+                "region" => Ok(Key::Region),
+                _ => Err(()),
+            }
+        }
+    }
+
+    const SPEC: BucketSpec<Key> = BucketSpec {
+        plugin: "storage-toy",
+        scheme: "toy",
+        noun: "bucket",
+        bucket_setting: "bucket",
+        bucket_key: Key::Bucket,
+        bucket_env: "FERRY_TEST_TOY_BUCKET_UNSET",
+        documented: &[
+            ("url", ""),
+            ("bucket", ""),
+            ("prefix", ""),
+            ("region", ""),
+            RETRY_KEYS[0],
+            RETRY_KEYS[1],
+        ],
+    };
+
+    fn parse(json: serde_json::Value) -> Result<BucketSettings<Key>, PluginError> {
+        BucketSettings::parse(&PluginConfig::new(json.as_object().unwrap().clone()), &SPEC)
+    }
+
+    #[test]
+    fn bucket_settings_refine_the_url_and_hand_the_driver_its_own_keys() {
+        // The bucket setting and `prefix` win over `url` whatever the keys' order.
+        let settings = parse(serde_json::json!({
+            "url": "toy://from-url/a/b/",
+            "toy_bucket": "explicit",
+            "prefix": "/team/",
+            "region": "eu-1",
+            "max_retries": 3,
+        }))
+        .unwrap();
+        assert_eq!(settings.bucket, "explicit");
+        assert_eq!(settings.prefix, "team");
+        assert_eq!(settings.retry.max_retries, 3);
+        assert_eq!(settings.keys.len(), 2, "{:?}", settings.keys);
+        assert!(settings.keys.contains(&(Key::Region, "eu-1".into())));
+        assert!(settings.keys.contains(&(Key::Bucket, "explicit".into())));
+        assert_eq!(settings.url(), "toy://explicit/team");
+
+        let error = parse(serde_json::json!({"bucket": "b", "regoin": "x"})).unwrap_err();
+        assert!(
+            error.message().contains(
+                "unknown setting `regoin` for plugin `storage-toy`; did you mean `region`?"
+            ),
+            "{error}"
+        );
+        let error = parse(serde_json::json!({"region": "x"})).unwrap_err();
+        assert_eq!(
+            error.message(),
+            "storage-toy needs a bucket: set `url = \"toy://bucket/prefix\"` or `bucket` in the stack's store settings"
+        );
+    }
 
     #[test]
     fn endpoints_are_checked_and_shown_without_credentials() {

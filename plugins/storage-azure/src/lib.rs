@@ -13,7 +13,6 @@
 //! emulator's address (`http://127.0.0.1:10000`) reaches its well-known `devstoreaccount1`
 //! account with the emulator's published key, unless `account_name`/`access_key` say otherwise.
 
-use std::str::FromStr;
 use std::sync::Arc;
 
 use object_store::ClientConfigKey;
@@ -24,8 +23,7 @@ use orchestrator_core::store::object_store_backend::{
     ObjectStoreBackend, ObjectStoreConfig, ObjectStorePlugin,
 };
 use orchestrator_core::store::settings::{
-    RetrySettings, bucket_url, check_endpoint, parse_bucket_url, shown_endpoint, unknown_key,
-    value_string, with_retry_keys,
+    BucketSettings, BucketSpec, RETRY_KEYS, check_endpoint, shown_endpoint,
 };
 
 const NAME: &str = "storage-azure";
@@ -84,15 +82,19 @@ const KEYS: &[(&str, &str)] = &[
     ("allow_http", "allow plain http endpoints"),
     ("timeout", "request timeout, e.g. \"30s\""),
     ("connect_timeout", "connect timeout, e.g. \"5s\""),
-    (
-        "max_retries",
-        "retries of a failed request, with exponential backoff (default 10; 0 disables)",
-    ),
-    (
-        "retry_timeout",
-        "give up retrying a request after this long, e.g. \"3m\" (default 3m)",
-    ),
+    RETRY_KEYS[0],
+    RETRY_KEYS[1],
 ];
+
+const SPEC: BucketSpec<AzureConfigKey> = BucketSpec {
+    plugin: NAME,
+    scheme: "az",
+    noun: "container",
+    bucket_setting: "container_name",
+    bucket_key: AzureConfigKey::ContainerName,
+    bucket_env: "AZURE_CONTAINER_NAME",
+    documented: KEYS,
+};
 
 pub struct Azure;
 
@@ -102,8 +104,7 @@ pub type AzureStore = ObjectStorePlugin<Azure>;
 /// Settings split into what the builder takes and what ferry handles itself.
 struct Parsed {
     builder: MicrosoftAzureBuilder,
-    container: String,
-    prefix: String,
+    settings: BucketSettings<AzureConfigKey>,
     /// Where the blobs are, for the store's description (never with credentials).
     shown_endpoint: Option<String>,
 }
@@ -116,56 +117,29 @@ fn truthy(text: &str) -> bool {
 }
 
 fn parse(config: &PluginConfig) -> Result<Parsed, PluginError> {
+    let settings = BucketSettings::parse(config, &SPEC)?;
     let mut builder = MicrosoftAzureBuilder::from_env();
-    let mut container = None;
-    let mut prefix = String::new();
-    // `url` first, so that explicit `container_name` and `prefix` refine it whatever the order.
-    if let Some(url) = config.settings.get("url") {
-        let (c, p) = parse_bucket_url(&value_string("url", url)?, "az")?;
-        container = Some(c);
-        prefix = p;
-    }
     let mut endpoint = None;
     let mut emulator = false;
     let mut account = None;
     let mut key = None;
     let mut allow_http = None;
-    for (name, value) in &config.settings {
-        let text = value_string(name, value)?;
-        match name.as_str() {
-            "url" => {}
-            "prefix" => prefix = text.trim_matches('/').to_string(),
-            "max_retries" | "retry_timeout" => {}
-            _ => {
-                let parsed = AzureConfigKey::from_str(name)
-                    .map_err(|_| unknown_key(NAME, name, &with_retry_keys(KEYS)))?;
-                match parsed {
-                    AzureConfigKey::ContainerName => container = Some(text.clone()),
-                    AzureConfigKey::Endpoint => endpoint = Some(text.clone()),
-                    AzureConfigKey::AccountName => account = Some(text.clone()),
-                    AzureConfigKey::AccessKey => key = Some(text.clone()),
-                    AzureConfigKey::Client(ClientConfigKey::AllowHttp) => {
-                        allow_http = Some(text.clone())
-                    }
-                    // Handled below: object_store's own emulator mode reads the address from
-                    // an environment variable, which a plugin must not set for its host.
-                    AzureConfigKey::UseEmulator => {
-                        emulator = truthy(&text);
-                        continue;
-                    }
-                    _ => {}
-                }
-                builder = builder.with_config(parsed, text);
+    for (name, text) in &settings.keys {
+        match name {
+            AzureConfigKey::Endpoint => endpoint = Some(text.clone()),
+            AzureConfigKey::AccountName => account = Some(text.clone()),
+            AzureConfigKey::AccessKey => key = Some(text.clone()),
+            AzureConfigKey::Client(ClientConfigKey::AllowHttp) => allow_http = Some(text.clone()),
+            // Handled below: object_store's own emulator mode reads the address from an
+            // environment variable, which a plugin must not set for its host.
+            AzureConfigKey::UseEmulator => {
+                emulator = truthy(text);
+                continue;
             }
+            _ => {}
         }
+        builder = builder.with_config(*name, text);
     }
-    let container = container
-        .or_else(|| std::env::var("AZURE_CONTAINER_NAME").ok())
-        .ok_or_else(|| {
-            PluginError::invalid_input(
-                "storage-azure needs a container: set `url = \"az://container/prefix\"` or `container_name` in the stack's store settings",
-            )
-        })?;
     if emulator {
         // Azurite serves accounts path-style: http://host:port/<account>/<container>/<blob>.
         let account = account.unwrap_or_else(|| EMULATOR_ACCOUNT.to_string());
@@ -192,18 +166,12 @@ fn parse(config: &PluginConfig) -> Result<Parsed, PluginError> {
     {
         builder = builder.with_allow_http(true);
     }
-    let retry = RetrySettings::from_config(config)?;
     builder = builder
-        .with_container_name(&container)
-        .with_retry(object_store::RetryConfig {
-            max_retries: retry.max_retries,
-            retry_timeout: retry.retry_timeout,
-            ..Default::default()
-        });
+        .with_container_name(&settings.bucket)
+        .with_retry(settings.retry.into());
     Ok(Parsed {
         builder,
-        container,
-        prefix,
+        settings,
         shown_endpoint: endpoint.as_deref().map(shown_endpoint),
     })
 }
@@ -227,14 +195,14 @@ impl ObjectStoreConfig for Azure {
         let store = parsed.builder.build().map_err(|e| {
             PluginError::invalid_input(format!(
                 "cannot configure Azure container `{}`: {e}; set `account_name` and a credential (`access_key`, `sas_token`, a service principal) or AZURE_STORAGE_* variables",
-                parsed.container
+                parsed.settings.bucket
             ))
         })?;
-        let mut url = bucket_url("az", &parsed.container, &parsed.prefix);
+        let mut url = parsed.settings.url();
         if let Some(endpoint) = &parsed.shown_endpoint {
             url.push_str(&format!(" at {endpoint}"));
         }
-        ObjectStoreBackend::new(Arc::new(store), &parsed.prefix, url)
+        ObjectStoreBackend::new(Arc::new(store), &parsed.settings.prefix, url)
     }
 }
 
@@ -256,8 +224,8 @@ mod tests {
             "endpoint": "http://127.0.0.1:10100",
         })))
         .unwrap();
-        assert_eq!(parsed.container, "ferry");
-        assert_eq!(parsed.prefix, "team/runs");
+        assert_eq!(parsed.settings.bucket, "ferry");
+        assert_eq!(parsed.settings.prefix, "team/runs");
         assert_eq!(
             parsed.shown_endpoint.as_deref(),
             Some("http://127.0.0.1:10100/devstoreaccount1")
