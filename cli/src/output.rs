@@ -4,6 +4,7 @@ use std::fmt;
 
 use console::Style;
 use orchestrator_core::run::{RunStatus, StepStatus};
+use orchestrator_host::errors;
 
 /// An error with one line of what to do about it.
 #[derive(Debug)]
@@ -30,24 +31,17 @@ pub fn hint(message: impl Into<String>, hint: impl Into<String>) -> anyhow::Erro
 /// `error: what failed: why` on one line, then `hint: what to do` when there is one.
 pub fn print_error(error: &anyhow::Error, verbose: u8) {
     let red = Style::new().red().bold().for_stderr();
-    let chain: Vec<String> = error
+    let root: &(dyn std::error::Error + 'static) = error.as_ref();
+    eprintln!("{} {}", red.apply_to("error:"), errors::chain(root));
+    let hint = error
         .chain()
-        .map(|e| e.to_string())
-        .filter(|s| !s.is_empty())
-        .collect();
-    // Messages often repeat their cause's text; keep each piece once.
-    let mut parts: Vec<&str> = Vec::new();
-    for part in &chain {
-        if !parts.iter().any(|p| p.contains(part.as_str())) {
-            parts.push(part);
-        }
-    }
-    eprintln!("{} {}", red.apply_to("error:"), parts.join(": "));
-    if let Some(hinted) = error.chain().find_map(|e| e.downcast_ref::<Hinted>()) {
+        .find_map(|e| e.downcast_ref::<Hinted>())
+        .map(|hinted| hinted.hint.clone())
+        .or_else(|| errors::hint(root));
+    if let Some(hint) = hint {
         eprintln!(
-            "{} {}",
-            Style::new().cyan().for_stderr().apply_to("hint:"),
-            hinted.hint
+            "{} {hint}",
+            Style::new().cyan().for_stderr().apply_to("hint:")
         );
     }
     if verbose > 1 {

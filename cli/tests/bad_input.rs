@@ -16,7 +16,8 @@ struct Case {
     files: &'static [(&'static str, &'static str)],
     args: &'static [&'static str],
     code: i32,
-    /// The first line of stderr that starts with `error:`, exactly.
+    /// The first line of stderr that starts with `error:`, exactly, and the `hint:` line after
+    /// it when the case gives one (`"error: ...\nhint: ..."`).
     error: &'static str,
 }
 
@@ -267,7 +268,7 @@ const CASES: &[Case] = &[
         files: &[OK_PIPELINE, ("ferry.toml", "stack = \"nope\"\n")],
         args: &["run", "p"],
         code: 1,
-        error: "error: unknown stack `nope`; defined stacks: local; pick one of those or define [stacks.nope] in ferry.toml",
+        error: "error: unknown stack `nope`; defined stacks: local\nhint: pick one of those or define [stacks.nope] in ferry.toml",
     },
     Case {
         what: "a misspelt top-level key",
@@ -320,7 +321,7 @@ const CASES: &[Case] = &[
         ],
         args: &["run", "p", "--stack", "a"],
         code: 1,
-        error: "error: stack `a` has no store; add `store = { plugin = \"...\" }` under [stacks.a]",
+        error: "error: stack `a` has no store\nhint: add `store = { plugin = \"...\" }` under [stacks.a]",
     },
     Case {
         what: "an S3 store without a bucket",
@@ -399,14 +400,14 @@ const CASES: &[Case] = &[
         ],
         args: &["package", "--out", "code.tar.zst"],
         code: 1,
-        error: "error: cannot package the project at {dir}: the code package is 1.1 MiB, over the limit of 1.0 MiB (package.max_size_mib in ferry.toml); largest files: data/big.bin (1.1 MiB), ferry.toml (27 B). Exclude what steps do not need in .ferryignore (same syntax as .gitignore) and check with `ferry package --list`",
+        error: "error: cannot package the project at {dir}: the code package is 1.1 MiB, over the limit of 1.0 MiB (package.max_size_mib in ferry.toml); largest files: data/big.bin (1.1 MiB), ferry.toml (27 B)\nhint: exclude what steps do not need in .ferryignore (same syntax as .gitignore) and check with `ferry package --list`",
     },
     Case {
         what: "a package include that leaves the project",
         files: &[("ferry.toml", "[package]\ninclude = [\"../outside\"]\n")],
         args: &["package", "--out", "code.tar.zst"],
         code: 1,
-        error: "error: cannot package the project at {dir}: include pattern `../outside` in ferry.toml leaves the project; use paths relative to the project root, without `..`",
+        error: "error: cannot package the project at {dir}: include pattern `../outside` in ferry.toml leaves the project\nhint: use paths relative to the project root, without `..`",
     },
     Case {
         what: "an out-of-range compression level",
@@ -470,7 +471,11 @@ fn bad_input_is_refused_with_its_exact_message_and_nothing_is_written() {
         let stderr = run.stderr();
         let dir = project.path().display().to_string();
         let expected = case.error.replace("{dir}", &dir);
-        let error = stderr.lines().find(|l| l.starts_with("error:"));
+        let lines: Vec<&str> = stderr.lines().collect();
+        let error = lines
+            .iter()
+            .position(|l| l.starts_with("error:"))
+            .map(|at| lines[at..lines.len().min(at + expected.lines().count())].join("\n"));
         if run.code() != case.code {
             failures.push(format!(
                 "{}: exit code {} instead of {}\n{stderr}",
@@ -479,11 +484,11 @@ fn bad_input_is_refused_with_its_exact_message_and_nothing_is_written() {
                 case.code
             ));
         }
-        if error != Some(expected.as_str()) {
+        if error.as_deref() != Some(expected.as_str()) {
             failures.push(format!(
                 "{}:\n  expected {expected}\n  got      {}",
                 case.what,
-                error.unwrap_or("(no error line)")
+                error.as_deref().unwrap_or("(no error line)")
             ));
         }
         let after = files_under(project.path());

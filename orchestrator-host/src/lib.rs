@@ -8,9 +8,11 @@
 //! - [`lifecycle`] plans a run, says what its outcome means as an exit status, and is the
 //!   runtime of `ferry agent` in a remote orchestrator's pod.
 //! - [`local`] is the built-in orchestrator; [`stores`] the built-in artifact stores.
+//! - [`errors`] is how errors read: the chain on one line, advice as a hint.
 //! - [`fuzz`] holds the entry points the fuzz targets and their corpus tests share.
 
 pub mod config;
+pub mod errors;
 pub mod fuzz;
 pub mod lifecycle;
 pub mod loader;

@@ -19,6 +19,7 @@ use object_store::{
 };
 use tokio::runtime::Runtime;
 
+#[cfg(feature = "object-store-cloud")]
 use super::settings::RetrySettings;
 use super::{ListResult, ObjectInfo, Result, validate_key, validate_prefix};
 use crate::abi::{ErrorKind, PluginError};
@@ -412,6 +413,7 @@ impl ObjectStoreBackend {
     }
 }
 
+#[cfg(feature = "object-store-cloud")]
 impl From<RetrySettings> for object_store::RetryConfig {
     fn from(retry: RetrySettings) -> Self {
         Self {

@@ -36,11 +36,11 @@ impl fmt::Display for Origin {
 #[derive(thiserror::Error, Debug)]
 pub enum ConfigError {
     /// The loader was given no directory and the process has none either.
-    #[error("cannot determine the current directory: {0}; run ferry from an existing directory")]
+    #[error("cannot determine the current directory")]
     CurrentDir(#[source] std::io::Error),
 
     /// A config file exists but could not be read.
-    #[error("cannot read config file {}: {source}; check that it is a readable file", path.display())]
+    #[error("cannot read config file {}", path.display())]
     Read {
         path: PathBuf,
         #[source]
@@ -48,7 +48,7 @@ pub enum ConfigError {
     },
 
     /// A config file is not valid TOML; `message` carries the line and column.
-    #[error("cannot parse config file {}: {message}\nfix the TOML syntax at the position shown", path.display())]
+    #[error("cannot parse config file {}: {message}", path.display())]
     Parse { path: PathBuf, message: String },
 
     /// A key that ferry does not know, usually a typo.
@@ -78,18 +78,14 @@ pub enum ConfigError {
     InvalidOverride { origin: Origin, reason: String },
 
     /// A stack without an orchestrator or a store cannot run anything.
-    #[error(
-        "stack `{stack}` has no {component}; add `{component} = {{ plugin = \"...\" }}` under [stacks.{stack}]"
-    )]
+    #[error("stack `{stack}` has no {component}")]
     MissingComponent {
         stack: String,
         component: &'static str,
     },
 
     /// A component must name the plugin that implements it.
-    #[error(
-        "stack `{stack}` has no plugin for its {component}; set `{component}.plugin` to a plugin name such as \"local\""
-    )]
+    #[error("stack `{stack}` has no plugin for its {component}")]
     MissingPlugin {
         stack: String,
         component: &'static str,
@@ -97,7 +93,7 @@ pub enum ConfigError {
 
     /// The selected stack (from `--stack` or the `stack` key) is not defined.
     #[error(
-        "unknown stack `{name}`{}; defined stacks: {}; pick one of those or define [stacks.{name}] in ferry.toml",
+        "unknown stack `{name}`{}; defined stacks: {}",
         did_you_mean(.suggestion),
         .defined.join(", ")
     )]
@@ -110,6 +106,27 @@ pub enum ConfigError {
     /// The merged layers could not be read back; the per-layer checks should make this rare.
     #[error("invalid configuration: {0}")]
     Invalid(String),
+}
+
+impl ConfigError {
+    /// What to do about it, printed on its own line after the error.
+    pub fn hint(&self) -> Option<String> {
+        Some(match self {
+            Self::CurrentDir(_) => "run ferry from an existing directory".into(),
+            Self::Read { .. } => "check that it is a readable file".into(),
+            Self::Parse { .. } => "fix the TOML syntax at the position shown".into(),
+            Self::MissingComponent { stack, component } => {
+                format!("add `{component} = {{ plugin = \"...\" }}` under [stacks.{stack}]")
+            }
+            Self::MissingPlugin { component, .. } => {
+                format!("set `{component}.plugin` to a plugin name such as \"local\"")
+            }
+            Self::UnknownStack { name, .. } => {
+                format!("pick one of those or define [stacks.{name}] in ferry.toml")
+            }
+            _ => return None,
+        })
+    }
 }
 
 fn did_you_mean(suggestion: &Option<String>) -> String {

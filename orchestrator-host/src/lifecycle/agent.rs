@@ -132,7 +132,7 @@ impl Agent {
         match std::env::var(FERRY_AGENT_ORCHESTRATOR) {
             Ok(orchestrator) => self
                 .coordinate(&orchestrator, sink)
-                .inspect_err(|error| self.record_failure(&error_chain(error))),
+                .inspect_err(|error| self.record_failure(&crate::errors::one_line(error))),
             Err(_) => self.run_steps(sink),
         }
     }
@@ -186,7 +186,7 @@ impl Agent {
         // The store is reachable: say there why the run never started. Failures after this
         // point are the run's own, and the local orchestrator records them.
         self.fetch_code(&code)
-            .inspect_err(|error| self.record_failure(&error_chain(error)))?;
+            .inspect_err(|error| self.record_failure(&crate::errors::one_line(error)))?;
         eprintln!(
             "ferry agent: run {} of `{}`, code {} unpacked in {}",
             self.plan.run_id,
@@ -288,34 +288,4 @@ fn env(name: &'static str) -> Result<String> {
 
 fn run(doing: &'static str) -> impl Fn(PluginError) -> AgentError {
     move |source| AgentError::Run { doing, source }
-}
-
-/// An error and its causes on one line, `what failed: why: why`, for records and logs that
-/// are read where no error chain travels.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut line = error.to_string();
-    let mut cause = error.source();
-    while let Some(error) = cause {
-        let text = error.to_string();
-        if !text.is_empty() {
-            line.push_str(": ");
-            line.push_str(&text);
-        }
-        cause = error.source();
-    }
-    line
-}
-
-#[cfg(test)]
-mod tests {
-    use super::error_chain;
-
-    #[test]
-    fn error_chain_joins_causes() {
-        #[derive(Debug, thiserror::Error)]
-        #[error("outer")]
-        struct Outer(#[source] std::io::Error);
-        let error = Outer(std::io::Error::other("inner"));
-        assert_eq!(error_chain(&error), "outer: inner");
-    }
 }

@@ -16,27 +16,36 @@ use super::files::{FileKind, ProjectFile, Selection};
 #[non_exhaustive]
 #[derive(Debug, Error)]
 pub enum Error {
-    #[error("cannot write the package {path}: {source}")]
+    #[error("cannot write the package {path}")]
     Write {
         path: PathBuf,
         #[source]
         source: io::Error,
     },
-    #[error("cannot read {path} while packaging: {source}")]
+    #[error("cannot read {path} while packaging")]
     Read {
         path: PathBuf,
         #[source]
         source: io::Error,
     },
-    #[error(
-        "the package {path} is damaged (its content does not match digest {digest}); delete .ferry/packages and package again"
-    )]
+    #[error("the package {path} is damaged (its content does not match digest {digest})")]
     Damaged { path: PathBuf, digest: String },
-    #[error("{path} changed size while it was being packaged; run again once nothing writes to it")]
+    #[error("{path} changed size while it was being packaged")]
     Changed { path: PathBuf },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// What to do about it, printed on its own line after the error.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            Self::Damaged { .. } => Some("delete .ferry/packages and package again".into()),
+            Self::Changed { .. } => Some("run again once nothing writes to it".into()),
+            Self::Write { .. } | Self::Read { .. } => None,
+        }
+    }
+}
 
 /// How a package is compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

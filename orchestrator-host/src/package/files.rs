@@ -20,35 +20,44 @@ pub const FERRY_DIR: &str = ".ferry";
 #[non_exhaustive]
 #[derive(Debug, Error)]
 pub enum Error {
-    #[error("cannot walk the project at {root}: {source}")]
+    #[error("cannot walk the project at {root}")]
     Walk {
         root: PathBuf,
         #[source]
         source: ignore::Error,
     },
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Read {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("invalid include pattern `{pattern}` in ferry.toml: {source}")]
+    #[error("invalid include pattern `{pattern}` in ferry.toml")]
     Include {
         pattern: String,
         #[source]
         source: ignore::Error,
     },
-    #[error(
-        "include pattern `{pattern}` in ferry.toml leaves the project; use paths relative to the project root, without `..`"
-    )]
+    #[error("include pattern `{pattern}` in ferry.toml leaves the project")]
     IncludeOutside { pattern: String },
-    #[error(
-        "{path}: file names must be valid UTF-8 to be packaged; rename it or add it to .ferryignore"
-    )]
+    #[error("{path}: file names must be valid UTF-8 to be packaged")]
     NotUtf8 { path: PathBuf },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// What to do about it, printed on its own line after the error.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            Self::IncludeOutside { .. } => {
+                Some("use paths relative to the project root, without `..`".into())
+            }
+            Self::NotUtf8 { .. } => Some("rename it or add it to .ferryignore".into()),
+            Self::Walk { .. } | Self::Read { .. } | Self::Include { .. } => None,
+        }
+    }
+}
 
 /// What a project entry is.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -30,14 +30,14 @@ pub enum Error {
     #[error(transparent)]
     Archive(#[from] archive::Error),
     #[error(
-        "the code package is {size}, over the limit of {limit} (package.max_size_mib in ferry.toml); largest files: {largest}. Exclude what steps do not need in .ferryignore (same syntax as .gitignore) and check with `ferry package --list`"
+        "the code package is {size}, over the limit of {limit} (package.max_size_mib in ferry.toml); largest files: {largest}"
     )]
     TooLarge {
         size: String,
         limit: String,
         largest: String,
     },
-    #[error("cannot upload the code package to {url}: {source}")]
+    #[error("cannot upload the code package to {url}")]
     Upload {
         url: String,
         #[source]
@@ -46,6 +46,22 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// What to do about it, printed on its own line after the error.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            Self::Files(e) => e.hint(),
+            Self::Archive(e) => e.hint(),
+            Self::TooLarge { .. } => Some(
+                "exclude what steps do not need in .ferryignore (same syntax as .gitignore) and \
+                 check with `ferry package --list`"
+                    .into(),
+            ),
+            Self::Upload { .. } => None,
+        }
+    }
+}
 
 /// A package built from the project, with what the user should know about it.
 #[derive(Debug, Clone)]
@@ -521,14 +537,14 @@ mod tests {
             ..PackageConfig::default()
         };
         let target = out.path().join("r.tar.zst");
-        let error = build(root.path(), &refuse, &target)
-            .unwrap_err()
-            .to_string();
+        let error = build(root.path(), &refuse, &target).unwrap_err();
+        let hint = error.hint().unwrap_or_default();
+        let error = error.to_string();
         assert!(error.contains("over the limit of 2.0 MiB"), "{error}");
         assert!(error.contains("weights.bin"), "{error}");
         assert!(
-            error.contains(".ferryignore"),
-            "says how to exclude files: {error}"
+            hint.contains(".ferryignore"),
+            "says how to exclude files: {hint}"
         );
         assert!(!target.exists(), "a refused package is not left behind");
     }

@@ -94,12 +94,12 @@ pub enum UnpackError {
         "invalid expected package digest `{digest}`: it must be 64 lowercase hex characters (blake3)"
     )]
     InvalidDigest { digest: String },
-    #[error("cannot open the package: {source}")]
+    #[error("cannot open the package")]
     Open {
         #[source]
         source: io::Error,
     },
-    #[error("the package is not a valid zstd stream (corrupt or truncated): {source}")]
+    #[error("the package is not a valid zstd stream (corrupt or truncated)")]
     Corrupt {
         #[source]
         source: io::Error,
@@ -114,7 +114,7 @@ pub enum UnpackError {
     TooLarge { limit: u64 },
     #[error("refused entry `{entry}`: {reason}")]
     Refused { entry: String, reason: Refusal },
-    #[error("malformed tar stream ({position}): {source}")]
+    #[error("malformed tar stream ({position})")]
     Tar {
         position: String,
         #[source]
@@ -122,7 +122,7 @@ pub enum UnpackError {
     },
     #[error("cannot unpack into `{}`: {reason}", path.display())]
     Target { path: PathBuf, reason: String },
-    #[error("cannot extract entry `{entry}` to `{}`: {source}", path.display())]
+    #[error("cannot extract entry `{entry}` to `{}`", path.display())]
     Io {
         entry: String,
         path: PathBuf,

@@ -52,14 +52,14 @@ impl fmt::Display for Origin {
 #[non_exhaustive]
 #[derive(Debug, Error)]
 pub enum Error {
-    #[error("{component} `{plugin}`: {source}")]
+    #[error("{component} `{plugin}`")]
     Find {
         component: &'static str,
         plugin: String,
         #[source]
         source: Box<FindError>,
     },
-    #[error("{component} `{plugin}` could not be created: {source}")]
+    #[error("{component} `{plugin}` could not be created")]
     Settings {
         component: &'static str,
         plugin: String,
