@@ -26,8 +26,8 @@ pub struct GlobalArgs {
     pub directory: Option<PathBuf>,
 
     /// Override a configuration value, e.g. `--set stacks.local.orchestrator.settings.parallelism=2`
-    #[arg(long = "set", value_name = "KEY=VALUE", global = true)]
-    pub set: Vec<String>,
+    #[arg(long = "set", value_name = "KEY=VALUE", global = true, value_parser = crate::resolve::config_override)]
+    pub set: Vec<(String, String)>,
 
     /// Also look for plugins in DIR (searched first; repeatable)
     #[arg(long = "plugin-dir", value_name = "DIR", global = true)]

@@ -146,14 +146,29 @@ impl RunTarget {
 
 /// clap's parser for `NAME=VALUE` arguments (`--param`).
 pub fn key_value(arg: &str) -> Result<(String, String), String> {
+    split_at_equals(
+        arg,
+        "write parameters as NAME=VALUE, e.g. --param epochs=10",
+    )
+}
+
+/// clap's value parser for `--set KEY=VALUE`; the key is checked with the config it overrides.
+pub fn config_override(arg: &str) -> Result<(String, String), String> {
+    split_at_equals(
+        arg,
+        "write it as `--set key=value`, e.g. `--set stack=local`",
+    )
+}
+
+fn split_at_equals(arg: &str, advice: &str) -> Result<(String, String), String> {
     arg.split_once('=')
         .map(|(k, v)| (k.trim().to_string(), v.to_string()))
-        .ok_or_else(|| "write parameters as NAME=VALUE, e.g. --param epochs=10".to_string())
+        .ok_or_else(|| advice.to_string())
 }
 
 #[cfg(test)]
 mod tests {
-    use super::key_value;
+    use super::{config_override, key_value};
 
     #[test]
     fn key_value_splits_at_the_first_equals_sign() {
@@ -161,5 +176,11 @@ mod tests {
         assert_eq!(key_value(" a =x"), Ok(("a".into(), "x".into())));
         assert_eq!(key_value("a="), Ok(("a".into(), String::new())));
         assert!(key_value("a").unwrap_err().contains("NAME=VALUE"));
+        assert_eq!(config_override("stack=x"), Ok(("stack".into(), "x".into())));
+        assert!(
+            config_override("stack")
+                .unwrap_err()
+                .contains("--set key=value")
+        );
     }
 }

@@ -252,8 +252,8 @@ const CASES: &[Case] = &[
         what: "a --set without a value",
         files: &[OK_PIPELINE],
         args: &["--set", "foo", "run", "p"],
-        code: 1,
-        error: "error: invalid override --set foo: missing `=`; write it as `--set key=value`, e.g. `--set stack=local`",
+        code: 2,
+        error: "error: invalid value 'foo' for '--set <KEY=VALUE>': write it as `--set key=value`, e.g. `--set stack=local`",
     },
     Case {
         what: "a --set of an unknown key",

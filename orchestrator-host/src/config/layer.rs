@@ -181,22 +181,16 @@ impl Layer {
         Self::from_path(origin, &path, value).map(Some)
     }
 
-    /// Turns one `--set key=value` argument into a layer.
-    pub fn from_set(arg: &str) -> Result<Self> {
-        let origin = Origin::Set(arg.to_owned());
-        let invalid = |reason: String| ConfigError::InvalidOverride {
-            origin: origin.clone(),
-            reason,
-        };
-        let (key, value) = arg.split_once('=').ok_or_else(|| {
-            invalid("missing `=`; write it as `--set key=value`, e.g. `--set stack=local`".into())
-        })?;
+    /// Turns one `--set key=value` argument, already split at its `=`, into a layer.
+    pub fn from_set(key: &str, value: &str) -> Result<Self> {
+        let origin = Origin::Set(format!("{key}={value}"));
         let key = key.trim();
-        let path = parse_dotted_key(key).ok_or_else(|| {
-            invalid(format!(
+        let path = parse_dotted_key(key).ok_or_else(|| ConfigError::InvalidOverride {
+            origin: origin.clone(),
+            reason: format!(
                 "`{key}` is not a dotted key; write e.g. `stacks.local.store.plugin`, quoting \
                  segments that contain dots: `settings.\"a.b\"`"
-            ))
+            ),
         })?;
         Self::from_path(origin, &path, value.trim())
     }

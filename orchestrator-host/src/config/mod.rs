@@ -118,7 +118,7 @@ pub struct ConfigLoader {
     cwd: PathBuf,
     user_config: Option<PathBuf>,
     env: Vec<(String, String)>,
-    overrides: Vec<String>,
+    overrides: Vec<(String, String)>,
 }
 
 impl ConfigLoader {
@@ -144,9 +144,10 @@ impl ConfigLoader {
         self
     }
 
-    /// Raw `key=value` overrides, in order; they are checked by [`ConfigLoader::load`].
+    /// `--set key=value` overrides as (dotted key, value), in order; they are checked by
+    /// [`ConfigLoader::load`].
     #[must_use]
-    pub fn set(mut self, overrides: impl IntoIterator<Item = String>) -> Self {
+    pub fn set(mut self, overrides: impl IntoIterator<Item = (String, String)>) -> Self {
         self.overrides.extend(overrides);
         self
     }
@@ -184,8 +185,8 @@ impl ConfigLoader {
                 layers.push(layer);
             }
         }
-        for arg in &self.overrides {
-            layers.push(Layer::from_set(arg)?);
+        for (key, value) in &self.overrides {
+            layers.push(Layer::from_set(key, value)?);
         }
 
         let raw = layer::merge(&layers)?;
