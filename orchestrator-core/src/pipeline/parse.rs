@@ -340,6 +340,14 @@ impl Ctx {
         self.diagnostics.last_mut().expect("just pushed")
     }
 
+    fn report_no_action(&mut self, loc: Option<Loc>, step: &str) {
+        self.report(
+            loc,
+            format!("step `{step}` has neither `run` nor `command`"),
+        )
+        .hint = Some("add `run: <shell script>` or `command: [program, args...]`".to_string());
+    }
+
     fn type_error(&mut self, entry: &Entry, context: &str, expected: &str) {
         let loc = entry.value.loc.or(entry.key_loc);
         self.report(
@@ -618,12 +626,7 @@ impl Ctx {
         let entries = match &entry.value.kind {
             Kind::Map(entries) => entries,
             Kind::Null => {
-                self.report(
-                    entry.key_loc,
-                    format!("step `{name}` has neither `run` nor `command`"),
-                )
-                .hint =
-                    Some("add `run: <shell script>` or `command: [program, args...]`".to_string());
+                self.report_no_action(entry.key_loc, &name);
                 spans.action_reported = true;
                 return (step, spans);
             }
@@ -668,12 +671,7 @@ impl Ctx {
                 spans.action_reported = true;
             }
             (None, None) => {
-                self.report(
-                    entry.key_loc,
-                    format!("step `{name}` has neither `run` nor `command`"),
-                )
-                .hint =
-                    Some("add `run: <shell script>` or `command: [program, args...]`".to_string());
+                self.report_no_action(entry.key_loc, &name);
                 spans.action_reported = true;
             }
             (Some(r), None) => match self.text(r, &context) {
