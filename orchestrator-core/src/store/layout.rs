@@ -14,35 +14,51 @@ pub const CACHE_PREFIX: &str = "cache/";
 pub const PACKAGES_PREFIX: &str = "packages/";
 
 pub fn run_prefix(run_id: &str) -> String {
-    format!("runs/{run_id}/")
+    format!("{RUNS_PREFIX}{run_id}/")
 }
 
 pub fn run_record(run_id: &str) -> String {
-    format!("runs/{run_id}/run.json")
+    format!("{}run.json", run_prefix(run_id))
 }
 
 pub fn step_prefix(run_id: &str, step: &str) -> String {
-    format!("runs/{run_id}/steps/{step}/")
+    format!("{}steps/{step}/", run_prefix(run_id))
 }
 
 pub fn step_log(run_id: &str, step: &str) -> String {
-    format!("runs/{run_id}/steps/{step}/log")
+    format!("{}log", step_prefix(run_id, step))
 }
 
 /// The record of one step that ran on its own (a Kubernetes step Job), written by the agent
 /// that ran it; whoever coordinates the run merges it into `run.json`.
 pub fn step_result(run_id: &str, step: &str) -> String {
-    format!("runs/{run_id}/steps/{step}/result.json")
+    format!("{}result.json", step_prefix(run_id, step))
 }
 
 pub fn step_outputs(run_id: &str, step: &str) -> String {
-    format!("runs/{run_id}/steps/{step}/outputs/")
+    format!("{}outputs/", step_prefix(run_id, step))
 }
 
 pub fn cache_entry(cache_key: &str) -> String {
-    format!("cache/{cache_key}.json")
+    format!("{CACHE_PREFIX}{cache_key}.json")
 }
 
 pub fn package(digest: &str) -> String {
-    format!("packages/{digest}.tar.zst")
+    format!("{PACKAGES_PREFIX}{digest}.tar.zst")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The layout is what stores already hold: it must never change by accident.
+    #[test]
+    fn keys_are_spelled_as_documented() {
+        assert_eq!(run_record("r1"), "runs/r1/run.json");
+        assert_eq!(step_log("r1", "a"), "runs/r1/steps/a/log");
+        assert_eq!(step_result("r1", "a"), "runs/r1/steps/a/result.json");
+        assert_eq!(step_outputs("r1", "a"), "runs/r1/steps/a/outputs/");
+        assert_eq!(cache_entry("k"), "cache/k.json");
+        assert_eq!(package("d"), "packages/d.tar.zst");
+    }
 }
