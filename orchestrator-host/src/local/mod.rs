@@ -4,17 +4,25 @@
 //! with its own output and scratch directories and the documented `FERRY_*` environment, in its
 //! own process group so that a timeout or a cancel ends everything it started. Outputs, logs
 //! and the run record go to the stack's artifact store.
+//!
+//! `scheduler` runs a plan as a whole, `step` one step from its slot to its result, `process`
+//! that step's process, and `liveness` keeps a running record's heartbeat and judges other
+//! ferry processes' runs; `events` holds a live run's shared state, `cache` the step cache.
 
 mod cache;
 mod events;
-mod executor;
+mod liveness;
 mod oom;
+mod process;
+mod scheduler;
 mod settings;
+mod step;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use orchestrator_core::PluginError;
+use orchestrator_core::pipeline::Action;
 use orchestrator_core::run::RunRecords;
 use orchestrator_core::run::{Event, RunPlan, RunRecord, RunStatus, is_valid_run_id};
 use orchestrator_core::sdk::{OrchestratorPlugin, PluginConfig, PluginInfo};
@@ -22,6 +30,7 @@ use orchestrator_core::store::Store;
 
 use events::RunState;
 pub use settings::LocalSettings;
+use step::StepDirs;
 
 /// The `local` orchestrator.
 pub struct LocalOrchestrator {
@@ -65,8 +74,29 @@ impl OrchestratorPlugin for LocalOrchestrator {
         )
     }
 
+    /// A readable description of what `submit` would do, for `ferry render`.
     fn render(&self, plan: &RunPlan) -> Result<String, PluginError> {
-        Ok(executor::render(plan, &self.settings))
+        let mut out = format!(
+            "# local orchestrator: {} steps, at most {} at once, in {}\n",
+            plan.pipeline.steps.len(),
+            self.settings.parallelism,
+            plan.project_root.join(&plan.working_dir).display()
+        );
+        for step in plan.pipeline.topological_order() {
+            let command = match &step.action {
+                Action::Shell(script) => format!("sh -c {script:?}"),
+                Action::Command(argv) => format!("{argv:?}"),
+            };
+            out.push_str(&format!("{}:\n  command: {command}\n", step.name));
+            let deps: Vec<&str> = plan.pipeline.dependencies(step).collect();
+            if !deps.is_empty() {
+                out.push_str(&format!("  after: {}\n", deps.join(", ")));
+            }
+            if !step.outputs.is_empty() {
+                out.push_str(&format!("  outputs: {}\n", step.outputs.join(", ")));
+            }
+        }
+        Ok(out)
     }
 
     fn submit(&self, plan: RunPlan) -> Result<String, PluginError> {
@@ -90,7 +120,7 @@ impl OrchestratorPlugin for LocalOrchestrator {
             )));
         }
         let mut record = RunRecord::new(&plan, "local");
-        record.host = Some(executor::host_name());
+        record.host = Some(liveness::host_name());
         record.pid = Some(std::process::id());
         let state = Arc::new(RunState::new(record, plan.only_step.clone()));
         // The first record is written before `submit` returns, so the run is listed at once.
@@ -105,7 +135,7 @@ impl OrchestratorPlugin for LocalOrchestrator {
         self.runtime
             .as_ref()
             .expect("runtime lives until drop")
-            .spawn(executor::execute(plan, state, store, settings));
+            .spawn(scheduler::execute(plan, state, store, settings));
         Ok(run_id)
     }
 
@@ -128,8 +158,8 @@ impl OrchestratorPlugin for LocalOrchestrator {
             return Ok(());
         }
         let live_log = |record: &RunRecord, step: &str| {
-            (record.host.as_deref() == Some(executor::host_name().as_str()))
-                .then(|| executor::step_dir(&self.settings.work_dir.join(run_id), step).join("log"))
+            (record.host.as_deref() == Some(liveness::host_name().as_str()))
+                .then(|| StepDirs::new(&self.settings.work_dir.join(run_id), step).log)
         };
         orchestrator_core::run::replay::stream(
             &self.store,
@@ -154,13 +184,8 @@ impl OrchestratorPlugin for LocalOrchestrator {
                 record.status
             )));
         }
-        executor::cancel_foreign(&record)
+        liveness::cancel_foreign(&record)
     }
-}
-
-/// A running record whose heartbeat is older than this belongs to a dead orchestrator.
-fn stale_after() -> chrono::Duration {
-    chrono::Duration::from_std(executor::HEARTBEAT * 4).expect("small duration")
 }
 
 impl Drop for LocalOrchestrator {
@@ -194,14 +219,14 @@ impl LocalOrchestrator {
                 ))
             })?;
         if !record.status.is_finished() {
-            if executor::orchestrator_is_gone(&record) {
+            if liveness::orchestrator_is_gone(&record) {
                 record.status = RunStatus::Failed;
                 record.error = Some(format!(
                     "interrupted: the ferry process (pid {}) that ran it is gone",
                     record.pid.unwrap_or_default()
                 ));
             } else if let Some(last) = record.heartbeat_at
-                && chrono::Utc::now() - last > stale_after()
+                && chrono::Utc::now() - last > liveness::stale_after()
             {
                 // Another machine's ferry (or a reused pid): silence means it is gone.
                 record.status = RunStatus::Failed;

@@ -1,0 +1,305 @@
+//! A step's process: starting it in its own process group, supervising it until it ends,
+//! times out or is cancelled, capturing its output line by line, and saying how it ended.
+//!
+//! Kept apart from the step's logic because it is where step processes are started and
+//! stopped: process groups, the watchdog, the signals that end a step and the pipes it writes
+//! to are handled here and nowhere else. The step module decides what the process is given
+//! and what its ending means for the step.
+
+use std::io::Write;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::process::Command;
+
+use super::events::RunState;
+use super::oom;
+use super::scheduler::Context;
+use orchestrator_core::env_vars;
+use orchestrator_core::pipeline::{Action, Step};
+use orchestrator_core::run::{Event, LogStream};
+
+/// Longest log line kept in one piece.
+const MAX_LINE: u64 = 64 * 1024;
+
+/// How a step's process ended.
+pub(super) enum Ended {
+    Exited(i32),
+    Signalled(i32),
+    /// SIGKILLed by the kernel's OOM killer at the memory limit of ferry's cgroup.
+    OutOfMemory,
+    TimedOut(Duration),
+    Cancelled,
+    SpawnFailed(String),
+}
+
+impl Ended {
+    pub(super) fn exit_code(&self) -> Option<i32> {
+        match self {
+            Ended::Exited(code) => Some(*code),
+            Ended::Signalled(signal) => Some(128 + signal),
+            Ended::OutOfMemory => Some(128 + libc::SIGKILL),
+            _ => None,
+        }
+    }
+
+    pub(super) fn describe(&self, step: &Step) -> String {
+        match self {
+            Ended::Exited(code) => format!("exited with code {code}"),
+            Ended::Signalled(signal) => format!("killed by signal {signal}"),
+            Ended::OutOfMemory => format!(
+                "OOMKilled: the kernel's out-of-memory killer ended it (signal 9) at the memory limit of the container or cgroup it ran in; raise `resources.memory` of step `{}`",
+                step.name
+            ),
+            Ended::TimedOut(limit) => format!(
+                "timed out after {}; raise `timeout` in step `{}` if it needs longer",
+                humantime::format_duration(*limit),
+                step.name
+            ),
+            Ended::Cancelled => "cancelled".to_string(),
+            Ended::SpawnFailed(why) => why.clone(),
+        }
+    }
+}
+
+/// Ends a step's process group if ferry itself dies without doing so (SIGKILL, a crash), so that
+/// no step outlives the ferry that ran it. A tiny `sh`, outside the group, waits on a pipe only
+/// ferry holds: the kernel closes it when ferry dies, and end of file without a `done` line
+/// means ferry is gone.
+struct Watchdog {
+    stdin: tokio::process::ChildStdin,
+    process: tokio::process::Child,
+}
+
+impl Watchdog {
+    // No `--` before the group: dash's `kill` does not take it.
+    const SCRIPT: &str = r#"read -r line; [ "$line" = done ] || kill -KILL "-$1""#;
+
+    fn start(pgid: i32) -> Option<Watchdog> {
+        let mut process = Command::new("sh")
+            .args(["-c", Self::SCRIPT, "ferry-step-watchdog", &pgid.to_string()])
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            // Not in the step's group (it outlives it) nor in ferry's (a Ctrl-C is for ferry).
+            .process_group(0)
+            .spawn()
+            .map_err(|e| tracing::debug!("cannot start a step watchdog: {e}"))
+            .ok()?;
+        let stdin = process.stdin.take()?;
+        Some(Watchdog { stdin, process })
+    }
+
+    /// The step's group is stopped: the watchdog may go.
+    async fn release(mut self) {
+        use tokio::io::AsyncWriteExt as _;
+        let _ = self.stdin.write_all(b"done\n").await;
+        drop(self.stdin);
+        let _ = self.process.wait().await;
+    }
+}
+
+/// Run `step`'s action with `env` until it ends, times out or the run is cancelled, its
+/// output going to `log` and to the run's events.
+pub(super) async fn run_process(
+    ctx: &Context,
+    step: &Step,
+    env: Vec<(String, String)>,
+    log: Arc<Mutex<std::fs::File>>,
+) -> Ended {
+    let oom_kills_before = oom::kills();
+    let ended = supervise(ctx, step, env, log).await;
+    if matches!(ended, Ended::Signalled(libc::SIGKILL)) && oom::kills() > oom_kills_before {
+        return Ended::OutOfMemory;
+    }
+    ended
+}
+
+/// Spawn the step's command in its own process group and wait for the group to be done with.
+async fn supervise(
+    ctx: &Context,
+    step: &Step,
+    env: Vec<(String, String)>,
+    log: Arc<Mutex<std::fs::File>>,
+) -> Ended {
+    let mut command = match &step.action {
+        Action::Shell(script) => {
+            let mut c = Command::new("sh");
+            c.arg("-c").arg(script);
+            c
+        }
+        Action::Command(argv) => {
+            let mut c = Command::new(&argv[0]);
+            c.args(&argv[1..]);
+            c
+        }
+    };
+    let program = match &step.action {
+        Action::Shell(_) => "sh".to_string(),
+        Action::Command(argv) => argv[0].clone(),
+    };
+    let cwd = ctx.plan.project_root.join(&ctx.plan.working_dir);
+    command
+        .current_dir(&cwd)
+        .envs(env)
+        // Inside a remote agent these hold the run plan and the store's credentials: steps
+        // must never see them (a step that prints its environment would leak them to logs).
+        .env_remove(env_vars::FERRY_AGENT_PLAN)
+        .env_remove(env_vars::FERRY_AGENT_STORE)
+        .env_remove(env_vars::FERRY_AGENT_ORCHESTRATOR)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // Its own process group: a timeout or cancel reaches everything the step started,
+        // and the terminal's Ctrl-C reaches ferry only, which then stops steps in order.
+        .process_group(0)
+        .kill_on_drop(true);
+    let mut child = match command.spawn() {
+        Ok(child) => child,
+        Err(e) => {
+            return Ended::SpawnFailed(format!(
+                "cannot start `{program}` in {}: {e}",
+                cwd.display()
+            ));
+        }
+    };
+    let pgid = child.id().map(|id| id as i32);
+    if let Some(pgid) = pgid {
+        ctx.state.add_process_group(pgid);
+    }
+    let watchdog = pgid.and_then(Watchdog::start);
+    let readers = [
+        child.stdout.take().map(|out| {
+            tokio::spawn(forward_lines(
+                out,
+                LogStream::Stdout,
+                step.name.clone(),
+                Arc::clone(&ctx.state),
+                Arc::clone(&log),
+            ))
+        }),
+        child.stderr.take().map(|err| {
+            tokio::spawn(forward_lines(
+                err,
+                LogStream::Stderr,
+                step.name.clone(),
+                Arc::clone(&ctx.state),
+                Arc::clone(&log),
+            ))
+        }),
+    ];
+    let mut cancel = ctx.state.cancelled();
+    let timeout = step.timeout.unwrap_or(Duration::MAX);
+    let deadline = tokio::time::sleep(timeout.min(Duration::from_secs(100 * 365 * 24 * 3600)));
+    tokio::pin!(deadline);
+    let ended = tokio::select! {
+        status = child.wait() => match status {
+            Ok(status) => exit_of(status),
+            Err(e) => Ended::SpawnFailed(format!("lost track of `{program}`: {e}")),
+        },
+        _ = &mut deadline => {
+            stop_group(&mut child, pgid, ctx.settings.grace_period).await;
+            Ended::TimedOut(timeout)
+        }
+        _ = wait_cancelled(&mut cancel) => {
+            stop_group(&mut child, pgid, ctx.settings.grace_period).await;
+            Ended::Cancelled
+        }
+    };
+    // Whatever the step left running in the background ends with it; otherwise a daemon
+    // holding the pipes open would keep the step "running" forever.
+    if let Some(pgid) = pgid {
+        signal_group(pgid, libc::SIGKILL);
+        ctx.state.remove_process_group(pgid);
+    }
+    if let Some(watchdog) = watchdog {
+        watchdog.release().await;
+    }
+    // A process that escaped the group (setsid, a double fork) may hold the pipes open; it
+    // must not keep the step running.
+    for mut reader in readers.into_iter().flatten() {
+        if tokio::time::timeout(Duration::from_secs(2), &mut reader)
+            .await
+            .is_err()
+        {
+            reader.abort();
+        }
+    }
+    ended
+}
+
+async fn wait_cancelled(cancel: &mut tokio::sync::watch::Receiver<bool>) {
+    while !*cancel.borrow_and_update() {
+        if cancel.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+fn exit_of(status: std::process::ExitStatus) -> Ended {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => Ended::Exited(code),
+        (None, Some(signal)) => Ended::Signalled(signal),
+        (None, None) => Ended::Exited(-1),
+    }
+}
+
+/// Send `signal` to every process in group `pgid`.
+pub(super) fn signal_group(pgid: i32, signal: i32) {
+    // SAFETY: killpg has no memory-safety preconditions; errors (e.g. ESRCH) are ignored.
+    unsafe {
+        libc::killpg(pgid, signal);
+    }
+}
+
+/// SIGTERM the step's process group, then SIGKILL after the grace period.
+async fn stop_group(child: &mut tokio::process::Child, pgid: Option<i32>, grace: Duration) {
+    if let Some(pgid) = pgid {
+        signal_group(pgid, libc::SIGTERM);
+        if tokio::time::timeout(grace, child.wait()).await.is_ok() {
+            return;
+        }
+        signal_group(pgid, libc::SIGKILL);
+    }
+    let _ = child.kill().await;
+}
+
+async fn forward_lines(
+    pipe: impl AsyncRead + Unpin,
+    stream: LogStream,
+    step: String,
+    state: Arc<RunState>,
+    log: Arc<Mutex<std::fs::File>>,
+) {
+    use tokio::io::AsyncReadExt;
+    let mut reader = BufReader::new(pipe);
+    let mut buffer = Vec::new();
+    loop {
+        buffer.clear();
+        // Longer "lines" (binary output, progress bars without newlines) are cut into pieces,
+        // so memory stays bounded whatever a step prints.
+        match (&mut reader)
+            .take(MAX_LINE)
+            .read_until(b'\n', &mut buffer)
+            .await
+        {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {
+                let _ = log.lock().expect("log lock").write_all(&buffer);
+                let line = String::from_utf8_lossy(&buffer);
+                state.emit(Event::Log {
+                    step: step.clone(),
+                    stream,
+                    line: line.trim_end_matches(['\n', '\r']).to_string(),
+                    time: Utc::now(),
+                });
+            }
+        }
+    }
+}
