@@ -234,10 +234,11 @@ fn plugins_inspect_shows_metadata_and_settings() {
     let run = project.ferry(&["plugins", "inspect", "example-store"]);
     run.success();
     let stdout = run.stdout();
+    let interface = format!("interface {}", orchestrator_core::INTERFACE_VERSION);
     for expected in [
         "name example-store",
         "kind artifact-store",
-        "interface 0.1.0",
+        &interface,
         "root",
         "directory holding the artifacts",
     ] {
