@@ -48,7 +48,7 @@ scripts/kube-cluster.sh start
 export FERRY_TEST_KUBE_DIR="$FERRY_TOOLS_DIR/run/kube"
 
 step "cargo test"
-if ! cargo test --workspace --locked; then
+if ! cargo test --workspace --locked --no-fail-fast; then
     echo "tests failed; server logs follow" >&2
     ferry_servers_logs 80 >&2 || true
     scripts/kube-cluster.sh logs 40 >&2 || true

@@ -88,7 +88,7 @@ pub fn open_plugin_store(plugin: &str, settings: serde_json::Value) -> Result<St
     };
     open_store(&component, Path::new("."), &search)
         .map(|(store, _)| store)
-        .map_err(|e| e.to_string())
+        .map_err(|e| orchestrator_host::errors::chain(&e))
 }
 
 /// A prefix no other test run uses.
