@@ -449,6 +449,7 @@ pub(crate) mod tests {
             no_cache: false,
             created_at: chrono::Utc::now(),
             only_step: None,
+            schedule: None,
         }
     }
 

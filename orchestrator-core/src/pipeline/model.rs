@@ -77,6 +77,14 @@ pub struct Step {
     pub params: BTreeMap<String, String>,
     #[serde(default)]
     pub retries: u32,
+    /// The wait before the first retry; each further retry waits twice as long, up to
+    /// [`crate::run::retry::MAX_DELAY`], with jitter (`None`: [`crate::run::retry::DEFAULT_DELAY`]).
+    #[serde(
+        default,
+        with = "humantime_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub retry_delay: Option<Duration>,
     #[serde(default, with = "humantime_opt")]
     pub timeout: Option<Duration>,
     #[serde(default = "default_cache")]
@@ -87,6 +95,16 @@ pub struct Step {
     /// Kubernetes backend in `steps` mode); the image must contain `ferry`. Others ignore it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
+    /// A pod profile the stack's orchestrator defines (Kubernetes:
+    /// `settings.profiles.<name>`): where and how the step's container runs. Orchestrators
+    /// without profiles ignore it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
+    /// Settings for the Kubernetes orchestrator that override the profile's for this step
+    /// (the same keys as a profile), kept as written: the orchestrator checks them, and
+    /// others ignore them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubernetes: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 fn default_cache() -> bool {
@@ -154,10 +172,13 @@ impl Step {
             env: BTreeMap::new(),
             params: BTreeMap::new(),
             retries: 0,
+            retry_delay: None,
             timeout: None,
             cache: true,
             resources: Resources::default(),
             image: None,
+            profile: None,
+            kubernetes: None,
         }
     }
 
@@ -221,6 +242,18 @@ impl Step {
     #[must_use]
     pub fn retries(mut self, retries: u32) -> Step {
         self.retries = retries;
+        self
+    }
+
+    #[must_use]
+    pub fn retry_delay(mut self, delay: Duration) -> Step {
+        self.retry_delay = Some(delay);
+        self
+    }
+
+    #[must_use]
+    pub fn profile(mut self, profile: impl Into<String>) -> Step {
+        self.profile = Some(profile.into());
         self
     }
 

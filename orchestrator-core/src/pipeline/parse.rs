@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::Path;
+use std::time::Duration;
 
 use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_saphyr::{DuplicateKeyPolicy, Location, MessageFormatter, Spanned};
@@ -27,10 +28,13 @@ const STEP_KEYS: &[&str] = &[
     "env",
     "params",
     "retries",
+    "retry_delay",
     "timeout",
     "cache",
     "resources",
     "image",
+    "profile",
+    "kubernetes",
 ];
 const PARAM_KEYS: &[&str] = &["default", "description"];
 const RESOURCE_KEYS: &[&str] = &["cpu", "memory", "gpu"];
@@ -270,6 +274,29 @@ impl Node {
 
     fn is_null(&self) -> bool {
         matches!(self.kind, Kind::Null)
+    }
+
+    /// The value as JSON, for blocks the pipeline keeps as written for an orchestrator to
+    /// check (`kubernetes:`). Integers beyond 64 bits become strings.
+    fn to_json(&self) -> serde_json::Value {
+        use serde_json::Value;
+        match &self.kind {
+            Kind::Null => Value::Null,
+            Kind::Bool(b) => Value::Bool(*b),
+            Kind::Int(i) => i64::try_from(*i)
+                .map(Value::from)
+                .unwrap_or_else(|_| Value::String(i.to_string())),
+            Kind::Float(f) => serde_json::Number::from_f64(*f)
+                .map_or_else(|| Value::String(f.to_string()), Value::Number),
+            Kind::Str(s) => Value::String(s.clone()),
+            Kind::Seq(items) => Value::Array(items.iter().map(Node::to_json).collect()),
+            Kind::Map(entries) => Value::Object(
+                entries
+                    .iter()
+                    .map(|e| (e.key.clone(), e.value.to_json()))
+                    .collect(),
+            ),
+        }
     }
 
     /// Any scalar as the text the user wrote; containers and null are not strings.
@@ -733,23 +760,10 @@ impl Ctx {
             }
         }
         if let Some(e) = fields.get("timeout") {
-            match (&e.value.kind, e.value.as_text()) {
-                (Kind::Null, _) => {}
-                (Kind::Str(_) | Kind::Int(_) | Kind::Float(_), Some(text)) => {
-                    match humantime::parse_duration(&text) {
-                        Ok(d) => step.timeout = Some(d),
-                        Err(err) => {
-                            self.report(
-                                e.value.loc,
-                                format!("invalid `timeout` `{text}`{context}: {err}"),
-                            )
-                            .hint =
-                                Some("use a duration like `30s`, `10m` or `1h 30m`".to_string());
-                        }
-                    }
-                }
-                _ => self.type_error(e, &context, "a duration like `10m`"),
-            }
+            step.timeout = self.duration(e, "timeout", &context);
+        }
+        if let Some(e) = fields.get("retry_delay") {
+            step.retry_delay = self.duration(e, "retry_delay", &context);
         }
         if let Some(e) = fields.get("cache") {
             match e.value.kind {
@@ -771,7 +785,57 @@ impl Ctx {
                 self.report(e.value.loc, format!("invalid `image`{context}: an image reference has no spaces and is not empty"));
             }
         }
+        if let Some(e) = fields.get("profile") {
+            step.profile = self.text(e, &context);
+            if step
+                .profile
+                .as_deref()
+                .is_some_and(|p| p.trim().is_empty() || p.chars().any(char::is_whitespace))
+            {
+                self.report(
+                    e.value.loc,
+                    format!(
+                        "invalid `profile`{context}: a profile name has no spaces and is not empty"
+                    ),
+                );
+            }
+        }
+        if let Some(e) = fields.get("kubernetes") {
+            match &e.value.kind {
+                Kind::Null => {}
+                Kind::Map(_) => step.kubernetes = e.value.to_json().as_object().cloned(),
+                _ => self.type_error(
+                    e,
+                    &context,
+                    "a mapping of Kubernetes settings, e.g. `{ node_selector: { pool: gpu } }`",
+                ),
+            }
+        }
         (step, spans)
+    }
+
+    /// A duration such as `30s` or `1h 30m`; `None` (reported) if it is not one.
+    fn duration(&mut self, e: &Entry, key: &str, context: &str) -> Option<Duration> {
+        match (&e.value.kind, e.value.as_text()) {
+            (Kind::Null, _) => None,
+            (Kind::Str(_) | Kind::Int(_) | Kind::Float(_), Some(text)) => {
+                match humantime::parse_duration(&text) {
+                    Ok(d) => Some(d),
+                    Err(err) => {
+                        self.report(
+                            e.value.loc,
+                            format!("invalid `{key}` `{text}`{context}: {err}"),
+                        )
+                        .hint = Some("use a duration like `30s`, `10m` or `1h 30m`".to_string());
+                        None
+                    }
+                }
+            }
+            _ => {
+                self.type_error(e, context, "a duration like `10m`");
+                None
+            }
+        }
     }
 
     fn resources(&mut self, entry: &Entry, step: &str, spans: &mut StepSpans) -> Resources {
@@ -1036,6 +1100,9 @@ steps:
         ("bad memory", "name: x\nsteps:\n  a:\n    run: hi\n    resources:\n      memory: 1gb\n", 6, 15, "invalid memory `1gb` in step `a`", "`512Mi`"),
         ("negative gpu", "name: x\nsteps:\n  a:\n    run: hi\n    resources:\n      gpu: -1\n", 6, 12, "`gpu` in resources of step `a` must be a non-negative integer", ""),
         ("params as list", "name: x\nparams: [a, b]\nsteps:\n  a: { run: hi }\n", 2, 9, "`params` must be a mapping of param names to defaults, found a list", ""),
+        ("bad retry_delay", "name: x\nsteps:\n  a: { run: hi, retries: 2, retry_delay: later }\n", 3, 42, "invalid `retry_delay` `later` in step `a`", "use a duration"),
+        ("kubernetes as text", "name: x\nsteps:\n  a: { run: hi, kubernetes: gpu }\n", 3, 29, "`kubernetes` in step `a`", ""),
+        ("profile with space", "name: x\nsteps:\n  a: { run: hi, profile: big gpu }\n", 3, 26, "invalid `profile` in step `a`", ""),
     ];
 
     #[test]
@@ -1076,6 +1143,27 @@ steps:
                 "unknown key `stpes` at top level"
             ]
         );
+    }
+
+    #[test]
+    fn profiles_kubernetes_blocks_and_retry_delays_are_kept_for_the_orchestrator() {
+        let text = "name: x\nsteps:\n  train:\n    run: python train.py\n    retries: 3\n    retry_delay: 30s\n    profile: gpu\n    kubernetes:\n      node_selector: { pool: a100 }\n      gpus: 2\n      volumes: [{ name: data, claim: datasets, mount: /data, read_only: true }]\n";
+        let pipeline = Pipeline::from_yaml_str(text, None).unwrap();
+        let step = &pipeline.steps[0];
+        assert_eq!(step.retry_delay, Some(Duration::from_secs(30)));
+        assert_eq!(step.profile.as_deref(), Some("gpu"));
+        let kubernetes = serde_json::Value::Object(step.kubernetes.clone().unwrap());
+        assert_eq!(
+            kubernetes,
+            serde_json::json!({
+                "node_selector": {"pool": "a100"},
+                "gpus": 2,
+                "volumes": [{"name": "data", "claim": "datasets", "mount": "/data", "read_only": true}],
+            })
+        );
+        // The plan carries them as they were written.
+        let back: Step = serde_json::from_str(&serde_json::to_string(step).unwrap()).unwrap();
+        assert_eq!(&back, step);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Runs: ids, the plan handed to an orchestrator, the record kept in the store, events, and
 //! what every orchestrator needs to run a plan: the DAG [`Frontier`], the store's
-//! [`RunRecords`] and the [`replay`] of a stored run.
+//! [`RunRecords`], the [`replay`] of a stored run, the [`retry`] policy and the
+//! [`step_log`] as it reaches the store.
 
 mod event;
 mod frontier;
@@ -9,10 +10,14 @@ mod plan;
 mod record;
 mod records;
 pub mod replay;
+pub mod retry;
+pub mod step_log;
 
 pub use event::{Event, LogStream};
 pub use frontier::{Decision, Frontier};
 pub use id::{is_valid_run_id, new_run_id};
 pub use plan::{CodeInfo, RunPlan};
-pub use record::{OutputFile, RunRecord, RunStatus, StepRecord, StepRef, StepStatus};
+pub use record::{
+    AttemptRecord, OutputFile, RunRecord, RunStatus, StepRecord, StepRef, StepStatus,
+};
 pub use records::RunRecords;

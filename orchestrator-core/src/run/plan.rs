@@ -43,6 +43,9 @@ pub struct RunPlan {
     /// the run record (what each container runs when a backend gives every step its own).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub only_step: Option<String>,
+    /// The schedule this run was started by (`ferry schedule`), for its record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
 }
 
 impl RunPlan {

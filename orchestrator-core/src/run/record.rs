@@ -129,6 +129,26 @@ pub struct StepRecord {
     pub outputs_from: Option<StepRef>,
     #[serde(default)]
     pub outputs: Vec<OutputFile>,
+    /// Every attempt that ended, in order, with how it ended (`attempts` counts them all,
+    /// including one still running).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attempt_history: Vec<AttemptRecord>,
+}
+
+/// How one attempt of a step ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptRecord {
+    /// 1 for the first attempt.
+    pub number: u32,
+    #[serde(default)]
+    pub started_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub finished_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub exit_code: Option<i32>,
+    /// Why it failed (`OOMKilled: ...`, `exit code 3`, `evicted: ...`); `None` if it succeeded.
+    #[serde(default)]
+    pub reason: Option<String>,
 }
 
 impl StepRecord {
@@ -143,6 +163,7 @@ impl StepRecord {
             cache_key: None,
             outputs_from: None,
             outputs: Vec::new(),
+            attempt_history: Vec::new(),
         }
     }
 
@@ -191,6 +212,14 @@ pub struct RunRecord {
     /// Step names in pipeline (file) order; `steps` is a map for easy lookup.
     #[serde(default)]
     pub step_order: Vec<String>,
+    /// Where the orchestrator put the run's work, in its own terms (Kubernetes: the cluster,
+    /// namespace and what judging the run needs). Whoever reads the record later asks there,
+    /// never with its own settings.
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub placement: serde_json::Map<String, serde_json::Value>,
+    /// The schedule that started the run, if one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
 }
 
 impl RunRecord {
@@ -220,6 +249,8 @@ impl RunRecord {
                 .map(|s| (s.name.clone(), StepRecord::pending()))
                 .collect(),
             step_order: plan.pipeline.steps.iter().map(|s| s.name.clone()).collect(),
+            placement: serde_json::Map::new(),
+            schedule: plan.schedule.clone(),
         }
     }
 

@@ -8,30 +8,16 @@ use std::time::Duration;
 use chrono::Utc;
 
 use crate::PluginError;
-use crate::run::{Event, LogStream, RunRecord, StepStatus};
-use crate::store::{Store, layout};
-
-/// Emit the complete lines of `bytes` as log events of `step`.
-fn emit_lines(step: &str, bytes: &[u8], sink: &mut dyn FnMut(Event) -> bool) -> bool {
-    for line in String::from_utf8_lossy(bytes).lines() {
-        let event = Event::Log {
-            step: step.to_string(),
-            stream: LogStream::Stdout,
-            line: line.to_string(),
-            time: Utc::now(),
-        };
-        if !sink(event) {
-            return false;
-        }
-    }
-    true
-}
+use crate::run::step_log::{self, PartsTail, emit_lines};
+use crate::run::{Event, RunRecord, StepStatus};
+use crate::store::Store;
 
 /// Streams the events of a run from the store: each step's status and log. With `follow`,
 /// polls the record (through `read_record`, so that an orchestrator can first bring it up to
 /// date) until the run or `step` ends; a running step's log is tailed from `live_log` (the
-/// step's log file, when the run is on this machine; `|_, _| None` elsewhere), else delivered
-/// from the store once the step has ended.
+/// step's log file, when the run is on this machine; `|_, _| None` elsewhere), else from the
+/// parts its orchestrator stores while it runs ([`step_log`]), and completed from the store
+/// once the step has ended.
 pub fn stream(
     store: &Store,
     run_id: &str,
@@ -44,6 +30,9 @@ pub fn stream(
     let mut delivered: HashSet<String> = HashSet::new();
     // Bytes of each step's log already delivered from its live file.
     let mut tailed: std::collections::HashMap<String, usize> = Default::default();
+    // Steps tailed from their stored parts: where each is, and a trailing partial line.
+    let mut parts: std::collections::HashMap<String, PartsTail> = Default::default();
+    let mut pending: std::collections::HashMap<String, Vec<u8>> = Default::default();
     loop {
         let record = read_record()?;
         if let Some(step) = step
@@ -62,21 +51,32 @@ pub fn stream(
                 continue;
             }
             if !step_record.status.is_finished() {
-                if follow
-                    && step_record.status == StepStatus::Running
-                    && let Some(path) = live_log(&record, name)
-                    && let Ok(bytes) = std::fs::read(&path)
-                {
+                if follow && step_record.status == StepStatus::Running {
                     let offset = tailed.entry(name.to_string()).or_default();
+                    let live = live_log(&record, name);
+                    let fresh = match &live {
+                        Some(path) => std::fs::read(&path)
+                            .ok()
+                            .map(|bytes| bytes[(*offset).min(bytes.len())..].to_vec())
+                            .unwrap_or_default(),
+                        None => {
+                            let mut bytes =
+                                std::mem::take(pending.entry(name.to_string()).or_default());
+                            parts
+                                .entry(name.to_string())
+                                .or_default()
+                                .read_new(store, run_id, name, &mut bytes)?;
+                            bytes
+                        }
+                    };
                     // Only whole lines; the rest comes with the next poll.
-                    let end = bytes[*offset..]
-                        .iter()
-                        .rposition(|b| *b == b'\n')
-                        .map_or(*offset, |i| *offset + i + 1);
-                    let fresh = &bytes[*offset..end];
-                    *offset = end;
-                    if !emit_lines(name, fresh, sink) {
+                    let whole = fresh.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+                    if !emit_lines(name, &fresh[..whole], sink) {
                         return Ok(());
+                    }
+                    *offset += whole;
+                    if live.is_none() {
+                        pending.insert(name.to_string(), fresh[whole..].to_vec());
                     }
                 }
                 continue;
@@ -84,15 +84,11 @@ pub fn stream(
             delivered.insert(name.to_string());
             if step_record.status != StepStatus::Cached && step_record.status != StepStatus::Skipped
             {
-                match store.get_bytes(&layout::step_log(run_id, name)) {
-                    Ok(bytes) => {
-                        let skip = tailed.get(name).copied().unwrap_or(0).min(bytes.len());
-                        if !emit_lines(name, &bytes[skip..], sink) {
-                            return Ok(());
-                        }
+                if let Some(bytes) = step_log::read(store, run_id, name)? {
+                    let skip = tailed.get(name).copied().unwrap_or(0).min(bytes.len());
+                    if !emit_lines(name, &bytes[skip..], sink) {
+                        return Ok(());
                     }
-                    Err(e) if e.kind == crate::ErrorKind::NOT_FOUND => {}
-                    Err(e) => return Err(e),
                 }
             }
             let status = Event::StepStatus {

@@ -4,6 +4,7 @@
 //! packages/<blake3>.tar.zst
 //! runs/<run-id>/run.json
 //! runs/<run-id>/steps/<step>/log
+//! runs/<run-id>/steps/<step>/log.parts/<seq>   (the log while the step runs; see run::step_log)
 //! runs/<run-id>/steps/<step>/result.json   (steps run one per container: the step's record)
 //! runs/<run-id>/steps/<step>/outputs/...
 //! cache/<cache-key>.json
@@ -27,6 +28,12 @@ pub fn step_prefix(run_id: &str, step: &str) -> String {
 
 pub fn step_log(run_id: &str, step: &str) -> String {
     format!("{}log", step_prefix(run_id, step))
+}
+
+/// The parts of a step's log written while it runs, `00000000`, `00000001`, ...: what is left
+/// of the log if the step's machine dies before the whole log is stored.
+pub fn step_log_part(run_id: &str, step: &str, seq: u32) -> String {
+    format!("{}log.parts/{seq:08}", step_prefix(run_id, step))
 }
 
 /// The record of one step that ran on its own (a Kubernetes step Job), written by the agent
@@ -56,6 +63,10 @@ mod tests {
     fn keys_are_spelled_as_documented() {
         assert_eq!(run_record("r1"), "runs/r1/run.json");
         assert_eq!(step_log("r1", "a"), "runs/r1/steps/a/log");
+        assert_eq!(
+            step_log_part("r1", "a", 12),
+            "runs/r1/steps/a/log.parts/00000012"
+        );
         assert_eq!(step_result("r1", "a"), "runs/r1/steps/a/result.json");
         assert_eq!(step_outputs("r1", "a"), "runs/r1/steps/a/outputs/");
         assert_eq!(cache_entry("k"), "cache/k.json");

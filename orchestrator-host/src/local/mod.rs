@@ -12,6 +12,7 @@
 mod cache;
 mod events;
 mod liveness;
+mod log_shipper;
 mod oom;
 mod process;
 mod scheduler;

@@ -14,12 +14,14 @@ use std::sync::{Arc, Mutex};
 use chrono::Utc;
 
 use super::cache::{self, CacheEntry};
+use super::log_shipper::LogShipper;
 use super::process::{Ended, run_process};
 use super::scheduler::{Context, notice, set_step_status, write_record};
 use orchestrator_core::PluginError;
 use orchestrator_core::env_vars::{self, env_suffix};
 use orchestrator_core::pipeline::Step;
-use orchestrator_core::run::{OutputFile, RunPlan, StepRef, StepStatus};
+use orchestrator_core::run::retry::Backoff;
+use orchestrator_core::run::{AttemptRecord, OutputFile, RunPlan, StepRef, StepStatus};
 use orchestrator_core::sdk::blocking;
 use orchestrator_core::store::{Store, layout};
 
@@ -190,6 +192,12 @@ struct Attempts {
     exit_code: Option<i32>,
     /// How many ran.
     count: u32,
+    /// How each ended.
+    history: Vec<AttemptRecord>,
+}
+
+fn round_to_millis(d: std::time::Duration) -> std::time::Duration {
+    std::time::Duration::from_millis(d.as_millis() as u64)
 }
 
 /// Run one step: cache lookup, attempts, output checks, uploads, record.
@@ -260,9 +268,10 @@ async fn try_run_step(
         dirs: &dirs,
         inputs,
     };
+    let shipper = LogShipper::start(&ctx.store, &plan.run_id, name, &dirs.log);
     let attempts = run_attempts(ctx, &step, &env, &dirs).await?;
     // The log is saved whatever happened: it is what explains a failure.
-    save_log(ctx, name, &dirs.log).await?;
+    shipper.finish().await?;
     record_result(ctx, name, &dirs, attempts, cache_key).await
 }
 
@@ -344,50 +353,62 @@ async fn run_attempts(
     let log = Arc::new(Mutex::new(
         std::fs::File::create(&dirs.log).map_err(|e| io_error("create", &dirs.log, e))?,
     ));
-    let attempts = step.retries + 1;
+    let backoff = Backoff::of(step);
+    let attempts = backoff.attempts();
     let mut last = Attempts {
         result: Err(String::new()),
         exit_code: None,
         count: 0,
+        history: Vec::new(),
     };
     for attempt in 1..=attempts {
         if attempt > 1 {
             dirs.empty_out().await?;
         }
+        let started_at = Utc::now();
         let ended = run_process(ctx, step, env.vars(attempt), Arc::clone(&log)).await;
         let exit_code = ended.exit_code();
         let result = match ended {
             Ended::Exited(0) => check_outputs(step, &dirs.out),
             other => Err(other.describe(step)),
         };
-        last = Attempts {
-            result,
+        last.history.push(AttemptRecord {
+            number: attempt,
+            started_at: Some(started_at),
+            finished_at: Some(Utc::now()),
             exit_code,
-            count: attempt,
-        };
+            reason: result.as_ref().err().cloned(),
+        });
+        last.result = result;
+        last.exit_code = exit_code;
+        last.count = attempt;
         if last.result.is_ok() || ctx.state.is_cancelled() {
             break;
         }
         if attempt < attempts {
             let reason = last.result.as_ref().err().cloned().unwrap_or_default();
+            let delay = backoff.delay(attempt);
             ctx.state.emit(notice(
                 Some(&step.name),
-                format!("attempt {attempt} of {attempts} failed ({reason}); retrying"),
+                format!(
+                    "attempt {attempt} of {attempts} failed ({reason}); retrying in {}",
+                    humantime::format_duration(round_to_millis(delay))
+                ),
             ));
             let _ = writeln!(
                 log.lock().expect("log lock"),
-                "--- ferry: attempt {attempt} failed ({reason}); retrying ---"
+                "--- ferry: attempt {attempt} failed ({reason}); retrying in {} ---",
+                humantime::format_duration(round_to_millis(delay))
             );
+            // A cancel during the wait ends the step at once.
+            let mut cancelled = ctx.state.cancelled();
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                _ = cancelled.wait_for(|c| *c) => break,
+            }
         }
     }
     Ok(last)
-}
-
-async fn save_log(ctx: &Context, name: &str, path: &Path) -> Result<(), PluginError> {
-    let store = ctx.store.clone();
-    let key = layout::step_log(&ctx.plan.run_id, name);
-    let path = path.to_path_buf();
-    blocking(move || store.put_file(&key, &path).map(|_| ())).await
 }
 
 /// The step's status from its attempts; on success its outputs are uploaded and, for a cached
@@ -403,6 +424,7 @@ async fn record_result(
         result,
         exit_code,
         count,
+        history,
     } = attempts;
     let status = match &result {
         Ok(()) => StepStatus::Succeeded,
@@ -416,6 +438,7 @@ async fn record_result(
     ctx.state.update(|r| {
         if let Some(s) = r.steps.get_mut(name) {
             s.attempts = count;
+            s.attempt_history = history.clone();
             s.exit_code = exit_code;
             s.cache_key = cache_key.clone();
             s.outputs = outputs.clone();
