@@ -14,6 +14,8 @@ pub struct Connection {
     pub namespace: String,
     /// Where the connection came from, for `describe` and errors.
     pub source: String,
+    /// The API server's URL: which cluster this is.
+    pub cluster_url: String,
 }
 
 fn unavailable(message: String) -> PluginError {
@@ -70,6 +72,7 @@ pub async fn connect(settings: &Settings) -> Result<Connection, PluginError> {
         .namespace
         .clone()
         .unwrap_or_else(|| config.default_namespace.clone());
+    let cluster_url = config.cluster_url.to_string();
     let client = kube::Client::try_from(config).map_err(|e| {
         unavailable(format!(
             "kubernetes: cannot build a client from {source}: {e}"
@@ -79,6 +82,7 @@ pub async fn connect(settings: &Settings) -> Result<Connection, PluginError> {
         client,
         namespace,
         source,
+        cluster_url,
     })
 }
 

@@ -15,6 +15,7 @@ pub mod manifest;
 #[cfg(test)]
 mod mock;
 pub mod names;
+pub mod placement;
 pub mod settings;
 
 use std::sync::{Mutex, OnceLock};
@@ -32,6 +33,7 @@ use orchestrator_core::{ErrorKind, PluginError};
 
 use client::Connection;
 use manifest::RUN_LABEL;
+use placement::Placement;
 use settings::{Mode, Role, Settings};
 
 /// How long `cancel` waits for the run's Jobs to be gone.
@@ -97,6 +99,28 @@ impl KubernetesOrchestrator {
             namespace,
             store,
         ))
+    }
+
+    /// The cluster and namespace a recorded run lives in, and its pending timeout: from the
+    /// record's placement, so that a reader's own settings never decide (see `placement`);
+    /// records from before placements were kept are judged with this stack's settings.
+    fn reach(&self, record: &RunRecord) -> Result<(Connection, Duration), PluginError> {
+        let Some(placement) = Placement::from_record(record) else {
+            return Ok((self.connection()?.clone(), self.settings.pending_timeout));
+        };
+        let connection = match self.connection() {
+            Ok(own)
+                if own.namespace == placement.namespace
+                    && placement.check(&record.run_id, own).is_ok() =>
+            {
+                own.clone()
+            }
+            _ => self
+                .runtime
+                .block_on(client::connect(&placement.settings_for(&self.settings)))?,
+        };
+        placement.check(&record.run_id, &connection)?;
+        Ok((connection, placement.pending_timeout()))
     }
 
     fn stored_record(&self, run_id: &str) -> Result<RunRecord, PluginError> {
@@ -224,6 +248,7 @@ impl OrchestratorPlugin for KubernetesOrchestrator {
             "{} namespace {}",
             connection.source, connection.namespace
         ));
+        Placement::of(&self.settings, connection).store_in(&mut record);
         RunRecords::new(self.store.clone()).put(&record)?;
         if let Err(error) =
             self.runtime
@@ -245,14 +270,14 @@ impl OrchestratorPlugin for KubernetesOrchestrator {
         }
         // Not finished by the record: ask the cluster, so that a run nobody follows is not
         // shown as running forever when its pod can never finish or its Job is gone.
-        let connection = match self.connection() {
-            Ok(connection) => connection,
+        let (connection, pending_timeout) = match self.reach(&record) {
+            Ok(reached) => reached,
             Err(error) => return Ok(lost_contact(record, &error)),
         };
         match self.runtime.block_on(follow::assess(
-            connection,
+            &connection,
             &manifest::run_job_selector(run_id),
-            self.settings.pending_timeout,
+            pending_timeout,
         )) {
             Ok(outcome) if outcome.failure.is_some() => {
                 Ok(follow::record_failure(&self.store, run_id, &outcome)?.unwrap_or(record))
@@ -302,17 +327,21 @@ impl OrchestratorPlugin for KubernetesOrchestrator {
             return Ok(());
         }
         let record = self.stored_record(run_id)?;
+        let reached = self.reach(&record);
         let options = follow::FollowOptions {
             selector: manifest::run_job_selector(run_id),
             step,
             follow,
-            pending_timeout: self.settings.pending_timeout,
+            pending_timeout: reached
+                .as_ref()
+                .map_or(self.settings.pending_timeout, |(_, timeout)| *timeout),
             pod_retries: self.settings.backoff_limit,
         };
-        let outcome = match (record.status.is_finished(), self.connection()) {
-            (false, Ok(connection)) => self
-                .runtime
-                .block_on(follow::follow(connection, &options, sink))?,
+        let outcome = match (record.status.is_finished(), reached) {
+            (false, Ok((connection, _))) => {
+                self.runtime
+                    .block_on(follow::follow(&connection, &options, sink))?
+            }
             (false, Err(error)) if follow => return Err(error),
             _ => follow::Outcome::default(),
         };
@@ -364,7 +393,8 @@ impl OrchestratorPlugin for KubernetesOrchestrator {
     fn cancel(&self, run_id: &str) -> Result<(), PluginError> {
         let requested_at = Utc::now();
         let record = self.stored_record(run_id)?;
-        let connection = self.connection()?;
+        let (connection, _) = self.reach(&record)?;
+        let connection = &connection;
         let jobs: Api<Job> = Api::namespaced(connection.client.clone(), &connection.namespace);
         for job in self.run_jobs(connection, run_id)? {
             let name = job.metadata.name.unwrap_or_default();

@@ -21,6 +21,7 @@ pub fn connection() -> (crate::client::Connection, MockHandle) {
         client,
         namespace: "default".into(),
         source: "test".into(),
+        cluster_url: "https://mock.invalid/".into(),
     };
     (connection, handle)
 }

@@ -661,6 +661,54 @@ fn ctrl_c_cancels_or_detaches_as_on_interrupt_says() {
     }
 }
 
+#[test]
+fn a_reader_with_another_namespace_sees_a_live_run_as_running_and_touches_nothing() {
+    let cluster = Cluster::start();
+    let project = cluster.project("hello", "");
+    project.write(
+        "hello/pipeline.yaml",
+        "name: slow\nsteps:\n  nap:\n    run: sleep 120\n",
+    );
+    let submitted = std::time::Instant::now();
+    project.ferry(&["run", "hello", "--detach"]).success();
+    wait_for_running_pod(&cluster);
+    let id = run_id_of(&project);
+    // Past the minute of grace after which a run whose Job cannot be found is recorded lost.
+    std::thread::sleep(Duration::from_secs(65).saturating_sub(submitted.elapsed()));
+    let elsewhere = [
+        "--set",
+        "stacks.k8s.orchestrator.settings.namespace=team-b",
+        "--set",
+        "stacks.k8s.orchestrator.settings.pending_timeout=1ms",
+    ];
+    let show = [&elsewhere[..], &["runs", "show", &id, "--output", "json"]].concat();
+    let list = [&elsewhere[..], &["runs", "list", "--output", "json"]].concat();
+    for _ in 0..2 {
+        let shown: serde_json::Value =
+            serde_json::from_str(&project.ferry(&show).stdout()).unwrap();
+        assert_eq!(shown["status"], "running", "{shown:#}");
+        assert_eq!(shown["orchestrator"], "kubernetes", "{shown:#}");
+        let listed = project.ferry(&list).stdout();
+        assert!(
+            listed.contains(&id) && listed.contains("running"),
+            "{listed}"
+        );
+    }
+    assert_eq!(cluster.jobs().len(), 1, "the reader deleted nothing");
+    // What the store holds is untouched: the owner still sees it running, and it has a
+    // placement naming this namespace.
+    let stored: serde_json::Value = serde_json::from_str(
+        &project
+            .ferry(&["runs", "show", &id, "--output", "json"])
+            .stdout(),
+    )
+    .unwrap();
+    assert_eq!(stored["status"], "running", "{stored:#}");
+    assert_eq!(stored["placement"]["namespace"], cluster.ns(), "{stored:#}");
+    project.ferry(&["runs", "cancel", &id]).success();
+    assert!(cluster.jobs().is_empty());
+}
+
 unsafe extern "C" {
     #[link_name = "kill"]
     fn libc_kill(pid: i32, signal: i32) -> i32;

@@ -194,17 +194,6 @@ impl Agent {
             self.plan.code.digest.as_deref().unwrap_or_default(),
             code.display()
         );
-        let records = RunRecords::new(self.store.clone());
-        // The record the submitting orchestrator wrote names it; the local orchestrator that
-        // runs the steps here would name itself. Keep the submitter's name for the final record.
-        let submitted_by = match self.plan.only_step {
-            Some(_) => None,
-            None => records
-                .get(&self.plan.run_id)
-                .ok()
-                .flatten()
-                .map(|r| r.orchestrator),
-        };
         let mut plan = self.plan.clone();
         plan.project_root = code.clone();
         let local = LocalOrchestrator::new(
@@ -216,17 +205,10 @@ impl Agent {
         local
             .stream_events(&run_id, None, true, &mut *sink)
             .map_err(run("following the run"))?;
-        let mut record = local
+        // The local orchestrator kept the submitter's name and placement in the record.
+        let record = local
             .status(&run_id)
             .map_err(run("reading the run's result"))?;
-        if let Some(name) = submitted_by
-            && record.orchestrator != name
-        {
-            record.orchestrator = name;
-            if let Err(error) = records.put(&record) {
-                eprintln!("ferry agent: cannot update the run record: {error}");
-            }
-        }
         Ok(record)
     }
 

@@ -121,6 +121,16 @@ impl OrchestratorPlugin for LocalOrchestrator {
             )));
         }
         let mut record = RunRecord::new(&plan, "local");
+        // A run submitted elsewhere and run here (`ferry agent` in a pod) stays the
+        // submitter's: its name and where it placed the run are what readers judge it by.
+        if plan.only_step.is_none()
+            && let Ok(Some(submitted)) = RunRecords::new(self.store.clone()).get(&plan.run_id)
+        {
+            record.orchestrator = submitted.orchestrator;
+            record.placement = submitted.placement;
+            record.schedule = submitted.schedule.or(record.schedule);
+            record.created_at = submitted.created_at;
+        }
         record.host = Some(liveness::host_name());
         record.pid = Some(std::process::id());
         let state = Arc::new(RunState::new(record, plan.only_step.clone()));
