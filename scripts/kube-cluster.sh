@@ -17,8 +17,10 @@
 #
 # `start` runs `kube-cluster up` (testing/kube-cluster, built by cargo) with state in
 # $FERRY_TOOLS_DIR/run/kube: certificates, etcd data, logs/, the admin kubeconfig, and
-# cluster.json, which the tests read (kube_cluster::running). The node has the image
-# `ferry:test`, whose PATH is cargo's target/debug (ferry and its plugins, as in the image).
+# cluster.json, which the tests read (kube_cluster::running). Two nodes: `ferry-node` (CPU
+# only) and `ferry-gpu-node` (2 nvidia.com/gpu, label ferry.dev/accelerator=nvidia-test, taint
+# nvidia.com/gpu=present:NoSchedule). Both have the image `ferry:test`, whose PATH is cargo's
+# target/debug (ferry and its plugins, as in the image).
 # Use it by hand with:  export KUBECONFIG=.tools/run/kube/kubeconfig
 set -euo pipefail
 

@@ -1,5 +1,5 @@
 //! Starting and stopping the whole cluster: certificates, etcd, kube-apiserver,
-//! kube-controller-manager, kube-scheduler and the node, in that order, each waited for.
+//! kube-controller-manager, kube-scheduler and the nodes, in that order, each waited for.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -12,7 +12,7 @@ use kube::Api;
 use serde::{Deserialize, Serialize};
 
 use crate::kubeconfig::{self, Credentials};
-use crate::node::{Image, NodeAgent, NodeConfig};
+use crate::node::{Image, NodeAgent, NodeConfig, Taint};
 use crate::pki::Pki;
 use crate::process::{Supervised, free_port, log_tail};
 use crate::{ETCD_VERSION, KUBERNETES_VERSION};
@@ -46,36 +46,86 @@ rules:
   - level: None
 ";
 
-/// What to start. [`ClusterConfig::new`] gives a node that suits the tests.
+/// The name of the default cluster's CPU node (no GPUs, no taints).
+pub const CPU_NODE: &str = "ferry-node";
+/// The name of the default cluster's GPU node.
+pub const GPU_NODE: &str = "ferry-gpu-node";
+/// The extended resource the GPU node advertises (2 of them), as NVIDIA's device plugin names it.
+pub const GPU_RESOURCE: &str = "nvidia.com/gpu";
+/// The GPU node's label: key and value. Outside `kubernetes.io/` and `k8s.io/`, so the
+/// NodeRestriction admission plugin lets a kubelet set it on itself.
+pub const GPU_NODE_LABEL: (&str, &str) = ("ferry.dev/accelerator", "nvidia-test");
+/// The GPU node's taint: key, value, effect, as GKE and EKS taint their GPU node pools. A pod
+/// must tolerate it to land there; a pod without the toleration never does.
+pub const GPU_NODE_TAINT: (&str, &str, &str) = ("nvidia.com/gpu", "present", "NoSchedule");
+
+/// One node of the cluster: what it advertises and how it registers.
+#[derive(Clone, Debug)]
+pub struct NodeSpec {
+    /// The Node's name; its kubelet identity is `system:node:<name>`.
+    pub name: String,
+    pub cpu_millis: u64,
+    pub memory_bytes: u64,
+    /// `nvidia.com/gpu` capacity (0 = not advertised).
+    pub gpus: u32,
+    pub max_pods: u32,
+    /// Extra labels (NodeRestriction refuses most of `kubernetes.io/` and `k8s.io/`).
+    pub labels: BTreeMap<String, String>,
+    /// Taints the node registers with (a kubelet's `--register-with-taints`).
+    pub taints: Vec<Taint>,
+}
+
+impl NodeSpec {
+    /// 8 CPUs, 16 GiB, 110 pods, no GPUs, no labels, no taints.
+    pub fn new(name: &str) -> NodeSpec {
+        NodeSpec {
+            name: name.into(),
+            cpu_millis: 8_000,
+            memory_bytes: 16 << 30,
+            gpus: 0,
+            max_pods: 110,
+            labels: BTreeMap::new(),
+            taints: Vec::new(),
+        }
+    }
+}
+
+/// What to start. [`ClusterConfig::new`] gives the nodes that suit the tests.
 #[derive(Clone, Debug)]
 pub struct ClusterConfig {
     /// Everything the cluster writes: certificates, etcd's data, logs, pod directories.
     pub dir: PathBuf,
     /// Where `etcd`, `kube-apiserver`, `kube-controller-manager` and `kube-scheduler` are.
     pub bin_dir: PathBuf,
-    pub node_name: String,
-    pub node_cpu_millis: u64,
-    pub node_memory_bytes: u64,
-    pub node_gpus: u32,
-    pub node_max_pods: u32,
-    pub node_labels: BTreeMap<String, String>,
-    /// Images the node "has"; any other image fails to pull.
+    /// The nodes, each with its own agent; the first is [`ClusterInfo::node_name`].
+    pub nodes: Vec<NodeSpec>,
+    /// Images every node "has"; any other image fails to pull.
     pub images: Vec<Image>,
     /// Host variables copied into every pod.
     pub pod_inherit_env: Vec<String>,
 }
 
 impl ClusterConfig {
+    /// Two nodes: [`CPU_NODE`] (no GPUs) and [`GPU_NODE`] (2 [`GPU_RESOURCE`], the label
+    /// [`GPU_NODE_LABEL`] and the taint [`GPU_NODE_TAINT`]), so that tests meet GPU scheduling
+    /// as on a cluster with a GPU pool: only pods that tolerate the taint land there.
     pub fn new(dir: impl Into<PathBuf>, bin_dir: impl Into<PathBuf>) -> ClusterConfig {
+        let (label, label_value) = GPU_NODE_LABEL;
+        let (key, value, effect) = GPU_NODE_TAINT;
+        let gpu = NodeSpec {
+            gpus: 2,
+            labels: BTreeMap::from([(label.to_string(), label_value.to_string())]),
+            taints: vec![Taint {
+                key: key.into(),
+                value: value.into(),
+                effect: effect.into(),
+            }],
+            ..NodeSpec::new(GPU_NODE)
+        };
         ClusterConfig {
             dir: dir.into(),
             bin_dir: bin_dir.into(),
-            node_name: "ferry-node".into(),
-            node_cpu_millis: 8_000,
-            node_memory_bytes: 16 << 30,
-            node_gpus: 2,
-            node_max_pods: 110,
-            node_labels: BTreeMap::new(),
+            nodes: vec![NodeSpec::new(CPU_NODE), gpu],
             images: Vec::new(),
             pod_inherit_env: Vec::new(),
         }
@@ -96,7 +146,11 @@ pub struct ClusterInfo {
     /// A bearer token of the same admin (static token file), for clients behind a proxy,
     /// which cannot forward client certificates.
     pub admin_token: String,
+    /// The first node ([`CPU_NODE`] in the default cluster), as before there were several.
     pub node_name: String,
+    /// Every node, in the order of [`ClusterConfig::nodes`].
+    #[serde(default)]
+    pub node_names: Vec<String>,
     pub kubernetes_version: String,
     pub etcd_version: String,
     /// Process ids of the control plane (etcd, apiserver, controller-manager, scheduler).
@@ -132,13 +186,26 @@ impl ClusterInfo {
 pub struct Cluster {
     info: ClusterInfo,
     processes: Vec<Supervised>,
-    node: Option<NodeAgent>,
+    nodes: Vec<NodeAgent>,
 }
 
 impl Cluster {
     /// Starts everything and returns once the API server is ready, the `default` service
-    /// account exists and the node is Ready without taints (so pods can be scheduled).
+    /// account exists and every node is Ready without the not-ready taint (so pods can be
+    /// scheduled; a node's own taints stay).
     pub async fn start(config: ClusterConfig) -> anyhow::Result<Cluster> {
+        anyhow::ensure!(
+            !config.nodes.is_empty(),
+            "the cluster needs at least one node"
+        );
+        let mut names = std::collections::BTreeSet::new();
+        for node in &config.nodes {
+            anyhow::ensure!(
+                names.insert(node.name.as_str()),
+                "two nodes are named {:?}: node names must be unique",
+                node.name
+            );
+        }
         let mut cluster = Cluster {
             info: ClusterInfo {
                 dir: config.dir.clone(),
@@ -147,13 +214,14 @@ impl Cluster {
                 kubeconfig: config.dir.join("kubeconfig"),
                 ca_file: config.dir.join("pki/ca.crt"),
                 admin_token: String::new(),
-                node_name: config.node_name.clone(),
+                node_name: config.nodes[0].name.clone(),
+                node_names: config.nodes.iter().map(|n| n.name.clone()).collect(),
                 kubernetes_version: KUBERNETES_VERSION.into(),
                 etcd_version: ETCD_VERSION.into(),
                 pids: BTreeMap::new(),
             },
             processes: Vec::new(),
-            node: None,
+            nodes: Vec::new(),
         };
         // On failure `cluster` is dropped and kill_on_drop stops what was started.
         cluster.boot(&config).await?;
@@ -196,9 +264,6 @@ impl Cluster {
         )?;
         let kcm = pki.client("controller-manager", "system:kube-controller-manager", &[])?;
         let scheduler = pki.client("scheduler", "system:kube-scheduler", &[])?;
-        let node_user = format!("system:node:{}", config.node_name);
-        let node_client = pki.client("node", &node_user, &["system:nodes"])?;
-        let kubelet_serving = pki.server("kubelet", &[config.node_name.as_str()])?;
         let (sa_private, sa_public) = pki.service_account_keys()?;
         let admin_token = random_token()?;
         let tokens = dir.join("pki/tokens.csv");
@@ -370,32 +435,40 @@ impl Cluster {
         )?;
         self.track(scheduler);
 
-        // The node, with the credentials of a kubelet (Node authorizer, NodeRestriction).
-        let node_config = write_user("node", &node_user, &node_client)?;
-        let node = NodeAgent::start(NodeConfig {
-            name: config.node_name.clone(),
-            kubeconfig: node_config,
-            data_dir: dir.join("node"),
-            kubelet_port: 0,
-            serving_cert_pem: kubelet_serving.cert_pem.clone(),
-            serving_key_pem: kubelet_serving.key_pem.clone(),
-            client_ca_pem: pki.ca_pem().to_string(),
-            images: config.images.clone(),
-            cpu_millis: config.node_cpu_millis,
-            memory_bytes: config.node_memory_bytes,
-            gpus: config.node_gpus,
-            max_pods: config.node_max_pods,
-            labels: config.node_labels.clone(),
-            api_server: api_addr,
-            inherit_env: config.pod_inherit_env.clone(),
-        })
-        .await
-        .context("start the node agent")?;
-        self.node = Some(node);
+        // The nodes, each with the credentials of its own kubelet (Node authorizer,
+        // NodeRestriction), its own serving certificate, kubelet port and data directory.
+        for spec in &config.nodes {
+            let user = format!("system:node:{}", spec.name);
+            let credentials =
+                pki.client(&format!("node-{}", spec.name), &user, &["system:nodes"])?;
+            let serving = pki.server(&format!("kubelet-{}", spec.name), &[spec.name.as_str()])?;
+            let kubeconfig = write_user(&format!("node-{}", spec.name), &user, &credentials)?;
+            let node = NodeAgent::start(NodeConfig {
+                name: spec.name.clone(),
+                kubeconfig,
+                data_dir: dir.join("nodes").join(&spec.name),
+                kubelet_port: 0,
+                serving_cert_pem: serving.cert_pem.clone(),
+                serving_key_pem: serving.key_pem.clone(),
+                client_ca_pem: pki.ca_pem().to_string(),
+                images: config.images.clone(),
+                cpu_millis: spec.cpu_millis,
+                memory_bytes: spec.memory_bytes,
+                gpus: spec.gpus,
+                max_pods: spec.max_pods,
+                labels: spec.labels.clone(),
+                taints: spec.taints.clone(),
+                api_server: api_addr,
+                inherit_env: config.pod_inherit_env.clone(),
+            })
+            .await
+            .with_context(|| format!("start the node agent of {}", spec.name))?;
+            self.nodes.push(node);
+        }
 
         // Ready for pods: the ServiceAccount admission plugin refuses pods until `default`
-        // exists, and the scheduler skips the node until node-lifecycle-controller has lifted
-        // the not-ready taint.
+        // exists, and the scheduler skips a node until node-lifecycle-controller has lifted
+        // its not-ready taint.
         let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), "default");
         self.wait_for(
             "the default service account",
@@ -407,34 +480,19 @@ impl Cluster {
         )
         .await?;
         let nodes: Api<Node> = Api::all(client.clone());
-        let node_name = config.node_name.clone();
-        self.wait_for(
-            "a Ready node without taints",
-            Duration::from_secs(90),
-            || {
-                let nodes = nodes.clone();
-                let node_name = node_name.clone();
-                async move {
-                    let Some(node) = nodes.get_opt(&node_name).await? else {
-                        return Ok(false);
-                    };
-                    let untainted = node
-                        .spec
-                        .as_ref()
-                        .and_then(|s| s.taints.as_ref())
-                        .is_none_or(|t| t.is_empty());
-                    let ready = node
-                        .status
-                        .as_ref()
-                        .and_then(|s| s.conditions.as_ref())
-                        .is_some_and(|c| {
-                            c.iter().any(|c| c.type_ == "Ready" && c.status == "True")
-                        });
-                    Ok(untainted && ready)
-                }
-            },
-        )
-        .await?;
+        for spec in &config.nodes {
+            let name = spec.name.clone();
+            self.wait_for(
+                &format!("node {name} Ready without the not-ready taint"),
+                Duration::from_secs(90),
+                || {
+                    let nodes = nodes.clone();
+                    let name = name.clone();
+                    async move { Ok(nodes.get_opt(&name).await?.is_some_and(|n| schedulable(&n))) }
+                },
+            )
+            .await?;
+        }
 
         for process in &self.processes {
             if let Some(pid) = process.pid() {
@@ -500,16 +558,35 @@ impl Cluster {
         &self.info.kubeconfig
     }
 
-    /// Stops the node first (its pods' processes), then the control plane in reverse order.
+    /// Stops the nodes first (their pods' processes, all nodes at once), then the control
+    /// plane in reverse order.
     pub async fn stop(mut self) {
-        if let Some(node) = self.node.take() {
-            node.shutdown().await;
-        }
+        futures::future::join_all(self.nodes.drain(..).map(NodeAgent::shutdown)).await;
         while let Some(process) = self.processes.pop() {
             process.stop(Duration::from_secs(10)).await;
         }
         let _ = std::fs::remove_file(self.info.dir.join("cluster.json"));
     }
+}
+
+/// Ready, and without the taints the node lifecycle controller puts on a node that is not
+/// (yet) ready or reachable. Taints the node registered with are its own and stay.
+fn schedulable(node: &Node) -> bool {
+    let ready = node
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+    let lifecycle_tainted = node
+        .spec
+        .as_ref()
+        .and_then(|s| s.taints.as_ref())
+        .is_some_and(|t| {
+            t.iter().any(|t| {
+                t.key == "node.kubernetes.io/not-ready" || t.key == "node.kubernetes.io/unreachable"
+            })
+        });
+    ready && !lifecycle_tainted
 }
 
 async fn admin_client(kubeconfig: &Path) -> anyhow::Result<kube::Client> {

@@ -1,8 +1,8 @@
 //! What ferry relies on from Kubernetes, checked against the real control plane of the shared
 //! test cluster (`scripts/kube-cluster.sh start`): the API server's version and semantics, the
-//! real Job controller, garbage collector, TTL controller and scheduler, RBAC and
-//! service-account tokens, the Eviction API; and what the node reports for the things it fakes
-//! (image pulls) or hands to the kernel (memory limits).
+//! real Job controller, garbage collector, TTL controller and scheduler (GPU requests, taints
+//! and tolerations), RBAC and service-account tokens, the Eviction API; and what the nodes
+//! report for the things they fake (image pulls) or hand to the kernel (memory limits).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -15,7 +15,9 @@ use kube::api::{EvictParams, LogParams, Patch, PatchParams, PostParams, WatchPar
 use kube::core::WatchEvent;
 use kube::runtime::wait::{await_condition, conditions};
 use kube::{Api, Client};
-use kube_cluster::{TestNamespace, running};
+use kube_cluster::{
+    CPU_NODE, GPU_NODE, GPU_NODE_LABEL, GPU_NODE_TAINT, GPU_RESOURCE, TestNamespace, running,
+};
 use serde_json::json;
 
 struct Env {
@@ -112,6 +114,13 @@ impl Env {
             .unwrap()
     }
 
+    /// The log of a pod whose container has terminated.
+    fn log_of(&self, pod: &str) -> String {
+        self.wait(&self.pods(), pod, 60, container_terminated);
+        self.block_on(self.pods().logs(pod, &LogParams::default()))
+            .unwrap()
+    }
+
     fn pod(&self, name: &str, spec: serde_json::Value) -> Pod {
         let pod: Pod = serde_json::from_value(json!({
             "metadata": { "name": name },
@@ -188,20 +197,112 @@ fn the_api_server_is_the_official_kube_apiserver_1_37_and_the_node_is_ready() {
         ("1", "37")
     );
     let nodes: Api<Node> = Api::all(env.client.clone());
-    let node = env.block_on(nodes.get(&running().node_name)).unwrap();
-    let status = node.status.unwrap();
-    let capacity = status.capacity.unwrap();
-    assert_eq!(capacity["cpu"].0, "8");
-    assert!(capacity.contains_key("nvidia.com/gpu"), "{capacity:?}");
-    assert!(
-        status
-            .conditions
-            .unwrap()
-            .iter()
-            .any(|c| c.type_ == "Ready" && c.status == "True")
-    );
-    // node-lifecycle-controller lifted the not-ready taint once the node's Lease was fresh.
+    assert_eq!(running().node_name, CPU_NODE);
+    assert_eq!(running().node_names, [CPU_NODE, GPU_NODE]);
+    for name in &running().node_names {
+        let node = env.block_on(nodes.get(name)).unwrap();
+        let status = node.status.unwrap();
+        assert_eq!(status.capacity.unwrap()["cpu"].0, "8", "{name}");
+        assert!(
+            status
+                .conditions
+                .unwrap()
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True"),
+            "{name} is not Ready"
+        );
+    }
+    // The CPU node: no GPUs, and no taint once node-lifecycle-controller lifted the not-ready
+    // one (the node's Lease was fresh).
+    let node = env.block_on(nodes.get(CPU_NODE)).unwrap();
+    let capacity = node.status.unwrap().capacity.unwrap();
+    assert!(!capacity.contains_key(GPU_RESOURCE), "{capacity:?}");
     assert!(node.spec.unwrap().taints.unwrap_or_default().is_empty());
+}
+
+#[test]
+fn the_gpu_node_advertises_two_gpus_its_label_and_only_its_own_taint() {
+    let env = Env::new();
+    let nodes: Api<Node> = Api::all(env.client.clone());
+    let node = env.block_on(nodes.get(GPU_NODE)).unwrap();
+    let status = node.status.unwrap();
+    assert_eq!(status.capacity.unwrap()[GPU_RESOURCE].0, "2");
+    assert_eq!(status.allocatable.unwrap()[GPU_RESOURCE].0, "2");
+    let (label, value) = GPU_NODE_LABEL;
+    assert_eq!(
+        node.metadata.labels.unwrap()[label],
+        value,
+        "NodeRestriction let the kubelet set its label"
+    );
+    // Registered with it; the not-ready taint is gone, the node's own stays.
+    let taints: Vec<(String, Option<String>, String)> = node
+        .spec
+        .unwrap()
+        .taints
+        .unwrap_or_default()
+        .into_iter()
+        .map(|t| (t.key, t.value, t.effect))
+        .collect();
+    let (key, value, effect) = GPU_NODE_TAINT;
+    assert_eq!(
+        taints,
+        [(key.to_string(), Some(value.to_string()), effect.to_string())]
+    );
+}
+
+fn scheduled_on(pod: &Pod) -> Option<String> {
+    pod.spec.as_ref()?.node_name.clone()
+}
+
+#[test]
+fn a_gpu_pod_that_tolerates_the_taint_runs_on_the_gpu_node_and_plain_pods_never_land_there() {
+    let env = Env::new();
+    let (key, value, effect) = GPU_NODE_TAINT;
+    let mut gpu = pod_spec("echo trained");
+    gpu["containers"][0]["resources"] = json!({"limits": {GPU_RESOURCE: "1"}});
+    gpu["tolerations"] =
+        json!([{"key": key, "operator": "Equal", "value": value, "effect": effect}]);
+    env.pod("train", gpu.clone());
+    // Asking for a GPU without tolerating the taint fits no node: the scheduler says why.
+    let mut untolerated = gpu.clone();
+    untolerated["tolerations"] = json!([]);
+    env.pod("intolerant", untolerated);
+    for i in 0..6 {
+        env.pod(&format!("plain-{i}"), pod_spec("true"));
+    }
+    let pod = env.wait(&env.pods(), "train", 60, container_terminated);
+    assert_eq!(scheduled_on(&pod).as_deref(), Some(GPU_NODE));
+    assert_eq!(terminated(&pod).unwrap().exit_code, 0);
+    assert_eq!(env.log_of("train"), "trained\n");
+    for i in 0..6 {
+        let name = format!("plain-{i}");
+        let pod = env.wait(&env.pods(), &name, 60, |p: Option<&Pod>| {
+            p.is_some_and(|p| scheduled_on(p).is_some())
+        });
+        assert_eq!(scheduled_on(&pod).as_deref(), Some(CPU_NODE), "{name}");
+    }
+    let pod = env.wait(&env.pods(), "intolerant", 60, |p: Option<&Pod>| {
+        p.and_then(|p| p.status.as_ref()?.conditions.as_ref())
+            .is_some_and(|c| {
+                c.iter().any(|c| {
+                    c.type_ == "PodScheduled" && c.reason.as_deref() == Some("Unschedulable")
+                })
+            })
+    });
+    let message = pod
+        .status
+        .unwrap()
+        .conditions
+        .unwrap()
+        .into_iter()
+        .find(|c| c.type_ == "PodScheduled")
+        .and_then(|c| c.message)
+        .unwrap_or_default();
+    assert!(
+        message.contains(&format!("Insufficient {GPU_RESOURCE}"))
+            && message.contains("untolerated taint"),
+        "{message}"
+    );
 }
 
 #[test]

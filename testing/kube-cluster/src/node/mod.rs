@@ -1,15 +1,19 @@
 //! The node: a small kubelet that registers a real Node with the real API server and runs the
-//! pods the real scheduler binds to it as local processes.
+//! pods the real scheduler binds to it as local processes. A cluster may run several, each
+//! with its own identity, kubelet port, serving certificate, data directory and cgroups.
 //!
 //! It uses only what the Node authorizer and the NodeRestriction admission plugin let a
-//! kubelet (`system:node:<name>` in `system:nodes`) do: create/patch its own Node and Lease,
-//! list/watch pods with `spec.nodeName=<name>`, read the ConfigMaps and Secrets of its pods,
-//! request their service-account tokens, patch their status, delete them, create events.
+//! kubelet (`system:node:<name>` in `system:nodes`) do: create/patch its own Node (with the
+//! taints it registers with) and Lease, list/watch pods with `spec.nodeName=<name>`, read the
+//! ConfigMaps and Secrets of its pods, request their service-account tokens, patch their
+//! status, delete them, create events.
 //!
 //! What it fakes, and reports the way a kubelet would:
 //! - images: a container's image must match one of [`NodeConfig::images`] (else
 //!   `ErrImagePull` / `ImagePullBackOff`); "running" an image means putting its directories
 //!   first on `PATH`. There is no entrypoint, so every container needs a `command`.
+//! - GPUs: `nvidia.com/gpu` is only advertised ([`NodeConfig::gpus`]); the scheduler counts
+//!   it, a pod gets no device.
 //! - the network: pods share the host's; podIP = hostIP = 127.0.0.1. There is no service
 //!   proxy, so `KUBERNETES_SERVICE_HOST`/`PORT` point at the API server's own address
 //!   ([`NodeConfig::api_server`]) rather than at a cluster IP.
@@ -79,11 +83,24 @@ pub struct NodeConfig {
     /// added. NodeRestriction rejects labels a kubelet may not set (most of `kubernetes.io/`
     /// and `k8s.io/` outside the kubelet's own, and `node-restriction.kubernetes.io/`).
     pub labels: BTreeMap<String, String>,
+    /// Taints the Node registers with (a kubelet's `--register-with-taints`). NodeRestriction
+    /// lets a kubelet set taints only when it creates its Node, so an existing Node keeps the
+    /// taints it has.
+    pub taints: Vec<Taint>,
     /// Where pods reach the API server (`KUBERNETES_SERVICE_HOST`/`PORT`): there is no service
     /// proxy here, so this is the API server's own address.
     pub api_server: SocketAddr,
     /// Host environment variables copied into every pod (e.g. LLVM_PROFILE_FILE).
     pub inherit_env: Vec<String>,
+}
+
+/// A node taint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Taint {
+    pub key: String,
+    pub value: String,
+    /// `NoSchedule`, `PreferNoSchedule` or `NoExecute`.
+    pub effect: String,
 }
 
 /// An image the node has.
@@ -393,6 +410,16 @@ fn node_labels(config: &NodeConfig) -> BTreeMap<String, String> {
     labels
 }
 
+/// The Node's spec at registration: its taints.
+fn node_spec(config: &NodeConfig) -> Value {
+    let taints: Vec<Value> = config
+        .taints
+        .iter()
+        .map(|t| json!({ "key": t.key, "value": t.value, "effect": t.effect }))
+        .collect();
+    json!({ "taints": taints })
+}
+
 fn node_conditions(heartbeat: &str, transition: &str) -> Value {
     let c = |kind: &str, status: &str, reason: &str, message: &str| {
         json!({
@@ -503,7 +530,7 @@ async fn register(shared: &Shared, port: u16) -> anyhow::Result<String> {
     let node: Node = serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Node",
         "metadata": { "name": config.name, "labels": labels },
-        "spec": {},
+        "spec": node_spec(config),
         "status": node_status(config, &shared.facts, port, &now, &now),
     }))
     .context("build the Node object")?;
@@ -665,6 +692,11 @@ mod tests {
             gpus: 2,
             max_pods: 20,
             labels: BTreeMap::from([("pool".to_string(), "a".to_string())]),
+            taints: vec![Taint {
+                key: "nvidia.com/gpu".into(),
+                value: "present".into(),
+                effect: "NoSchedule".into(),
+            }],
             api_server: "127.0.0.1:6443".parse().unwrap(),
             inherit_env: vec![],
         };
@@ -710,6 +742,10 @@ mod tests {
         assert_eq!(labels["kubernetes.io/hostname"], "n1");
         assert_eq!(labels["kubernetes.io/os"], "linux");
         assert_eq!(labels["pool"], "a");
+        assert_eq!(
+            node_spec(&config)["taints"],
+            json!([{"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}])
+        );
         assert_eq!(cpu_quantity(2000), "2");
         assert_eq!(bytes_quantity(1000), "1000");
     }
