@@ -21,6 +21,8 @@ use crate::{ETCD_VERSION, KUBERNETES_VERSION};
 /// creates (deployments, services, volumes, CSRs, ...).
 const CONTROLLERS: &[&str] = &[
     "job-controller",
+    // Creates Jobs from CronJobs on their schedule: scheduled pipelines are CronJobs.
+    "cronjob-controller",
     "garbage-collector-controller",
     "ttl-after-finished-controller",
     "namespace-controller",

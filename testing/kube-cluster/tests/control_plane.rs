@@ -1,6 +1,6 @@
 //! What ferry relies on from Kubernetes, checked against the real control plane of the shared
 //! test cluster (`scripts/kube-cluster.sh start`): the API server's version and semantics, the
-//! real Job controller, garbage collector, TTL controller and scheduler (GPU requests, taints
+//! real Job and CronJob controllers, garbage collector, TTL controller and scheduler (GPU requests, taints
 //! and tolerations), RBAC and service-account tokens, the Eviction API; and what the nodes
 //! report for the things they fake (image pulls) or hand to the kernel (memory limits).
 
@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use futures::{AsyncBufReadExt as _, StreamExt as _, TryStreamExt as _};
-use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
 use kube::api::{EvictParams, LogParams, Patch, PatchParams, PostParams, WatchParams};
 use kube::core::WatchEvent;
@@ -111,6 +111,16 @@ impl Env {
         }))
         .unwrap();
         self.block_on(self.jobs().create(&PostParams::default(), &job))
+            .unwrap()
+    }
+
+    fn create<K>(&self, api: &Api<K>, object: serde_json::Value) -> K
+    where
+        K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned,
+        K: serde::Serialize,
+    {
+        let object: K = serde_json::from_value(object).unwrap();
+        self.block_on(api.create(&PostParams::default(), &object))
             .unwrap()
     }
 
@@ -723,4 +733,82 @@ fn kubectl_creates_gets_waits_for_follows_the_logs_of_and_deletes_a_job() {
     run(&["delete", "job", "counted", "--wait=true"]);
     let gone = env.block_on(env.jobs().get_opt("counted")).unwrap();
     assert!(gone.is_none());
+}
+
+#[test]
+fn the_cronjob_controller_creates_a_job_every_minute_that_completes() {
+    let env = Env::new();
+    let cronjobs: Api<CronJob> = Api::namespaced(env.client.clone(), env.ns());
+    let cronjob = env.create(
+        &cronjobs,
+        json!({
+            "metadata": { "name": "tick" },
+            "spec": {
+                "schedule": "* * * * *",
+                "concurrencyPolicy": "Forbid",
+                "jobTemplate": { "spec": { "backoffLimit": 0, "template": template("echo tick") } },
+            },
+        }),
+    );
+    // What `kubectl create job --from=cronjob/tick` sends: the template, marked manual, owned
+    // by the CronJob.
+    let template_spec = serde_json::to_value(&cronjob.spec.job_template.spec).unwrap();
+    env.create(
+        &env.jobs(),
+        json!({
+            "metadata": {
+                "name": "tick-manual",
+                "annotations": { "cronjob.kubernetes.io/instantiate": "manual" },
+                "ownerReferences": [{
+                    "apiVersion": "batch/v1", "kind": "CronJob", "name": "tick",
+                    "uid": cronjob.metadata.uid.clone().unwrap(), "controller": true,
+                }],
+            },
+            "spec": template_spec,
+        }),
+    );
+    env.wait(
+        &env.jobs(),
+        "tick-manual",
+        60,
+        conditions::is_job_completed(),
+    );
+
+    // The scheduled one: within a minute of the next minute's start.
+    let deadline = std::time::Instant::now() + Duration::from_secs(100);
+    let scheduled = loop {
+        let jobs = env.block_on(env.jobs().list(&Default::default())).unwrap();
+        if let Some(job) = jobs.items.into_iter().find(|j| {
+            j.metadata.name.as_deref() != Some("tick-manual")
+                && j.metadata.owner_references.as_ref().is_some_and(|o| {
+                    o.iter().any(|o| {
+                        o.kind == "CronJob" && o.name == "tick" && o.controller == Some(true)
+                    })
+                })
+        }) {
+            break job;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the CronJob controller created no Job in 100 s"
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    let name = scheduled.metadata.name.unwrap();
+    assert!(name.starts_with("tick-"), "{name}");
+    assert!(
+        scheduled
+            .metadata
+            .annotations
+            .unwrap_or_default()
+            .contains_key("batch.kubernetes.io/cronjob-scheduled-timestamp"),
+        "the controller marks when it was scheduled"
+    );
+    let job = env.wait(&env.jobs(), &name, 60, conditions::is_job_completed());
+    assert_eq!(job.status.unwrap().succeeded, Some(1));
+    let cronjob = env.wait(&cronjobs, "tick", 30, |c: Option<&CronJob>| {
+        c.and_then(|c| c.status.as_ref()?.last_successful_time.as_ref())
+            .is_some()
+    });
+    assert!(cronjob.status.unwrap().last_schedule_time.is_some());
 }
