@@ -146,6 +146,12 @@ mod tests {
         placement().store_in(&mut record);
         assert_eq!(Placement::from_record(&record), Some(placement()));
 
+        // The mock client's buffer spawns onto a runtime.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let _inside = runtime.enter();
         let (mut connection, _handle) = crate::mock::connection();
         connection.cluster_url = "https://10.0.0.1:6443".into();
         assert!(placement().check("r", &connection).is_ok());
