@@ -55,7 +55,7 @@ pub fn stream(
                     let offset = tailed.entry(name.to_string()).or_default();
                     let live = live_log(&record, name);
                     let fresh = match &live {
-                        Some(path) => std::fs::read(&path)
+                        Some(path) => std::fs::read(path)
                             .ok()
                             .map(|bytes| bytes[(*offset).min(bytes.len())..].to_vec())
                             .unwrap_or_default(),
@@ -82,13 +82,13 @@ pub fn stream(
                 continue;
             }
             delivered.insert(name.to_string());
-            if step_record.status != StepStatus::Cached && step_record.status != StepStatus::Skipped
+            if step_record.status != StepStatus::Cached
+                && step_record.status != StepStatus::Skipped
+                && let Some(bytes) = step_log::read(store, run_id, name)?
             {
-                if let Some(bytes) = step_log::read(store, run_id, name)? {
-                    let skip = tailed.get(name).copied().unwrap_or(0).min(bytes.len());
-                    if !emit_lines(name, &bytes[skip..], sink) {
-                        return Ok(());
-                    }
+                let skip = tailed.get(name).copied().unwrap_or(0).min(bytes.len());
+                if !emit_lines(name, &bytes[skip..], sink) {
+                    return Ok(());
                 }
             }
             let status = Event::StepStatus {
