@@ -84,6 +84,16 @@ build() {
     log "built in $((SECONDS - started)) s: $out"
 }
 
+# A node agent that died by SIGKILL leaves its pods' memory-backed (tmpfs) emptyDirs mounted
+# under the state directory, and rm -rf cannot remove a mount point: detach them, deepest first.
+unmount_state() {
+    [[ -d "$state" ]] || return 0
+    awk -v d="$state/" 'index($5, d) == 1 { print $5 }' /proc/self/mountinfo | sort -r |
+        while read -r point; do
+            umount -l "$point" || log "could not unmount $point"
+        done
+}
+
 running_pid() {
     [[ -f "$pid_file" ]] || return 1
     local pid
@@ -103,6 +113,7 @@ start() {
     # The same command as scripts/test-all.sh, so that after it this is a no-op (building one
     # package alone would unify features differently and rebuild dependencies).
     (cd "$repo" && cargo build -q --workspace --all-targets --locked)
+    unmount_state
     rm -rf "$state"
     mkdir -p "$state"
     # The node runs pods as root processes in a mount namespace of their own and a memory
@@ -142,6 +153,8 @@ stop() {
     if kill -0 "$pid" 2>/dev/null; then
         log "still running after 30 s: SIGKILL (its children die with it)"
         kill -KILL "$pid" 2>/dev/null || true
+        sleep 0.5
+        unmount_state
     fi
     rm -f "$pid_file"
 }

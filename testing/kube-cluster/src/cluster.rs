@@ -18,11 +18,19 @@ use crate::process::{Supervised, free_port, log_tail};
 use crate::{ETCD_VERSION, KUBERNETES_VERSION};
 
 /// The controllers the tests meet on a real cluster. Left out: those for objects ferry never
-/// creates (deployments, services, volumes, CSRs, ...).
+/// creates (deployments, services, CSRs, ...).
 const CONTROLLERS: &[&str] = &[
     "job-controller",
     // Creates Jobs from CronJobs on their schedule: scheduled pipelines are CronJobs.
     "cronjob-controller",
+    // Binds PersistentVolumeClaims to PersistentVolumes (pods with claims stay unscheduled
+    // until their claims are bound).
+    "persistentvolume-binder-controller",
+    // The API server's StorageObjectInUseProtection admission puts a finalizer on every PVC
+    // and PV; only these controllers lift it, so without them a claim (and the namespace
+    // holding it) could never be deleted.
+    "persistentvolumeclaim-protection-controller",
+    "persistentvolume-protection-controller",
     "garbage-collector-controller",
     "ttl-after-finished-controller",
     "namespace-controller",
@@ -155,7 +163,9 @@ pub struct ClusterInfo {
     pub node_names: Vec<String>,
     pub kubernetes_version: String,
     pub etcd_version: String,
-    /// Process ids of the control plane (etcd, apiserver, controller-manager, scheduler).
+    /// Process ids of the control plane (etcd, kube-apiserver, kube-controller-manager,
+    /// kube-scheduler) and of the process running the node agents (`node-agent`), which runs
+    /// as root: a test can check that a pod cannot read that process's files.
     pub pids: BTreeMap<String, u32>,
 }
 
@@ -501,6 +511,9 @@ impl Cluster {
                 self.info.pids.insert(process.name.to_string(), pid);
             }
         }
+        self.info
+            .pids
+            .insert("node-agent".into(), std::process::id());
         let info = serde_json::to_string_pretty(&self.info)?;
         std::fs::write(dir.join("cluster.json"), info)?;
         Ok(())

@@ -1,8 +1,9 @@
 //! What ferry relies on from Kubernetes, checked against the real control plane of the shared
 //! test cluster (`scripts/kube-cluster.sh start`): the API server's version and semantics, the
-//! real Job and CronJob controllers, garbage collector, TTL controller and scheduler (GPU requests, taints
-//! and tolerations), RBAC and service-account tokens, the Eviction API; and what the nodes
-//! report for the things they fake (image pulls) or hand to the kernel (memory limits).
+//! real Job and CronJob controllers, garbage collector, TTL controller, PersistentVolume binder
+//! and scheduler (GPU requests, taints and tolerations), RBAC and service-account tokens, the
+//! Eviction API; and what the nodes report for the things they fake (image pulls, volumes,
+//! users) or hand to the kernel (memory limits, tmpfs sizes, uids).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -10,7 +11,9 @@ use std::time::Duration;
 
 use futures::{AsyncBufReadExt as _, StreamExt as _, TryStreamExt as _};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
-use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Event, Node, PersistentVolume, PersistentVolumeClaim, Pod, Secret,
+};
 use kube::api::{EvictParams, LogParams, Patch, PatchParams, PostParams, WatchParams};
 use kube::core::WatchEvent;
 use kube::runtime::wait::{await_condition, conditions};
@@ -114,6 +117,10 @@ impl Env {
             .unwrap()
     }
 
+    fn claims(&self) -> Api<PersistentVolumeClaim> {
+        Api::namespaced(self.client.clone(), self.ns())
+    }
+
     fn create<K>(&self, api: &Api<K>, object: serde_json::Value) -> K
     where
         K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned,
@@ -129,6 +136,33 @@ impl Env {
         self.wait(&self.pods(), pod, 60, container_terminated);
         self.block_on(self.pods().logs(pod, &LogParams::default()))
             .unwrap()
+    }
+
+    /// Waits until the pod has an event with `reason` whose message contains `text`.
+    fn wait_for_event(&self, pod: &str, reason: &str, text: &str, secs: u64) -> Event {
+        let events: Api<Event> = Api::namespaced(self.client.clone(), self.ns());
+        let params = kube::api::ListParams::default()
+            .fields(&format!("involvedObject.name={pod},reason={reason}"));
+        let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            let list = self.block_on(events.list(&params)).unwrap();
+            if let Some(e) = list
+                .items
+                .iter()
+                .find(|e| e.message.as_deref().is_some_and(|m| m.contains(text)))
+            {
+                return e.clone();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no {reason} event of {pod} saying {text:?} after {secs} s; its events: {:#?}",
+                list.items
+                    .iter()
+                    .map(|e| (&e.reason, &e.message))
+                    .collect::<Vec<_>>()
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
     }
 
     fn pod(&self, name: &str, spec: serde_json::Value) -> Pod {
@@ -733,6 +767,362 @@ fn kubectl_creates_gets_waits_for_follows_the_logs_of_and_deletes_a_job() {
     run(&["delete", "job", "counted", "--wait=true"]);
     let gone = env.block_on(env.jobs().get_opt("counted")).unwrap();
     assert!(gone.is_none());
+}
+
+/// Deletes a cluster-scoped object (a PersistentVolume) when the test ends, passed or not:
+/// the namespace's deletion does not take it along.
+struct Deleting<'a, K>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    env: &'a Env,
+    api: Api<K>,
+    name: String,
+}
+
+impl<K> Drop for Deleting<'_, K>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    fn drop(&mut self) {
+        let _ = self
+            .env
+            .block_on(self.api.delete(&self.name, &Default::default()));
+    }
+}
+
+impl Env {
+    fn volumes(&self) -> Api<PersistentVolume> {
+        Api::all(self.client.clone())
+    }
+
+    /// A PersistentVolume named `<namespace>-<suffix>` of `class`, 1Gi, ReadWriteOnce, with
+    /// `source` (e.g. `{"hostPath": {...}}`); deleted when the guard is dropped.
+    fn volume(
+        &self,
+        suffix: &str,
+        class: &str,
+        source: serde_json::Value,
+    ) -> Deleting<'_, PersistentVolume> {
+        let name = format!("{}-{suffix}", self.ns());
+        let mut spec = json!({
+            "storageClassName": class,
+            "capacity": { "storage": "1Gi" },
+            "accessModes": ["ReadWriteOnce"],
+            "persistentVolumeReclaimPolicy": "Retain",
+        });
+        for (k, v) in source.as_object().unwrap() {
+            spec[k] = v.clone();
+        }
+        self.create(
+            &self.volumes(),
+            json!({ "metadata": { "name": name }, "spec": spec }),
+        );
+        Deleting {
+            env: self,
+            api: self.volumes(),
+            name,
+        }
+    }
+
+    fn claim(&self, name: &str, class: &str) {
+        self.create(
+            &self.claims(),
+            json!({
+                "metadata": { "name": name },
+                "spec": {
+                    "storageClassName": class,
+                    "accessModes": ["ReadWriteOnce"],
+                    "resources": { "requests": { "storage": "1Gi" } },
+                },
+            }),
+        );
+    }
+}
+
+/// A pod spec mounting claim `claim` at /data (`read_only`: the pod volume's readOnly).
+fn claim_pod(script: &str, claim: &str, read_only: bool) -> serde_json::Value {
+    let mut spec = pod_spec(script);
+    spec["volumes"] = json!([{
+        "name": "data",
+        "persistentVolumeClaim": { "claimName": claim, "readOnly": read_only },
+    }]);
+    spec["containers"][0]["volumeMounts"] = json!([{ "name": "data", "mountPath": "/data" }]);
+    spec
+}
+
+fn waiting_reason(pod: &Pod) -> Option<(String, String)> {
+    let waiting = pod
+        .status
+        .as_ref()?
+        .container_statuses
+        .as_ref()?
+        .first()?
+        .state
+        .as_ref()?
+        .waiting
+        .clone()?;
+    Some((waiting.reason?, waiting.message.unwrap_or_default()))
+}
+
+#[test]
+fn a_claim_binds_to_a_host_path_volume_that_one_pod_writes_and_a_read_only_pod_reads() {
+    let env = Env::new();
+    let host = tempfile::tempdir().unwrap();
+    // DirectoryOrCreate: the node creates it, as a kubelet does.
+    let path = host.path().join("data");
+    let pv = env.volume(
+        "manual",
+        "manual",
+        json!({"hostPath": {"path": path, "type": "DirectoryOrCreate"}}),
+    );
+    env.claim("data", "manual");
+    // The real binder binds the claim to the volume (the scheduler waits for it).
+    let claim = env.wait(
+        &env.claims(),
+        "data",
+        60,
+        |c: Option<&PersistentVolumeClaim>| {
+            c.and_then(|c| c.status.as_ref()?.phase.clone()).as_deref() == Some("Bound")
+        },
+    );
+    assert_eq!(
+        claim.spec.unwrap().volume_name.as_deref(),
+        Some(pv.name.as_str())
+    );
+
+    env.pod(
+        "writer",
+        claim_pod("echo hello > /data/greeting && echo wrote", "data", false),
+    );
+    assert_eq!(env.log_of("writer"), "wrote\n");
+    assert_eq!(
+        std::fs::read_to_string(path.join("greeting")).unwrap(),
+        "hello\n"
+    );
+
+    env.pod(
+        "reader",
+        claim_pod(
+            // The shell's complaint on stdout, so that it keeps its place in the log.
+            "cat /data/greeting; (echo more > /data/greeting) 2>&1 || echo write-refused",
+            "data",
+            true,
+        ),
+    );
+    let log = env.log_of("reader");
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(lines.len(), 3, "{log}");
+    assert_eq!(lines[0], "hello", "{log}");
+    assert!(lines[1].ends_with("Read-only file system"), "{log}");
+    assert_eq!(lines[2], "write-refused", "{log}");
+    assert_eq!(
+        std::fs::read_to_string(path.join("greeting")).unwrap(),
+        "hello\n",
+        "the read-only pod changed nothing"
+    );
+}
+
+#[test]
+fn a_pod_whose_claim_is_not_bound_waits_with_failed_mount_events_until_it_is() {
+    let env = Env::new();
+    let class = format!("late-{}", env.ns());
+    env.claim("late", &class);
+    // Bound to the node directly: the scheduler would wait for the claim to be bound, the
+    // node sees a pod whose claim is not (as after a claim's volume is lost).
+    let mut spec = claim_pod("echo mounted", "late", false);
+    spec["nodeName"] = json!(CPU_NODE);
+    env.pod("early", spec);
+    let event = env.wait_for_event(
+        "early",
+        "FailedMount",
+        &format!("error processing PVC {}/late: PVC is not bound", env.ns()),
+        60,
+    );
+    assert!(
+        event
+            .message
+            .unwrap()
+            .starts_with("Unable to attach or mount volumes: unmounted volumes=[data]"),
+    );
+    assert_eq!(event.type_.as_deref(), Some("Warning"));
+    let pod = env.block_on(env.pods().get("early")).unwrap();
+    assert_eq!(
+        pod.status.as_ref().unwrap().phase.as_deref(),
+        Some("Pending")
+    );
+    assert_eq!(
+        waiting_reason(&pod).map(|(r, _)| r).as_deref(),
+        Some("ContainerCreating")
+    );
+
+    // Once a volume appears the binder binds the claim, and the node, retrying, starts the pod.
+    let host = tempfile::tempdir().unwrap();
+    let _pv = env.volume(
+        "late",
+        &class,
+        json!({"hostPath": {"path": host.path(), "type": "Directory"}}),
+    );
+    let pod = env.wait(&env.pods(), "early", 90, container_terminated);
+    assert_eq!(terminated(&pod).unwrap().exit_code, 0);
+
+    // A volume this node has no plugin for is refused the way a kubelet refuses it.
+    let nfs_class = format!("nfs-{}", env.ns());
+    let nfs = env.volume(
+        "nfs",
+        &nfs_class,
+        json!({"nfs": {"server": "127.0.0.1", "path": "/exports/x"}}),
+    );
+    env.claim("shared", &nfs_class);
+    env.wait(
+        &env.claims(),
+        "shared",
+        60,
+        |c: Option<&PersistentVolumeClaim>| {
+            c.and_then(|c| c.status.as_ref()?.phase.clone()).as_deref() == Some("Bound")
+        },
+    );
+    env.pod("nfs-user", claim_pod("true", "shared", false));
+    env.wait_for_event(
+        "nfs-user",
+        "FailedMount",
+        &format!(
+            "failed to get Plugin from volumeSpec for volume \"{}\" err=no volume plugin matched",
+            nfs.name
+        ),
+        60,
+    );
+}
+
+#[test]
+fn a_memory_empty_dir_is_a_tmpfs_of_its_size_limit() {
+    let env = Env::new();
+    let mut spec = pod_spec(
+        "stat -f -c %T /dev/shm; stat -c %a /dev/shm; df -k /dev/shm | tail -n 1 | awk '{print $2}'
+dd if=/dev/zero of=/dev/shm/fill bs=1M count=16 2>&1 | head -n 1
+echo used $(du -k /dev/shm/fill | cut -f1)",
+    );
+    spec["volumes"] =
+        json!([{"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "8Mi"}}]);
+    spec["containers"][0]["volumeMounts"] = json!([{"name": "shm", "mountPath": "/dev/shm"}]);
+    env.pod("shm", spec);
+    let log = env.log_of("shm");
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(lines[..3], ["tmpfs", "1777", "8192"], "{log}");
+    assert!(
+        lines[3].contains("No space left on device"),
+        "writing 16 MiB into 8 MiB: {log}"
+    );
+    assert_eq!(lines[4], "used 8192", "{log}");
+}
+
+#[test]
+fn a_pod_runs_as_its_security_context_user_with_its_groups_and_volume_ownership() {
+    let env = Env::new();
+    let secrets: Api<Secret> = Api::namespaced(env.client.clone(), env.ns());
+    env.create(
+        &secrets,
+        json!({"metadata": {"name": "creds"}, "stringData": {"key": "s3cr3t"}}),
+    );
+    // Files only root may read, next to one anyone may.
+    let planted = tempfile::tempdir().unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(planted.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    for (file, mode) in [("public", 0o644), ("private", 0o600)] {
+        let p = planted.path().join(file);
+        std::fs::write(&p, format!("{file}\n")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let agent = running().pids["node-agent"];
+    let script = format!(
+        r#"id -u; id -g; id -G
+grep NoNewPrivs /proc/self/status
+cat /proc/{agent}/environ > /dev/null 2>&1 && echo environ-read || echo environ-refused
+cat /planted/public; cat /planted/private > /dev/null 2>&1 && echo private-read || echo private-refused
+touch /scratch/made && stat -c '%a %g' /scratch && stat -c %g /scratch/made
+stat -c '%u %g %a' /secret/key
+t=/var/run/secrets/kubernetes.io/serviceaccount/token
+stat -c '%u %g %a' $(readlink -f $t); test -r $t && echo token-readable
+touch made-here && echo workdir-writable"#
+    );
+    let mut spec = pod_spec(&script);
+    spec["securityContext"] = json!({
+        "runAsUser": 1000, "runAsGroup": 3000, "fsGroup": 2000, "supplementalGroups": [4000],
+    });
+    spec["containers"][0]["securityContext"] = json!({"allowPrivilegeEscalation": false});
+    spec["volumes"] = json!([
+        {"name": "scratch", "emptyDir": {}},
+        {"name": "secret", "secret": {"secretName": "creds"}},
+        {"name": "planted", "hostPath": {"path": planted.path(), "type": "Directory"}},
+    ]);
+    spec["containers"][0]["volumeMounts"] = json!([
+        {"name": "scratch", "mountPath": "/scratch"},
+        {"name": "secret", "mountPath": "/secret"},
+        {"name": "planted", "mountPath": "/planted"},
+    ]);
+    env.pod("user", spec);
+    let log = env.log_of("user");
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(lines[0], "1000", "runAsUser: {log}");
+    assert_eq!(lines[1], "3000", "runAsGroup: {log}");
+    let groups: Vec<&str> = lines[2].split_whitespace().collect();
+    for g in ["3000", "2000", "4000"] {
+        assert!(groups.contains(&g), "fsGroup and supplementalGroups: {log}");
+    }
+    assert_eq!(
+        lines[3], "NoNewPrivs:\t1",
+        "allowPrivilegeEscalation: false: {log}"
+    );
+    assert_eq!(
+        lines[4], "environ-refused",
+        "the node agent's (root's) /proc files: {log}"
+    );
+    assert_eq!(lines[5..7], ["public", "private-refused"], "{log}");
+    // emptyDir: 0777, with fsGroup's setgid: what the pod creates there is the group's.
+    assert_eq!(lines[7..9], ["2777 2000", "2000"], "{log}");
+    // Secret files: root's, fsGroup's group, defaultMode 0644.
+    assert_eq!(lines[9], "0 2000 644", "{log}");
+    // The token belongs to the user every container runs as, 0600, and fsGroup may read it.
+    assert_eq!(lines[10..12], ["1000 2000 640", "token-readable"], "{log}");
+    assert_eq!(lines[12], "workdir-writable", "{log}");
+    assert_eq!(lines.len(), 13, "{log}");
+}
+
+#[test]
+fn run_as_non_root_without_a_non_root_user_is_a_create_container_config_error() {
+    let env = Env::new();
+    let mut implicit = pod_spec("echo ran");
+    implicit["securityContext"] = json!({"runAsNonRoot": true});
+    let created = env.pod("implicit-root", implicit);
+    let mut explicit = pod_spec("echo ran");
+    explicit["containers"][0]["securityContext"] = json!({"runAsNonRoot": true, "runAsUser": 0});
+    let created_explicit = env.pod("explicit-root", explicit);
+    let cases = [
+        (
+            "implicit-root",
+            created,
+            "container has runAsNonRoot and image will run as root",
+        ),
+        (
+            "explicit-root",
+            created_explicit,
+            "container's runAsUser breaks non-root policy",
+        ),
+    ];
+    for (name, created, text) in cases {
+        let pod = env.wait(&env.pods(), name, 60, |p: Option<&Pod>| {
+            p.and_then(waiting_reason)
+                .is_some_and(|(r, _)| r == "CreateContainerConfigError")
+        });
+        let uid = created.metadata.uid.unwrap();
+        let expected = format!(
+            "{text} (pod: \"{name}_{}({uid})\", container: main)",
+            env.ns()
+        );
+        assert_eq!(waiting_reason(&pod).unwrap().1, expected);
+        assert_eq!(pod.status.unwrap().phase.as_deref(), Some("Pending"));
+        env.wait_for_event(name, "Failed", &format!("Error: {expected}"), 30);
+    }
 }
 
 #[test]

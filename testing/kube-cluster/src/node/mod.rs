@@ -5,13 +5,16 @@
 //! It uses only what the Node authorizer and the NodeRestriction admission plugin let a
 //! kubelet (`system:node:<name>` in `system:nodes`) do: create/patch its own Node (with the
 //! taints it registers with) and Lease, list/watch pods with `spec.nodeName=<name>`, read the
-//! ConfigMaps and Secrets of its pods, request their service-account tokens, patch their
-//! status, delete them, create events.
+//! ConfigMaps, Secrets, PersistentVolumeClaims and PersistentVolumes of its pods, request their
+//! service-account tokens, patch their status, delete them, create events.
 //!
 //! What it fakes, and reports the way a kubelet would:
 //! - images: a container's image must match one of [`NodeConfig::images`] (else
 //!   `ErrImagePull` / `ImagePullBackOff`); "running" an image means putting its directories
-//!   first on `PATH`. There is no entrypoint, so every container needs a `command`.
+//!   first on `PATH`. There is no entrypoint, so every container needs a `command`; there is
+//!   no image `USER` either, so a container without `runAsUser` runs as the agent (root), and
+//!   `runAsNonRoot` without a non-root `runAsUser` is refused (`CreateContainerConfigError`,
+//!   the kubelet's message).
 //! - GPUs: `nvidia.com/gpu` is only advertised ([`NodeConfig::gpus`]); the scheduler counts
 //!   it, a pod gets no device.
 //! - the network: pods share the host's; podIP = hostIP = 127.0.0.1. There is no service
@@ -20,17 +23,35 @@
 //! - isolation: each container has its own mount namespace (volumes and a private working
 //!   directory bind-mounted where the spec says) and, when the memory cgroup v1 controller is
 //!   available, its own memory cgroup (`limits.memory` enforced by the kernel, `OOMKilled`);
-//!   otherwise it sees the host, runs as the agent's user, and has no CPU limit.
+//!   otherwise it sees the host and has no CPU limit. It shares the host's PID namespace and
+//!   file system otherwise.
+//! - users: `runAsUser`, `runAsGroup`, `supplementalGroups` and `fsGroup` (pod or container)
+//!   give the process its uid, gid and groups (the host's /etc/passwd and /etc/group stand in
+//!   for the image's), `allowPrivilegeEscalation: false` sets `no_new_privs`; `fsGroup` owns
+//!   the files of emptyDir, configMap, secret, downwardAPI and projected volumes (group read,
+//!   write for emptyDirs, setgid directories), and the user every container shares owns the
+//!   projected token (0600). The private working directory belongs to the container's user.
+//! - volumes: emptyDir (0777; `medium: Memory` is a tmpfs of the kubelet's size: `sizeLimit`,
+//!   the pod's memory limit or the node's memory, whichever is smallest), configMap, secret,
+//!   downwardAPI and projected (read-only mounts, as a kubelet's), hostPath, and
+//!   persistentVolumeClaim: a claim that is missing or not bound keeps the pod
+//!   `ContainerCreating` with `FailedMount` events, retried; a bound claim's hostPath or
+//!   local PersistentVolume is bind-mounted (read-only with `readOnly`); other
+//!   PersistentVolume sources are refused as by a kubelet without their plugin.
 //!
 //! Not supported: probes (a running container is ready), sidecar init containers
 //! (`restartPolicy: Always` on an init container is run like any init container), ephemeral
-//! containers, exec/attach/port-forward, volume types other than configMap, secret,
-//! emptyDir, downwardAPI, projected and hostPath, and updates of volumes after a pod starts.
+//! containers, exec/attach/port-forward, other volume types (CSI, NFS, ephemeral, image,
+//! block devices), emptyDir size limits on disk (no eviction), capabilities, seccomp,
+//! AppArmor, SELinux, user namespaces (`hostUsers: false`), `fsGroupChangePolicy` (ownership
+//! is always applied), the `user` field of container statuses, and updates of volumes after
+//! a pod starts.
 
 mod env;
 mod logs;
 mod pods;
 mod process;
+mod security;
 mod status;
 mod volumes;
 
@@ -144,6 +165,8 @@ pub(super) struct Shared {
     /// The agent's PATH when it started: what follows the image directories in a pod's PATH.
     host_path: OsString,
     facts: env::NodeFacts,
+    /// The agent's own uid: what a container without runAsUser runs as (no image has a USER).
+    agent_uid: u32,
 }
 
 impl Shared {
@@ -273,6 +296,8 @@ impl NodeAgent {
             host_path: std::env::var_os("PATH")
                 .unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into()),
             facts,
+            // SAFETY: getuid has no preconditions.
+            agent_uid: unsafe { libc::getuid() },
             config,
         });
 
@@ -318,6 +343,9 @@ impl NodeAgent {
         if let Some(pods) = self.pods.take() {
             let _ = pods.await;
         }
+        // The pods' tmpfs volumes: a mount left behind would keep the directory from being
+        // removed (and its memory in use).
+        volumes::unmount_under(&self.shared.config.data_dir);
         for task in self.tasks.drain(..) {
             task.abort();
             let _ = task.await;

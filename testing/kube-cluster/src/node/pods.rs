@@ -27,6 +27,7 @@ use super::Shared;
 use super::env;
 use super::logs::LogFile;
 use super::process::{self, Launch, ProcessExit};
+use super::security;
 use super::status::{
     self, ConditionClock, ContainerView, Phase, PodView, State, Terminated, now_rfc3339,
 };
@@ -250,7 +251,7 @@ struct Worker {
     main: Vec<Slot>,
     start_time: String,
     active_deadline: Option<Instant>,
-    volumes: Option<HashMap<String, PathBuf>>,
+    volumes: Option<HashMap<String, volumes::Volume>>,
     volume_retry_at: Option<Instant>,
     reported_volume_error: Option<String>,
     /// Failed by the node itself (active deadline): reason and message.
@@ -577,6 +578,7 @@ impl Worker {
                 &self.pod,
                 &self.dir,
                 &self.shared.facts,
+                security::volume_owners(&self.pod),
             )
             .await
             {
@@ -833,6 +835,19 @@ impl Worker {
                 return;
             }
         };
+        // generateContainerConfig: runAsNonRoot is checked once the environment is known.
+        let security = match security::process_security(
+            &self.pod,
+            &spec,
+            &self.pod_desc(),
+            shared.agent_uid,
+        ) {
+            Ok(s) => s,
+            Err(m) => {
+                self.report_failure(which, "CreateContainerConfigError", m, Some(CONFIG_RETRY));
+                return;
+            }
+        };
         let expand = |s: &str| env::expand(s, |k| resolved.get(k));
         let mut argv: Vec<String> = command.iter().map(|s| expand(s)).collect();
         argv.extend(
@@ -846,6 +861,15 @@ impl Worker {
         let fresh = self.dir.join("containers").join(&name).join("workdir");
         let plan = std::fs::create_dir_all(&fresh)
             .map_err(|e| format!("mkdir {}: {e}", fresh.display()))
+            .and_then(|()| {
+                // The private working directory stands in for the container's writable
+                // layer: its user must be able to write there.
+                match &security.identity {
+                    Some(id) => std::os::unix::fs::chown(&fresh, Some(id.uid), Some(id.gid))
+                        .map_err(|e| format!("chown {}: {e}", fresh.display())),
+                    None => Ok(()),
+                }
+            })
             .and_then(|()| {
                 volumes::mount_plan(
                     &spec,
@@ -875,7 +899,13 @@ impl Worker {
         let mut envs: Vec<(String, std::ffi::OsString)> = vec![
             ("PATH".into(), path),
             ("HOSTNAME".into(), self.name.clone().into()),
-            ("HOME".into(), "/root".into()),
+            (
+                "HOME".into(),
+                security
+                    .identity
+                    .as_ref()
+                    .map_or_else(|| "/root".into(), |i| i.home.clone().into()),
+            ),
         ];
         for key in &shared.config.inherit_env {
             if let Some(v) = std::env::var_os(key) {
@@ -961,6 +991,7 @@ impl Worker {
             cwd,
             mounts,
             cgroup,
+            security,
         };
         match process::launch(&shared.spawner, launch, log.clone()).await {
             Ok(started) => {
@@ -1258,6 +1289,8 @@ impl Worker {
             .remove_pod(&self.namespace, &self.name, &self.uid);
         let dir = self.dir.clone();
         let _ = tokio::task::spawn_blocking(move || {
+            // Memory-backed emptyDirs are mounted in the pod's directory.
+            volumes::unmount_under(&dir);
             if dir.exists()
                 && let Err(e) = std::fs::remove_dir_all(&dir)
             {

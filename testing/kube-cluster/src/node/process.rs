@@ -1,6 +1,7 @@
 //! Running one container instance as a local process: its own process group, its own mount
 //! namespace (volumes and the working directory bind-mounted where the container expects
-//! them), a cgroup v1 memory cgroup for `limits.memory`, and its output into the log.
+//! them), a cgroup v1 memory cgroup for `limits.memory`, the user and groups of its
+//! securityContext (and `no_new_privs`), and its output into the log.
 //!
 //! Every fork happens on one dedicated, long-lived thread ([`Spawner`]): the children set
 //! `PR_SET_PDEATHSIG`, which fires when the *thread* that forked them exits, not the process.
@@ -19,6 +20,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 use super::logs::LogFile;
+use super::security::ProcessSecurity;
 
 type SpawnReply = oneshot::Sender<std::io::Result<tokio::process::Child>>;
 
@@ -79,7 +81,9 @@ impl Spawner {
     }
 }
 
-/// `/sys/fs/cgroup/memory/<agent's own memory cgroup>/ferry-node-<node>`.
+/// `/sys/fs/cgroup/memory/<agent's own memory cgroup>/ferry-node-<node>-<agent pid>`: the pid
+/// keeps two agents of the same node name (two clusters on one machine) apart, since removing
+/// the root kills everything under it.
 pub(super) struct CgroupRoot {
     path: PathBuf,
 }
@@ -93,9 +97,9 @@ impl CgroupRoot {
         if !base.join("cgroup.procs").exists() {
             return None;
         }
-        let path = base
-            .join(path.trim_start_matches('/'))
-            .join(format!("ferry-node-{node}"));
+        let parent = base.join(path.trim_start_matches('/'));
+        remove_stale_roots(&parent);
+        let path = parent.join(format!("ferry-node-{node}-{}", std::process::id()));
         match std::fs::create_dir_all(&path) {
             Ok(()) => Some(CgroupRoot { path }),
             Err(e) => {
@@ -151,6 +155,33 @@ impl CgroupRoot {
         }
         Ok(cgroup)
     }
+}
+
+/// Removes the node cgroups that agents which died without cleaning up (SIGKILL) left in
+/// `parent`; those of live agents stay.
+fn remove_stale_roots(parent: &Path) {
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = stale_root_pid(&name.to_string_lossy()) else {
+            continue;
+        };
+        // SAFETY: kill(2) with signal 0 only checks that the process exists.
+        let alive = unsafe { libc::kill(pid, 0) == 0 }
+            || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH);
+        if !alive {
+            CgroupRoot { path: entry.path() }.remove();
+        }
+    }
+}
+
+/// The agent pid in a node cgroup's name `ferry-node-<node>-<pid>`.
+fn stale_root_pid(name: &str) -> Option<i32> {
+    let rest = name.strip_prefix("ferry-node-")?;
+    let (_, pid) = rest.rsplit_once('-')?;
+    pid.parse().ok().filter(|p| *p > 0)
 }
 
 /// The path of the `memory` controller's line in /proc/self/cgroup.
@@ -250,6 +281,8 @@ pub(super) struct Launch {
     pub cwd: PathBuf,
     pub mounts: Vec<BindMount>,
     pub cgroup: Option<Cgroup>,
+    /// Who the process runs as; switched to after the mounts, which need root.
+    pub security: ProcessSecurity,
 }
 
 /// How a container instance ended.
@@ -288,6 +321,7 @@ pub(super) async fn launch(
         cwd,
         mounts,
         cgroup,
+        security,
     } = launch;
     let program = argv.first().ok_or("no command specified")?.clone();
     let mut command = tokio::process::Command::new(&program);
@@ -316,10 +350,25 @@ pub(super) async fn launch(
         .collect::<std::io::Result<_>>()
         .map_err(io)?;
     let cwd_c = cstring(&cwd).map_err(io)?;
+    let identity = security.identity.as_ref().map(|i| ChildIdentity {
+        uid: i.uid,
+        gid: i.gid,
+        groups: i.groups.iter().map(|g| *g as libc::gid_t).collect(),
+    });
+    let no_new_privs = security.no_new_privs;
     let parent = std::process::id() as libc::pid_t;
     // SAFETY: the closure only makes async-signal-safe system calls on data prepared above.
     unsafe {
-        command.pre_exec(move || child_setup(parent, procs_c.as_ref(), &mounts_c, &cwd_c));
+        command.pre_exec(move || {
+            child_setup(
+                parent,
+                procs_c.as_ref(),
+                &mounts_c,
+                &cwd_c,
+                identity.as_ref(),
+                no_new_privs,
+            )
+        });
     }
 
     let mut child = spawner.spawn(command).await.map_err(|e| {
@@ -383,15 +432,19 @@ pub(super) async fn launch(
     })
 }
 
-/// Runs in the forked child before exec.
-fn child_setup(
-    parent: libc::pid_t,
-    cgroup_procs: Option<&CString>,
-    mounts: &[(CString, CString, bool)],
-    cwd: &CString,
-) -> std::io::Result<()> {
-    let fail = || Err(std::io::Error::last_os_error());
-    // SAFETY: raw system calls with valid NUL-terminated strings prepared before fork.
+/// The credentials the child switches to, prepared before fork.
+struct ChildIdentity {
+    uid: u32,
+    gid: u32,
+    groups: Vec<libc::gid_t>,
+}
+
+/// SIGKILL when the spawner thread dies; fails if it already has.
+///
+/// # Safety
+/// Only async-signal-safe calls: fit for a forked child.
+unsafe fn die_with_parent(parent: libc::pid_t) -> std::io::Result<()> {
+    // SAFETY: prctl and getppid have no memory effects.
     unsafe {
         if libc::prctl(
             libc::PR_SET_PDEATHSIG,
@@ -401,12 +454,29 @@ fn child_setup(
             0,
         ) != 0
         {
-            return fail();
+            return Err(std::io::Error::last_os_error());
         }
-        // The parent may have died between fork and prctl: then nobody would kill us.
+        // The parent may have died before prctl: then nobody would kill us.
         if libc::getppid() != parent {
             return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
         }
+    }
+    Ok(())
+}
+
+/// Runs in the forked child before exec.
+fn child_setup(
+    parent: libc::pid_t,
+    cgroup_procs: Option<&CString>,
+    mounts: &[(CString, CString, bool)],
+    cwd: &CString,
+    identity: Option<&ChildIdentity>,
+    no_new_privs: bool,
+) -> std::io::Result<()> {
+    let fail = || Err(std::io::Error::last_os_error());
+    // SAFETY: raw system calls with valid NUL-terminated strings prepared before fork.
+    unsafe {
+        die_with_parent(parent)?;
         if let Some(procs) = cgroup_procs {
             let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
             if fd < 0 {
@@ -456,8 +526,25 @@ fn child_setup(
             }
         }
         // After the mounts, so that the directory is the mounted one (std's current_dir would
-        // chdir before pre_exec runs).
+        // chdir before pre_exec runs); before the user switch, as runc does.
         if libc::chdir(cwd.as_ptr()) != 0 {
+            return fail();
+        }
+        // Last, because the mounts need root (std's uid/gid would switch before pre_exec).
+        if let Some(id) = identity {
+            if libc::setgroups(id.groups.len(), id.groups.as_ptr()) != 0 {
+                return fail();
+            }
+            if libc::setresgid(id.gid, id.gid, id.gid) != 0 {
+                return fail();
+            }
+            if libc::setresuid(id.uid, id.uid, id.uid) != 0 {
+                return fail();
+            }
+            // Changing credentials cleared the parent-death signal (prctl(2)).
+            die_with_parent(parent)?;
+        }
+        if no_new_privs && libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
             return fail();
         }
     }
@@ -563,6 +650,13 @@ mod tests {
             Some("/x")
         );
         assert_eq!(own_memory_cgroup("0::/\n"), None);
+    }
+
+    #[test]
+    fn node_cgroups_are_named_after_their_agent() {
+        assert_eq!(stale_root_pid("ferry-node-ferry-gpu-node-4242"), Some(4242));
+        assert_eq!(stale_root_pid("ferry-node-ferry-node"), None);
+        assert_eq!(stale_root_pid("other-1"), None);
     }
 
     #[test]

@@ -1,7 +1,14 @@
 //! Pod volumes: materialised as directories under `<pod dir>/volumes/<name>` (configMap,
 //! secret, emptyDir, downwardAPI, projected with serviceAccountToken / configMap / secret /
-//! downwardAPI sources) or taken from the host (hostPath), then bind-mounted at each
-//! container's `mountPath` inside the container's own mount namespace ([`mount_plan`]).
+//! downwardAPI sources; an emptyDir of `medium: Memory` is a tmpfs mounted there, in the
+//! agent's own mount namespace, so that every container of the pod shares it) or taken from
+//! the host (hostPath, and the hostPath or local PersistentVolume a claim is bound to), then
+//! bind-mounted at each container's `mountPath` inside the container's own mount namespace
+//! ([`mount_plan`]).
+//!
+//! As a kubelet: claims are resolved first, and a pod whose claim is missing or not bound
+//! waits (the worker retries); emptyDirs are 0777; configMap, secret, downwardAPI and projected
+//! volumes are mounted read-only; `fsGroup` owns the files of the volumes a kubelet manages.
 //!
 //! Volumes are written once, when the pod starts (like a kubelet's first mount); later
 //! changes to a ConfigMap or Secret and token expiry are not propagated.
@@ -10,29 +17,55 @@ use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Component, Path, PathBuf};
 
-use k8s_openapi::api::core::v1::ServiceAccount;
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, ServiceAccount};
 use kube::Api;
 use kube::api::PostParams;
 use serde_json::{Value, json};
 
 use super::env::{self, EnvList, NodeFacts};
 use super::process::{BindMount, host_path};
+use super::security::{VolumeOwners, set_volume_ownership};
 
-/// Why a volume could not be set up (reported as a FailedMount event).
-#[derive(Debug)]
-pub(super) struct VolumeError {
-    pub volume: String,
-    pub message: String,
+/// Why the pod's volumes could not be set up (reported as a FailedMount event).
+#[derive(Debug, PartialEq)]
+pub(super) enum VolumeError {
+    /// Setting up one volume failed (`volume` is the PersistentVolume's name for a claim).
+    SetUp { volume: String, message: String },
+    /// A claim could not be resolved to a volume (missing, not bound, no plugin for its
+    /// PersistentVolume): the pod's volumes named in `volumes`, with each error.
+    Process {
+        volumes: Vec<String>,
+        messages: Vec<String>,
+    },
 }
 
 impl VolumeError {
     /// The event message a kubelet gives.
     pub fn event_message(&self) -> String {
-        format!(
-            "MountVolume.SetUp failed for volume \"{}\" : {}",
-            self.volume, self.message
-        )
+        match self {
+            VolumeError::SetUp { volume, message } => {
+                format!("MountVolume.SetUp failed for volume \"{volume}\" : {message}")
+            }
+            // The volume manager's WaitForAttachAndMount error, which the kubelet records
+            // prefixed with "Unable to attach or mount volumes".
+            VolumeError::Process { volumes, messages } => format!(
+                "Unable to attach or mount volumes: unmounted volumes=[{}], unattached volumes=[], failed to process volumes=[{}]: {}",
+                volumes.join(" "),
+                volumes.join(" "),
+                messages.join("; ")
+            ),
+        }
     }
+}
+
+/// A volume ready to be bind-mounted into containers.
+#[derive(Clone, Debug, PartialEq)]
+pub(super) struct Volume {
+    /// On the host.
+    pub path: PathBuf,
+    /// Every mount of it is read-only, whatever the volumeMount says (claims with
+    /// `readOnly`, and the volumes a kubelet always mounts read-only).
+    pub read_only: bool,
 }
 
 /// A relative path inside a volume, refusing anything that leaves it.
@@ -128,42 +161,48 @@ fn downward_item(pod: &Value, item: &Value, node: &NodeFacts) -> Result<Vec<u8>,
     Err("downwardAPI item has neither fieldRef nor resourceFieldRef".into())
 }
 
-/// Materialises every volume of `pod`; returns the host directory of each by name.
+/// Materialises every volume of `pod`; returns each by name.
 pub(super) async fn materialise(
     client: &kube::Client,
     pod: &Value,
     pod_dir: &Path,
     node: &NodeFacts,
-) -> Result<HashMap<String, PathBuf>, VolumeError> {
+    owners: VolumeOwners,
+) -> Result<HashMap<String, Volume>, VolumeError> {
     let namespace = pod["metadata"]["namespace"].as_str().unwrap_or_default();
+    // Claims first, as the kubelet's volume manager resolves them before it mounts anything.
+    let claims = resolve_claims(client, pod).await?;
     let mut out = HashMap::new();
     for volume in pod["spec"]["volumes"].as_array().into_iter().flatten() {
         let name = volume["name"].as_str().unwrap_or_default().to_string();
-        let fail = |message: String| VolumeError {
+        let fail = |message: String| VolumeError::SetUp {
             volume: name.clone(),
             message,
         };
-        if let Some(host) = volume["hostPath"]["path"].as_str() {
-            let host = PathBuf::from(host);
-            match volume["hostPath"]["type"].as_str().unwrap_or_default() {
-                "DirectoryOrCreate" => std::fs::create_dir_all(&host)
-                    .map_err(|e| fail(format!("mkdir {}: {e}", host.display())))?,
-                "" => {}
-                _ if !host.exists() => {
-                    return Err(fail(format!(
-                        "hostPath type check failed: {} does not exist",
-                        host.display()
-                    )));
-                }
-                _ => {}
-            }
-            out.insert(name, host);
+        if let Some(claim) = claims.get(&name) {
+            let v = set_up_claim(claim, owners)?;
+            out.insert(name, v);
+            continue;
+        }
+        if volume["hostPath"].is_object() {
+            let host = host_path_volume(&volume["hostPath"]).map_err(fail)?;
+            out.insert(
+                name,
+                Volume {
+                    path: host,
+                    read_only: false,
+                },
+            );
             continue;
         }
         let dir = pod_dir.join("volumes").join(&name);
         std::fs::create_dir_all(&dir).map_err(|e| fail(format!("mkdir {}: {e}", dir.display())))?;
+        // configMap, secret, downwardAPI and projected volumes: read-only mounts, and fsGroup
+        // gets read access (a kubelet's ReadOnly volume attribute).
+        let mut read_only = true;
         if volume["emptyDir"].is_object() {
-            // Nothing to write: an empty directory that lives as long as the pod.
+            read_only = false;
+            set_up_empty_dir(pod, &volume["emptyDir"], &dir, node).map_err(&fail)?;
         } else if volume["configMap"].is_object() || volume["secret"].is_object() {
             let (spec, kind, ref_name) = if volume["configMap"].is_object() {
                 let s = &volume["configMap"];
@@ -203,13 +242,20 @@ pub(super) async fn materialise(
                 if let Some(token) = source.get("serviceAccountToken").filter(|v| v.is_object()) {
                     let jwt = request_token(client, pod, token).await.map_err(&fail)?;
                     let path = token["path"].as_str().unwrap_or("token");
-                    // Tokens are private (a kubelet writes them 0600 unless defaultMode says so).
-                    let mode = if spec["defaultMode"].is_null() {
+                    // With an owner (the pods' shared runAsUser) or fsGroup, a kubelet writes
+                    // the token 0600 and lets the ownership change give the group read.
+                    let owned = owners.fs_user.is_some() || owners.fs_group.is_some();
+                    let mode = if owned || spec["defaultMode"].is_null() {
                         0o600
                     } else {
                         default_mode
                     };
                     write_file(&dir, path, jwt.as_bytes(), mode).map_err(&fail)?;
+                    if let Some(uid) = owners.fs_user {
+                        let file = inside(&dir, path).map_err(&fail)?;
+                        std::os::unix::fs::chown(&file, Some(uid), None)
+                            .map_err(|e| fail(format!("chown {}: {e}", file.display())))?;
+                    }
                 } else if let Some(s) = ["configMap", "secret"]
                     .iter()
                     .find_map(|k| source.get(*k).filter(|v| v.is_object()).map(|v| (*k, v)))
@@ -249,12 +295,350 @@ pub(super) async fn materialise(
                 .and_then(|o| o.keys().find(|k| *k != "name").cloned())
                 .unwrap_or_default();
             return Err(fail(format!(
-                "volume type {kind:?} is not supported by this node (configMap, secret, emptyDir, downwardAPI, projected and hostPath are)"
+                "volume type {kind:?} is not supported by this node (configMap, secret, emptyDir, downwardAPI, projected, hostPath and persistentVolumeClaim are)"
             )));
         }
-        out.insert(name, dir);
+        if let Some(group) = owners.fs_group {
+            set_volume_ownership(&dir, group, read_only).map_err(&fail)?;
+        }
+        out.insert(
+            name,
+            Volume {
+                path: dir,
+                read_only,
+            },
+        );
     }
     Ok(out)
+}
+
+/// A hostPath volume's directory, after the checks its `type` asks for.
+fn host_path_volume(spec: &Value) -> Result<PathBuf, String> {
+    let host = PathBuf::from(spec["path"].as_str().unwrap_or_default());
+    match spec["type"].as_str().unwrap_or_default() {
+        "DirectoryOrCreate" => {
+            std::fs::create_dir_all(&host).map_err(|e| format!("mkdir {}: {e}", host.display()))?
+        }
+        "" => {}
+        _ if !host.exists() => {
+            return Err(format!(
+                "hostPath type check failed: {} does not exist",
+                host.display()
+            ));
+        }
+        _ => {}
+    }
+    Ok(host)
+}
+
+/// An emptyDir: a 0777 directory, with a tmpfs over it for `medium: Memory`.
+fn set_up_empty_dir(pod: &Value, spec: &Value, dir: &Path, node: &NodeFacts) -> Result<(), String> {
+    // As a kubelet: 0777, so that any user the containers run as may use it.
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777))
+        .map_err(|e| format!("chmod {}: {e}", dir.display()))?;
+    match spec["medium"].as_str().unwrap_or_default() {
+        "" => Ok(()),
+        "Memory" => {
+            if is_mount_point(dir) {
+                // Mounted by an earlier attempt of this pod.
+                return Ok(());
+            }
+            mount_tmpfs(dir, memory_volume_size(pod, spec, node.memory_bytes))
+        }
+        m if m.starts_with("HugePages") => Err(format!(
+            "emptyDir medium {m:?} is not supported by this node (it has no huge pages)"
+        )),
+        m => Err(format!("unknown storage medium {m:?}")),
+    }
+}
+
+/// The size of a memory-backed emptyDir (`calculateEmptyDirMemorySize`): the node's
+/// allocatable memory, or the pod's memory limit if all its containers have one and it is
+/// smaller, or the volume's `sizeLimit` if that is smaller still.
+pub(super) fn memory_volume_size(pod: &Value, spec: &Value, allocatable: u64) -> u64 {
+    let limit = |c: &Value| {
+        c["resources"]["limits"]["memory"]
+            .as_str()
+            .and_then(env::parse_quantity)
+            .map(|n| ((n + env::NANO - 1) / env::NANO).max(0) as u64)
+    };
+    let mut size = allocatable;
+    let main: Vec<Option<u64>> = pod["spec"]["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(limit)
+        .collect();
+    if !main.is_empty() && main.iter().all(|l| l.is_some_and(|l| l > 0)) {
+        let sum: u64 = main.iter().flatten().sum();
+        let init = pod["spec"]["initContainers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(limit)
+            .max()
+            .unwrap_or(0);
+        let pod_limit = sum.max(init);
+        if pod_limit > 0 && pod_limit <= size {
+            size = pod_limit;
+        }
+    }
+    if let Some(l) = spec["sizeLimit"]
+        .as_str()
+        .and_then(env::parse_quantity)
+        .map(|n| ((n + env::NANO - 1) / env::NANO).max(0) as u64)
+        && l > 0
+        && l <= size
+    {
+        size = l;
+    }
+    size
+}
+
+fn mount_tmpfs(dir: &Path, size: u64) -> Result<(), String> {
+    let c = |s: &[u8]| std::ffi::CString::new(s).map_err(|e| e.to_string());
+    use std::os::unix::ffi::OsStrExt as _;
+    let target = c(dir.as_os_str().as_bytes())?;
+    let options = c(format!("size={size}").as_bytes())?;
+    // SAFETY: mount(2) with NUL-terminated strings that outlive the call.
+    let rc = unsafe {
+        libc::mount(
+            c"tmpfs".as_ptr(),
+            target.as_ptr(),
+            c"tmpfs".as_ptr(),
+            0,
+            options.as_ptr().cast(),
+        )
+    };
+    if rc != 0 {
+        return Err(format!(
+            "mount -t tmpfs -o size={size} tmpfs {}: {}",
+            dir.display(),
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(())
+}
+
+/// Whether `dir` is the root of a mount (its device differs from its parent's).
+fn is_mount_point(dir: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    match (std::fs::metadata(dir), dir.parent().map(std::fs::metadata)) {
+        (Ok(d), Some(Ok(p))) => d.dev() != p.dev(),
+        _ => false,
+    }
+}
+
+/// Detaches every mount at or below `dir` (the pod's tmpfs volumes), deepest first, so that
+/// the directory can be removed.
+pub(super) fn unmount_under(dir: &Path) {
+    let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return;
+    };
+    let mut points: Vec<PathBuf> = text
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|p| PathBuf::from(unescape_mount_path(p)))
+        .filter(|p| p.starts_with(dir))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    for point in points {
+        use std::os::unix::ffi::OsStrExt as _;
+        let Ok(c) = std::ffi::CString::new(point.as_os_str().as_bytes()) else {
+            continue;
+        };
+        // SAFETY: umount2(2) with a NUL-terminated path.
+        if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } != 0 {
+            tracing::warn!(path = %point.display(), error = %std::io::Error::last_os_error(), "unmounting a pod volume");
+        }
+    }
+}
+
+/// mountinfo escapes space, tab, newline and backslash as `\ooo`.
+fn unescape_mount_path(p: &str) -> String {
+    let bytes = p.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\'
+            && i + 3 < bytes.len()
+            && bytes[i + 1..i + 4]
+                .iter()
+                .all(|b| (b'0'..=b'7').contains(b))
+        {
+            let n = (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
+            out.push(n);
+            i += 4;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A claim resolved to its bound PersistentVolume.
+#[derive(Debug)]
+struct Claim {
+    pv_name: String,
+    pv: Value,
+    /// `persistentVolumeClaim.readOnly` of the pod's volume.
+    read_only: bool,
+}
+
+/// Resolves every `persistentVolumeClaim` volume used by a container, as the kubelet's
+/// desired-state populator does, collecting the errors of all of them.
+async fn resolve_claims(
+    client: &kube::Client,
+    pod: &Value,
+) -> Result<HashMap<String, Claim>, VolumeError> {
+    let namespace = pod["metadata"]["namespace"].as_str().unwrap_or_default();
+    let mut used = std::collections::HashSet::new();
+    for k in ["initContainers", "containers"] {
+        for c in pod["spec"][k].as_array().into_iter().flatten() {
+            for m in c["volumeMounts"].as_array().into_iter().flatten() {
+                used.insert(m["name"].as_str().unwrap_or_default().to_string());
+            }
+        }
+    }
+    let mut claims = HashMap::new();
+    let mut failed: Vec<(String, String)> = Vec::new();
+    for volume in pod["spec"]["volumes"].as_array().into_iter().flatten() {
+        let source = &volume["persistentVolumeClaim"];
+        if !source.is_object() {
+            continue;
+        }
+        let name = volume["name"].as_str().unwrap_or_default().to_string();
+        if !used.contains(&name) {
+            // A kubelet skips volumes no container mounts.
+            continue;
+        }
+        let claim_name = source["claimName"].as_str().unwrap_or_default();
+        match resolve_claim(client, namespace, claim_name, &name).await {
+            Ok((pv_name, pv)) => {
+                claims.insert(
+                    name,
+                    Claim {
+                        pv_name,
+                        pv,
+                        read_only: source["readOnly"].as_bool() == Some(true),
+                    },
+                );
+            }
+            Err(e) => failed.push((name, e)),
+        }
+    }
+    if failed.is_empty() {
+        return Ok(claims);
+    }
+    failed.sort();
+    Err(VolumeError::Process {
+        volumes: failed.iter().map(|(v, _)| v.clone()).collect(),
+        messages: failed.into_iter().map(|(_, m)| m).collect(),
+    })
+}
+
+fn api_message(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => s.message.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// `getPVCExtractPV` and `getPVSpec`, with the kubelet's messages.
+async fn resolve_claim(
+    client: &kube::Client,
+    namespace: &str,
+    claim_name: &str,
+    volume_name: &str,
+) -> Result<(String, Value), String> {
+    let prefix = format!("error processing PVC {namespace}/{claim_name}");
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), namespace);
+    let pvc = claims.get(claim_name).await.map_err(|e| {
+        format!(
+            "{prefix}: failed to fetch PVC from API server: {}",
+            api_message(&e)
+        )
+    })?;
+    if pvc.metadata.deletion_timestamp.is_some() {
+        return Err(format!("{prefix}: PVC is being deleted"));
+    }
+    let phase = pvc.status.as_ref().and_then(|s| s.phase.as_deref());
+    if phase != Some("Bound") {
+        return Err(format!("{prefix}: PVC is not bound"));
+    }
+    let pv_name = pvc
+        .spec
+        .as_ref()
+        .and_then(|s| s.volume_name.clone())
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| format!("{prefix}: PVC has empty pvc.Spec.VolumeName"))?;
+    let volumes: Api<PersistentVolume> = Api::all(client.clone());
+    let pv = volumes.get(&pv_name).await.map_err(|e| {
+        format!(
+            "{prefix}: failed to fetch PV {pv_name} from API server: {}",
+            api_message(&e)
+        )
+    })?;
+    let pv = serde_json::to_value(&pv).map_err(|e| format!("{prefix}: {e}"))?;
+    let claim_ref = &pv["spec"]["claimRef"];
+    if !claim_ref.is_object() {
+        return Err(format!(
+            "{prefix}: found PV object {pv_name} but it has a nil pv.Spec.ClaimRef indicating it is not yet bound to the claim"
+        ));
+    }
+    let expected = pvc.metadata.uid.clone().unwrap_or_default();
+    let actual = claim_ref["uid"].as_str().unwrap_or_default();
+    if actual != expected {
+        return Err(format!(
+            "{prefix}: found PV object {pv_name} but its pv.Spec.ClaimRef.UID {actual} does not point to claim.UID {expected}"
+        ));
+    }
+    let mode = pv["spec"]["volumeMode"].as_str().unwrap_or("Filesystem");
+    if mode != "Filesystem" {
+        return Err(format!(
+            "volume {volume_name} has volumeMode {mode}, but is specified in volumeMounts"
+        ));
+    }
+    if !pv["spec"]["hostPath"].is_object() && !pv["spec"]["local"].is_object() {
+        // No plugin for the volume's source on this node.
+        return Err(format!(
+            "failed to get Plugin from volumeSpec for volume \"{pv_name}\" err=no volume plugin matched (node agents of this test cluster mount hostPath and local PersistentVolumes only)"
+        ));
+    }
+    Ok((pv_name, pv))
+}
+
+/// Mounts a bound claim's PersistentVolume: its hostPath or local path.
+fn set_up_claim(claim: &Claim, owners: VolumeOwners) -> Result<Volume, VolumeError> {
+    let fail = |message: String| VolumeError::SetUp {
+        volume: claim.pv_name.clone(),
+        message,
+    };
+    let spec = &claim.pv["spec"];
+    let path = if spec["hostPath"].is_object() {
+        // The hostPath plugin changes no ownership.
+        host_path_volume(&spec["hostPath"]).map_err(fail)?
+    } else {
+        let path = PathBuf::from(spec["local"]["path"].as_str().unwrap_or_default());
+        if !path.exists() {
+            return Err(fail(format!(
+                "mount failed: stat {}: no such file or directory",
+                path.display()
+            )));
+        }
+        // The local plugin gives a writable volume to fsGroup.
+        if let Some(group) = owners.fs_group
+            && !claim.read_only
+        {
+            set_volume_ownership(&path, group, false).map_err(fail)?;
+        }
+        path
+    };
+    Ok(Volume {
+        path,
+        read_only: claim.read_only,
+    })
 }
 
 async fn fetch(
@@ -326,7 +710,7 @@ async fn request_token(
 /// (an image's WORKDIR is unknown here). Mounts are ordered parents first.
 pub(super) fn mount_plan(
     container: &Value,
-    volumes: &HashMap<String, PathBuf>,
+    volumes: &HashMap<String, Volume>,
     env: &EnvList,
     fresh_workdir: &Path,
 ) -> Result<(Vec<BindMount>, PathBuf), String> {
@@ -339,10 +723,10 @@ pub(super) fn mount_plan(
                 "mountPath {target:?} of volume {name:?} is not absolute"
             ));
         }
-        let mut source = volumes
+        let volume = volumes
             .get(name)
-            .cloned()
             .ok_or_else(|| format!("volume {name:?} is not defined in the pod"))?;
+        let mut source = volume.path.clone();
         let sub = match (m["subPath"].as_str(), m["subPathExpr"].as_str()) {
             (Some(s), _) if !s.is_empty() => Some(s.to_string()),
             (_, Some(e)) if !e.is_empty() => Some(env::expand(e, |k| env.get(k))),
@@ -354,7 +738,7 @@ pub(super) fn mount_plan(
         mounts.push(BindMount {
             source,
             target: normalise(target),
-            read_only: m["readOnly"].as_bool() == Some(true),
+            read_only: volume.read_only || m["readOnly"].as_bool() == Some(true),
         });
     }
     let cwd = match container["workingDir"].as_str().filter(|w| !w.is_empty()) {
@@ -422,9 +806,14 @@ mod tests {
 
     #[test]
     fn mount_plans_bind_volumes_and_a_private_workdir() {
+        let volume = |path: &str, read_only| Volume {
+            path: PathBuf::from(path),
+            read_only,
+        };
         let volumes = HashMap::from([
-            ("data".to_string(), PathBuf::from("/d/volumes/data")),
-            ("cfg".to_string(), PathBuf::from("/d/volumes/cfg")),
+            ("data".to_string(), volume("/d/volumes/data", false)),
+            ("cfg".to_string(), volume("/d/volumes/cfg", false)),
+            ("claim".to_string(), volume("/srv/pv", true)),
         ]);
         let env = EnvList(vec![("POD".into(), "p1".into())]);
         let container = json!({
@@ -458,6 +847,73 @@ mod tests {
         assert!(mount_plan(&bad, &volumes, &env, Path::new("/w")).is_err());
         let unknown = json!({"volumeMounts": [{"name": "nope", "mountPath": "/x"}]});
         assert!(mount_plan(&unknown, &volumes, &env, Path::new("/w")).is_err());
+
+        // A read-only volume (a claim with readOnly) is mounted read-only whatever the mount says.
+        let claim =
+            json!({"volumeMounts": [{"name": "claim", "mountPath": "/pv", "readOnly": false}]});
+        let (mounts, _) = mount_plan(&claim, &volumes, &env, Path::new("/w")).unwrap();
+        assert!(mounts[0].read_only);
+    }
+
+    #[test]
+    fn memory_volumes_are_as_large_as_the_smallest_limit() {
+        let gib = 1u64 << 30;
+        let pod = |containers: Value| json!({"spec": {"containers": containers}});
+        let limited = pod(json!([
+            {"resources": {"limits": {"memory": "1Gi"}}},
+            {"resources": {"limits": {"memory": "512Mi"}}},
+        ]));
+        // Node allocatable, then the pod's limit (all containers have one), then sizeLimit.
+        assert_eq!(
+            memory_volume_size(&pod(json!([{}])), &json!({}), 16 * gib),
+            16 * gib
+        );
+        assert_eq!(
+            memory_volume_size(&limited, &json!({}), 16 * gib),
+            gib + gib / 2
+        );
+        assert_eq!(
+            memory_volume_size(&limited, &json!({"sizeLimit": "8Mi"}), 16 * gib),
+            8 << 20
+        );
+        // A sizeLimit above what the pod may use does not raise it.
+        assert_eq!(
+            memory_volume_size(&limited, &json!({"sizeLimit": "64Gi"}), 16 * gib),
+            gib + gib / 2
+        );
+        // One container without a limit: the pod has none.
+        let partly = pod(json!([{"resources": {"limits": {"memory": "1Gi"}}}, {}]));
+        assert_eq!(memory_volume_size(&partly, &json!({}), 16 * gib), 16 * gib);
+    }
+
+    #[test]
+    fn volume_errors_read_like_the_kubelets_events() {
+        let process = VolumeError::Process {
+            volumes: vec!["a".into(), "data".into()],
+            messages: vec![
+                "error processing PVC ns/x: PVC is not bound".into(),
+                "error processing PVC ns/y: PVC is being deleted".into(),
+            ],
+        };
+        assert_eq!(
+            process.event_message(),
+            "Unable to attach or mount volumes: unmounted volumes=[a data], unattached volumes=[], failed to process volumes=[a data]: error processing PVC ns/x: PVC is not bound; error processing PVC ns/y: PVC is being deleted"
+        );
+        let setup = VolumeError::SetUp {
+            volume: "pv-1".into(),
+            message: "hostPath type check failed: /x does not exist".into(),
+        };
+        assert_eq!(
+            setup.event_message(),
+            "MountVolume.SetUp failed for volume \"pv-1\" : hostPath type check failed: /x does not exist"
+        );
+    }
+
+    #[test]
+    fn mountinfo_paths_are_unescaped() {
+        assert_eq!(unescape_mount_path("/a\\040b/c"), "/a b/c");
+        assert_eq!(unescape_mount_path("/plain"), "/plain");
+        assert_eq!(unescape_mount_path("/end\\"), "/end\\");
     }
 
     #[test]
