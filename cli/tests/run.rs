@@ -267,6 +267,47 @@ fn a_missing_declared_output_fails_the_step() {
 }
 
 #[test]
+fn logs_of_a_failed_step_end_with_why_it_failed_and_an_empty_log_says_so() {
+    let project = Project::new();
+    project.write(
+        "pipeline.yaml",
+        r#"
+name: reasons
+steps:
+  lazy:
+    run: echo did nothing
+    outputs: [model.bin]
+  silent:
+    run: exit 3
+"#,
+    );
+    project.ferry(&["run"]).failure(1);
+    let lazy = project.ferry(&["logs", "latest", "lazy"]);
+    lazy.success();
+    assert_eq!(lazy.stdout().trim(), "did nothing");
+    assert!(
+        lazy.stderr().contains("step `lazy` failed: ")
+            && lazy
+                .stderr()
+                .contains("did not write its declared output `model.bin`"),
+        "{}",
+        lazy.stderr()
+    );
+    let silent = project.ferry(&["logs", "latest", "silent"]);
+    silent.success();
+    assert_eq!(silent.stdout(), "");
+    assert!(
+        silent
+            .stderr()
+            .contains("step `silent` wrote nothing to its log")
+            && silent.stderr().contains("step `silent` failed: ")
+            && silent.stderr().contains('3'),
+        "{}",
+        silent.stderr()
+    );
+}
+
+#[test]
 fn a_timeout_kills_the_whole_process_group() {
     let project = Project::new();
     project.write(
