@@ -3,10 +3,18 @@
 #   docker build -t registry.example/ml/ferry:0.1.0 .
 #
 # glibc, not musl: ferry loads plugins with dlopen, which a fully static binary cannot do.
-# Steps run in this image, so projects usually extend it:
+# Steps run in this image. It has python3 (what examples/ml needs); projects add their
+# requirements in an image of their own, and set it as the stack's `image`:
 #
 #   FROM registry.example/ml/ferry:0.1.0
-#   RUN apt-get update && apt-get install -y --no-install-recommends python3 python3-numpy
+#   USER root
+#   RUN apt-get update && apt-get install -y --no-install-recommends python3-numpy \
+#       && rm -rf /var/lib/apt/lists/*
+#   USER 10001
+#
+# Keep `USER 10001` last: the backend renders runAsUser 10001 (its `run_as_user` setting), and
+# a step that is not root cannot read the store credentials its agent holds.
+# backend-kubernetes/tests/dockerfile.rs checks these claims against what the backend renders.
 #
 # Not built in this repository's CI (its machines cannot build containers); the same binary
 # and agent are tested against the official control plane in testing/kube-cluster, whose node
@@ -19,7 +27,7 @@ RUN cargo build --release --locked -p cli -p backend-kubernetes -p storage-s3 -p
 
 FROM debian:bookworm-slim
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends ca-certificates \
+    && apt-get install -y --no-install-recommends ca-certificates python3 \
     && rm -rf /var/lib/apt/lists/*
 COPY --from=build /src/target/release/ferry /usr/local/bin/ferry
 # ferry looks for plugins in ../lib/ferry/plugins next to its executable.

@@ -308,6 +308,7 @@ pub fn job(
     let mut pod_spec = json!({
         "restartPolicy": "Never",
         "containers": [container],
+        "securityContext": security_context(settings.run_as_user),
     });
     if let Some(sa) = &settings.service_account {
         pod_spec["serviceAccountName"] = json!(sa);
@@ -418,6 +419,17 @@ pub fn run_objects(
         config_map,
         secret,
         step_jobs,
+    }
+}
+
+/// Who the pod's processes are. Not root by default: the agent holds the store's credentials
+/// and marks itself non-dumpable, which keeps a step of the same uid out of its memory and
+/// `/proc/<agent>/environ`, but not a step running as root.
+fn security_context(uid: i64) -> Value {
+    if uid == 0 {
+        json!({"runAsUser": 0, "runAsGroup": 0})
+    } else {
+        json!({"runAsUser": uid, "runAsGroup": uid, "runAsNonRoot": true})
     }
 }
 

@@ -44,6 +44,10 @@ pub const KEYS: &[(&str, &str)] = &[
     ),
     ("service_account", "service account of the pods"),
     (
+        "run_as_user",
+        "uid the containers run as (default 10001, the runtime image's `ferry` user; rendered with runAsNonRoot unless 0). Steps then cannot read the credentials the agent holds",
+    ),
+    (
         "image_pull_secrets",
         "names of Secrets for pulling the image, e.g. [\"regcred\"]",
     ),
@@ -142,6 +146,8 @@ pub struct Settings {
     pub kubeconfig: Option<PathBuf>,
     pub context: Option<String>,
     pub service_account: Option<String>,
+    /// The containers' uid (and gid): non-root, so that a step cannot read its agent's memory.
+    pub run_as_user: i64,
     pub image_pull_secrets: Vec<String>,
     pub node_selector: BTreeMap<String, String>,
     pub tolerations: Option<Value>,
@@ -170,6 +176,9 @@ pub enum Role {
     Coordinator,
 }
 
+/// The uid of the runtime image's `ferry` user (`useradd --uid` in the Dockerfile).
+pub const RUNTIME_IMAGE_UID: i64 = 10001;
+
 /// The runtime image of this ferry version (see the Dockerfile at the repository root).
 pub fn default_image() -> String {
     format!("ghcr.io/ferry-dev/ferry:{}", env!("CARGO_PKG_VERSION"))
@@ -187,6 +196,7 @@ impl Default for Settings {
             kubeconfig: None,
             context: None,
             service_account: None,
+            run_as_user: RUNTIME_IMAGE_UID,
             image_pull_secrets: Vec::new(),
             node_selector: BTreeMap::new(),
             tolerations: None,
@@ -276,6 +286,7 @@ impl Settings {
                 }
                 "context" => s.context = Some(value_string(key, value)?),
                 "service_account" => s.service_account = Some(value_string(key, value)?),
+                "run_as_user" => s.run_as_user = integer(key, value, 0)?.min(i64::from(i32::MAX)),
                 "image_pull_secrets" => s.image_pull_secrets = string_list(key, value)?,
                 "node_selector" => s.node_selector = string_map(key, value)?,
                 "tolerations" => s.tolerations = Some(value.clone()),

@@ -720,7 +720,16 @@ fn steps_never_see_the_store_credentials_the_agent_got() {
     let project = cluster.project("hello", "");
     project.write(
         "hello/pipeline.yaml",
-        "name: snoop\nsteps:\n  env:\n    run: env\n",
+        r#"name: snoop
+steps:
+  env:
+    run: |
+      echo "uid=$(id -u)"
+      echo "parent=$(cat /proc/$PPID/comm)"
+      env
+      tr '\0' '\n' < /proc/$PPID/environ || echo "agent environ refused"
+      od -c /proc/$PPID/mem > /dev/null 2>&1 || echo "agent memory refused"
+"#,
     );
     let run = project.ferry(&["run", "hello"]);
     run.success();
@@ -732,6 +741,20 @@ fn steps_never_see_the_store_credentials_the_agent_got() {
         "the step's environment is printed:\n{}",
         logs.stdout()
     );
+    // The step runs as the runtime image's non-root user, beside the agent that started it,
+    // and the agent (non-dumpable) refuses it its environment and memory.
+    for expected in [
+        "uid=10001",
+        "parent=ferry",
+        "agent environ refused",
+        "agent memory refused",
+    ] {
+        assert!(
+            logs.stdout().contains(expected),
+            "{expected}:\n{}",
+            logs.stdout()
+        );
+    }
     for output in [run.stdout(), run.stderr(), logs.stdout()] {
         assert!(
             !output.contains(&secret),
@@ -1009,7 +1032,15 @@ fn steps_mode_runs_at_most_parallelism_steps_at_once() {
         "hello",
         &format!("{}\nparallelism = 2", cluster.steps_mode()),
     );
-    let trace = project.path().join("trace.txt");
+    // The steps run as the runtime image's user (uid 10001) and write beside the test, on
+    // the host the test node's processes share: let them in.
+    use std::os::unix::fs::PermissionsExt as _;
+    let shared = project.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    for (dir, mode) in [(project.path(), 0o755), (shared.as_path(), 0o777)] {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let trace = shared.join("trace.txt");
     let step = format!(
         "    run: echo \"start $(date +%s%N)\" >> {trace}; sleep 1; echo \"end $(date +%s%N)\" >> {trace}\n    cache: false\n",
         trace = trace.display()

@@ -94,14 +94,14 @@ impl Agent {
     /// Reads the plan and the store settings the submitting orchestrator put in the
     /// environment, and opens the store. `only_step` runs one step of the run.
     pub fn from_env(search: SearchPath, only_step: Option<String>) -> Result<Self> {
+        // Before anything else reads the environment or starts a thread (see take_secret_env).
+        let store_settings = take_secret_env(FERRY_AGENT_STORE)?;
         let mut plan = RunPlan::from_json(&env(FERRY_AGENT_PLAN)?).map_err(AgentError::Plan)?;
         plan.only_step = only_step;
         let connection: StoreConnection =
-            serde_json::from_str(&env(FERRY_AGENT_STORE)?).map_err(|source| {
-                AgentError::Malformed {
-                    what: "the store settings",
-                    source,
-                }
+            serde_json::from_str(&store_settings).map_err(|source| AgentError::Malformed {
+                what: "the store settings",
+                source,
             })?;
         let workdir = std::env::current_dir().map_err(AgentError::WorkingDir)?;
         let component = ComponentConfig {
@@ -266,6 +266,39 @@ impl Agent {
 
 fn env(name: &'static str) -> Result<String> {
     std::env::var(name).map_err(|_| AgentError::MissingEnv { name })
+}
+
+/// Reads a variable that holds credentials and leaves no trace of it where a step running as
+/// the same user could look:
+/// - the process becomes non-dumpable, so that `/proc/<agent>/environ`, `/proc/<agent>/mem`
+///   and ptrace are refused to every process without `CAP_SYS_PTRACE` (a step running as
+///   root in the container keeps that: the guarantee needs a non-root user, see
+///   RELIABILITY.md);
+/// - the value's bytes in the process's initial environment block (what `/proc/PID/environ`
+///   shows) are overwritten, and the variable is removed, so that no child inherits it.
+///
+/// Must run before the process has other threads: changing the environment is only sound
+/// then. `ferry agent run` calls it first thing.
+fn take_secret_env(name: &'static str) -> Result<String> {
+    let value = env(name)?;
+    #[cfg(target_os = "linux")]
+    // SAFETY: prctl(PR_SET_DUMPABLE) takes plain integers and has no memory effects.
+    unsafe {
+        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+    }
+    let c_name = std::ffi::CString::new(name).expect("variable names have no NUL");
+    // SAFETY: single-threaded (see above). getenv points into the environment block, whose
+    // bytes up to the terminating NUL are ours to overwrite (with the same length, so that
+    // the block stays well formed) before the variable is removed.
+    unsafe {
+        let original = libc::getenv(c_name.as_ptr());
+        if !original.is_null() {
+            let len = libc::strlen(original);
+            std::ptr::write_bytes(original, b'x', len);
+        }
+        std::env::remove_var(name);
+    }
+    Ok(value)
 }
 
 fn run(doing: &'static str) -> impl Fn(PluginError) -> AgentError {
