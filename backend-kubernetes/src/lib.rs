@@ -16,6 +16,7 @@ pub mod manifest;
 mod mock;
 pub mod names;
 pub mod placement;
+pub mod profile;
 pub mod settings;
 
 use std::sync::{Mutex, OnceLock};
@@ -68,6 +69,25 @@ impl KubernetesOrchestrator {
             return Err(PluginError::invalid_input(
                 "kubernetes: the run plan names no code package; ferry uploads one before submitting",
             ));
+        }
+        if self.settings.mode == Mode::Pipeline
+            && let Some(step) = plan
+                .pipeline
+                .steps
+                .iter()
+                .find(|s| s.profile.is_some() || s.kubernetes.is_some())
+        {
+            let what = match &step.profile {
+                Some(profile) => format!("names pod profile `{profile}`"),
+                None => "has a `kubernetes:` block".to_string(),
+            };
+            return Err(PluginError::invalid_input(format!(
+                "kubernetes: step `{}` {what}, but mode = \"pipeline\" runs every step in one pod; set mode = \"steps\" to give each step a pod of its own",
+                step.name
+            )));
+        }
+        for step in &plan.pipeline.steps {
+            profile::for_step(&self.settings, step)?;
         }
         if self.settings.mode == Mode::Pipeline
             && let Some(step) = plan.pipeline.steps.iter().find(|s| s.image.is_some())

@@ -204,7 +204,11 @@ fn resources(settings: &Settings, steps: &[&Step]) -> Value {
                 .map(str::to_string),
             memory: largest(steps.iter().filter_map(|s| s.resources.memory.as_deref()))
                 .map(str::to_string),
-            gpu: steps.iter().filter_map(|s| s.resources.gpu).max(),
+            gpu: steps
+                .iter()
+                .filter_map(|s| s.resources.gpu)
+                .max()
+                .or(settings.gpus),
         };
         if let Some(cpu) = &r.cpu {
             resources["requests"]["cpu"] = json!(cpu);
@@ -214,7 +218,7 @@ fn resources(settings: &Settings, steps: &[&Step]) -> Value {
             resources["limits"]["memory"] = json!(memory);
         }
         if let Some(gpu) = r.gpu {
-            resources["limits"]["nvidia.com/gpu"] = json!(gpu.to_string());
+            resources["limits"][settings.gpu_resource.as_str()] = json!(gpu.to_string());
         }
     }
     resources
@@ -248,6 +252,10 @@ pub fn job(
         JobKind::Step(step) => Some(step),
         JobKind::Pipeline | JobKind::Coordinator => None,
     };
+    // A step's profile and `kubernetes:` block were checked when the run was submitted; the
+    // fallback only keeps a coordinator of a newer plan from aborting.
+    let own_settings = step.and_then(|s| crate::profile::for_step(settings, s).ok().flatten());
+    let settings = own_settings.as_ref().unwrap_or(settings);
     let step_name = step.map(|s| s.name.as_str());
     let name = names::job_name(
         &settings.job_prefix,
@@ -312,6 +320,9 @@ pub fn job(
     });
     if let Some(sa) = &settings.service_account {
         pod_spec["serviceAccountName"] = json!(sa);
+    }
+    if let Some(class) = &settings.priority_class {
+        pod_spec["priorityClassName"] = json!(class);
     }
     if !settings.image_pull_secrets.is_empty() {
         pod_spec["imagePullSecrets"] = settings

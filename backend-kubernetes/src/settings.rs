@@ -56,6 +56,19 @@ pub const KEYS: &[(&str, &str)] = &[
         "node labels the pods require, e.g. { \"cloud.google.com/gke-nodepool\" = \"gpu\" }",
     ),
     ("tolerations", "pod tolerations, as in a pod spec"),
+    (
+        "gpus",
+        "GPUs each pod asks for (a step's `resources.gpu` overrides), as limits of `gpu_resource`",
+    ),
+    (
+        "gpu_resource",
+        "extended resource GPUs are counted in (default \"nvidia.com/gpu\"; e.g. \"amd.com/gpu\")",
+    ),
+    ("priority_class", "priorityClassName of the pods"),
+    (
+        "profiles",
+        "named pod settings a step picks with `profile: NAME`, e.g. [stacks.k8s.orchestrator.settings.profiles.gpu] gpus = 1; keys: see `profile::PROFILE_KEYS`",
+    ),
     ("affinity", "pod affinity, as in a pod spec"),
     (
         "resources",
@@ -151,6 +164,11 @@ pub struct Settings {
     pub image_pull_secrets: Vec<String>,
     pub node_selector: BTreeMap<String, String>,
     pub tolerations: Option<Value>,
+    pub gpus: Option<u32>,
+    pub gpu_resource: String,
+    pub priority_class: Option<String>,
+    /// Named pod settings (validated key by key when parsed).
+    pub profiles: BTreeMap<String, serde_json::Map<String, Value>>,
     pub affinity: Option<Value>,
     pub resources: Option<Value>,
     pub env: BTreeMap<String, String>,
@@ -176,6 +194,9 @@ pub enum Role {
     Coordinator,
 }
 
+/// What GPUs are counted in unless `gpu_resource` says otherwise (NVIDIA's device plugin).
+pub const DEFAULT_GPU_RESOURCE: &str = "nvidia.com/gpu";
+
 /// The uid of the runtime image's `ferry` user (`useradd --uid` in the Dockerfile).
 pub const RUNTIME_IMAGE_UID: i64 = 10001;
 
@@ -200,6 +221,10 @@ impl Default for Settings {
             image_pull_secrets: Vec::new(),
             node_selector: BTreeMap::new(),
             tolerations: None,
+            gpus: None,
+            gpu_resource: DEFAULT_GPU_RESOURCE.into(),
+            priority_class: None,
+            profiles: BTreeMap::new(),
             affinity: None,
             resources: None,
             env: BTreeMap::new(),
@@ -255,12 +280,39 @@ fn integer(key: &str, value: &Value, min: i64) -> Result<i64, PluginError> {
 
 impl Settings {
     pub fn from_config(config: &PluginConfig) -> Result<Self, PluginError> {
+        Self::parse(&config.settings, &|path| config.resolve_path(path))
+    }
+
+    /// Parses and checks settings as written in ferry.toml; a relative `kubeconfig` stays
+    /// relative to the working directory.
+    pub fn from_map(settings: &serde_json::Map<String, Value>) -> Result<Self, PluginError> {
+        Self::parse(settings, &|path| PathBuf::from(path))
+    }
+
+    fn parse(
+        settings: &serde_json::Map<String, Value>,
+        resolve_path: &dyn Fn(&str) -> PathBuf,
+    ) -> Result<Self, PluginError> {
         let mut s = Settings {
-            source: config.settings.clone(),
+            source: settings.clone(),
             ..Settings::default()
         };
-        for (key, value) in &config.settings {
+        for (key, value) in settings {
             match key.as_str() {
+                "gpus" => s.gpus = Some(integer(key, value, 0)?.min(i64::from(u32::MAX)) as u32),
+                "gpu_resource" => {
+                    let name = value_string(key, value)?;
+                    names::check_qualified_name(&name)
+                        .map_err(|why| invalid(key, format!("`{name}`: {why}")))?;
+                    s.gpu_resource = name;
+                }
+                "priority_class" => {
+                    let name = value_string(key, value)?;
+                    names::check_dns_subdomain(&name)
+                        .map_err(|why| invalid(key, format!("`{name}`: {why}")))?;
+                    s.priority_class = Some(name);
+                }
+                "profiles" => s.profiles = crate::profile::parse_profiles(value)?,
                 "image" => s.image = value_string(key, value)?,
                 "job_prefix" => s.job_prefix = value_string(key, value)?,
                 "extra_labels" => s.extra_labels = string_map(key, value)?,
@@ -282,7 +334,7 @@ impl Settings {
                     }
                 }
                 "kubeconfig" | "kubernetes_config_path" => {
-                    s.kubeconfig = Some(config.resolve_path(&value_string(key, value)?));
+                    s.kubeconfig = Some(resolve_path(&value_string(key, value)?));
                 }
                 "context" => s.context = Some(value_string(key, value)?),
                 "service_account" => s.service_account = Some(value_string(key, value)?),

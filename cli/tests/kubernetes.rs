@@ -15,7 +15,9 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::api::ListParams;
 use kube_cluster::fault_proxy::{ApiFault, FaultProxy, Upstream};
-use kube_cluster::{TestNamespace, running};
+use kube_cluster::{
+    CPU_NODE, GPU_NODE, GPU_NODE_LABEL, GPU_NODE_TAINT, GPU_RESOURCE, TestNamespace, running,
+};
 use support::{Project, toml_table};
 use test_support::{plugin_path, s3_settings, unique_prefix};
 
@@ -519,6 +521,10 @@ fn rendered_objects_pass_kubernetes_validate_for_a_matrix_of_settings() {
         "image_pull_policy = \"Never\"\nstore_credentials = \"workload-identity\"\nservice_account = \"ferry-runner\"",
         "mode = \"steps\"\nparallelism = 4\nservice_account = \"ferry-runner\"",
         concat!(
+            "mode = \"steps\"\ngpus = 1\ngpu_resource = \"amd.com/gpu\"\npriority_class = \"batch-high\"\nrun_as_user = 1000\n",
+            "profiles = { big = { resources = { limits = { memory = \"40Gi\" } }, gpus = 2 } }",
+        ),
+        concat!(
             "extra_labels = { team = \"ml\", \"example.com/cost-centre\" = \"42\" }\n",
             "extra_annotations = { \"example.com/owner\" = \"ana\" }\n",
             "image_pull_secrets = [\"regcred\"]\n",
@@ -1020,6 +1026,85 @@ fn steps_mode_fails_a_step_alone_skips_what_needs_it_and_honours_step_images() {
         refused
             .stderr()
             .contains("step `elsewhere` sets its own `image`"),
+        "{}",
+        refused.stderr()
+    );
+}
+
+#[test]
+fn a_gpu_profile_step_lands_on_the_gpu_node_while_cpu_steps_run_elsewhere() {
+    let cluster = Cluster::start();
+    let (label_key, label_value) = GPU_NODE_LABEL;
+    let taint_key = GPU_NODE_TAINT.0;
+    let profiles = format!(
+        "profiles = {{ gpu = {{ gpus = 1, gpu_resource = \"{GPU_RESOURCE}\", node_selector = {{ \"{label_key}\" = \"{label_value}\" }}, tolerations = [{{ key = \"{taint_key}\", operator = \"Exists\", effect = \"NoSchedule\" }}] }} }}"
+    );
+    let project = cluster.project("hello", &format!("{}\n{profiles}", cluster.steps_mode()));
+    let pipeline = r#"name: mixed
+steps:
+  prep:
+    run: echo prep
+  train:
+    needs: [prep]
+    profile: gpu
+    run: echo train
+  evaluate:
+    needs: [train]
+    kubernetes:
+      resources: { requests: { cpu: 100m } }
+    run: echo evaluate
+"#;
+    project.write("hello/pipeline.yaml", pipeline);
+    let run = project.ferry(&["run", "hello"]);
+    run.success();
+    let pods = cluster.pods();
+    let pod_of = |step: &str| {
+        pods.iter()
+            .find(|p| p["metadata"]["labels"]["ferry.dev/step"] == step)
+            .unwrap_or_else(|| panic!("no pod for step {step}: {pods:#?}"))
+    };
+    let train = pod_of("train");
+    assert_eq!(train["spec"]["nodeName"], GPU_NODE, "{train:#}");
+    assert_eq!(
+        train["spec"]["containers"][0]["resources"]["limits"][GPU_RESOURCE], "1",
+        "{train:#}"
+    );
+    for step in ["prep", "evaluate"] {
+        let pod = pod_of(step);
+        assert_eq!(pod["spec"]["nodeName"], CPU_NODE, "{pod:#}");
+        assert!(
+            pod["spec"]["containers"][0]["resources"]["limits"][GPU_RESOURCE].is_null(),
+            "{pod:#}"
+        );
+    }
+    assert_eq!(
+        pod_of("evaluate")["spec"]["containers"][0]["resources"]["requests"]["cpu"],
+        "100m"
+    );
+
+    // A misspelt profile is refused before anything is created, with the closest name.
+    project.write(
+        "hello/pipeline.yaml",
+        &pipeline.replace("profile: gpu", "profile: gpus"),
+    );
+    let jobs_before = cluster.jobs().len();
+    let refused = project.ferry(&["run", "hello"]);
+    assert_ne!(refused.code(), 0);
+    assert!(
+        refused.stderr().contains("names profile `gpus`")
+            && refused.stderr().contains("did you mean `gpu`?"),
+        "{}",
+        refused.stderr()
+    );
+    assert_eq!(cluster.jobs().len(), jobs_before);
+
+    // Pipeline mode runs every step in one pod: a step's own pod settings are refused.
+    let pipeline_mode = cluster.project("hello", &profiles);
+    pipeline_mode.write("hello/pipeline.yaml", pipeline);
+    let refused = pipeline_mode.ferry(&["run", "hello"]);
+    assert_ne!(refused.code(), 0);
+    assert!(
+        refused.stderr().contains("set mode = \"steps\""),
         "{}",
         refused.stderr()
     );
