@@ -18,6 +18,7 @@ pub mod names;
 pub mod placement;
 pub mod profile;
 pub mod settings;
+pub mod volumes;
 
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;

@@ -296,6 +296,7 @@ pub fn job(
     let image = step
         .and_then(|s| s.image.as_deref())
         .unwrap_or(&settings.image);
+    let mut pod_volumes = None;
     let mut container = json!({
         "name": CONTAINER,
         "image": image,
@@ -313,6 +314,13 @@ pub fn job(
             .map(|s| json!({"secretRef": {"name": s}}))
             .collect();
     }
+    // The coordinator only starts Jobs: it mounts nothing (a ReadWriteOnce claim it held
+    // would keep the steps' pods off other nodes).
+    if !matches!(kind, JobKind::Coordinator) && !settings.volumes.is_empty() {
+        let (volumes, mounts) = crate::volumes::render(&settings.volumes);
+        container["volumeMounts"] = json!(mounts);
+        pod_volumes = Some(volumes);
+    }
     let mut pod_spec = json!({
         "restartPolicy": "Never",
         "containers": [container],
@@ -320,6 +328,9 @@ pub fn job(
     });
     if let Some(sa) = &settings.service_account {
         pod_spec["serviceAccountName"] = json!(sa);
+    }
+    if let Some(volumes) = pod_volumes {
+        pod_spec["volumes"] = json!(volumes);
     }
     if let Some(class) = &settings.priority_class {
         pod_spec["priorityClassName"] = json!(class);

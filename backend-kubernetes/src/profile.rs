@@ -38,6 +38,7 @@ pub const PROFILE_KEYS: &[(&str, &str)] = &[
         "Secrets whose keys become environment variables",
     ),
     ("run_as_user", "uid the container runs as"),
+    ("volumes", "what the pod mounts (replaces the stack's list)"),
 ];
 
 /// `profiles` as written: a table of profile tables, each key one of [`PROFILE_KEYS`] and

@@ -66,6 +66,10 @@ pub const KEYS: &[(&str, &str)] = &[
     ),
     ("priority_class", "priorityClassName of the pods"),
     (
+        "volumes",
+        "what the pods mount, e.g. [{ mount = \"/data\", claim = \"datasets\", read_only = true }, { mount = \"/dev/shm\", memory = \"40Gi\" }]; sources: claim, memory, empty_dir, config_map, secret",
+    ),
+    (
         "profiles",
         "named pod settings a step picks with `profile: NAME`, e.g. [stacks.k8s.orchestrator.settings.profiles.gpu] gpus = 1; keys: see `profile::PROFILE_KEYS`",
     ),
@@ -167,6 +171,7 @@ pub struct Settings {
     pub gpus: Option<u32>,
     pub gpu_resource: String,
     pub priority_class: Option<String>,
+    pub volumes: Vec<crate::volumes::Volume>,
     /// Named pod settings (validated key by key when parsed).
     pub profiles: BTreeMap<String, serde_json::Map<String, Value>>,
     pub affinity: Option<Value>,
@@ -224,6 +229,7 @@ impl Default for Settings {
             gpus: None,
             gpu_resource: DEFAULT_GPU_RESOURCE.into(),
             priority_class: None,
+            volumes: Vec::new(),
             profiles: BTreeMap::new(),
             affinity: None,
             resources: None,
@@ -312,6 +318,7 @@ impl Settings {
                         .map_err(|why| invalid(key, format!("`{name}`: {why}")))?;
                     s.priority_class = Some(name);
                 }
+                "volumes" => s.volumes = crate::volumes::parse(value)?,
                 "profiles" => s.profiles = crate::profile::parse_profiles(value)?,
                 "image" => s.image = value_string(key, value)?,
                 "job_prefix" => s.job_prefix = value_string(key, value)?,

@@ -522,7 +522,8 @@ fn rendered_objects_pass_kubernetes_validate_for_a_matrix_of_settings() {
         "mode = \"steps\"\nparallelism = 4\nservice_account = \"ferry-runner\"",
         concat!(
             "mode = \"steps\"\ngpus = 1\ngpu_resource = \"amd.com/gpu\"\npriority_class = \"batch-high\"\nrun_as_user = 1000\n",
-            "profiles = { big = { resources = { limits = { memory = \"40Gi\" } }, gpus = 2 } }",
+            "profiles = { big = { resources = { limits = { memory = \"40Gi\" } }, gpus = 2 } }\n",
+            "volumes = [{ mount = \"/data\", claim = \"datasets\", read_only = true }, { mount = \"/dev/shm\", memory = \"40Gi\" }, { mount = \"/scratch\", empty_dir = \"100Gi\" }, { mount = \"/tmp/cache\", empty_dir = true }, { mount = \"/etc/train\", config_map = \"train-config\" }, { mount = \"/var/secrets/wandb\", secret = \"wandb\" }]",
         ),
         concat!(
             "extra_labels = { team = \"ml\", \"example.com/cost-centre\" = \"42\" }\n",
@@ -1108,6 +1109,60 @@ steps:
         "{}",
         refused.stderr()
     );
+}
+
+#[test]
+fn a_step_writes_to_a_claim_that_a_later_run_reads_and_dev_shm_is_memory_of_its_size() {
+    let cluster = Cluster::start();
+    // A hostPath PersistentVolume on the test node, bound to a claim in the test's namespace,
+    // writable by the runtime image's user.
+    use std::os::unix::fs::PermissionsExt as _;
+    let disk = cluster.dir.path().join("pv-datasets");
+    std::fs::create_dir(&disk).unwrap();
+    std::fs::set_permissions(&disk, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let pv = format!("datasets-{}", cluster.ns());
+    let objects = format!(
+        "apiVersion: v1\nkind: PersistentVolume\nmetadata: {{ name: {pv} }}\nspec:\n  capacity: {{ storage: 1Gi }}\n  accessModes: [ReadWriteOnce]\n  persistentVolumeReclaimPolicy: Retain\n  storageClassName: \"\"\n  hostPath: {{ path: {disk:?} }}\n---\napiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {{ name: datasets, namespace: {ns} }}\nspec:\n  accessModes: [ReadWriteOnce]\n  storageClassName: \"\"\n  volumeName: {pv}\n  resources: {{ requests: {{ storage: 1Gi }} }}\n",
+        disk = disk.display().to_string(),
+        ns = cluster.ns()
+    );
+    let file = cluster.dir.path().join("datasets.yaml");
+    std::fs::write(&file, objects).unwrap();
+    kubectl(&cluster, &["apply", "-f", file.to_str().unwrap()]);
+
+    let volumes = r#"volumes = [{ mount = "/data", claim = "datasets" }, { mount = "/dev/shm", memory = "64Mi" }]"#;
+    let project = cluster.project("hello", volumes);
+    project.write(
+        "hello/pipeline.yaml",
+        "name: write\nsteps:\n  write:\n    cache: false\n    run: |\n      echo \"weights from $FERRY_RUN_ID\" > /data/model.txt\n      grep ' /dev/shm ' /proc/mounts\n",
+    );
+    let first = project.ferry(&["run", "hello"]);
+    first.success();
+    let first_id = run_id_of(&project);
+    let shm = project.ferry(&["logs", &first_id, "write"]).stdout();
+    assert!(
+        shm.contains("tmpfs") && shm.contains("size=65536k"),
+        "/dev/shm is a 64Mi tmpfs: {shm}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(disk.join("model.txt")).unwrap(),
+        format!("weights from {first_id}\n")
+    );
+
+    // A later run, read-only this time, finds what the first one wrote.
+    let read_only = r#"volumes = [{ mount = "/data", claim = "datasets", read_only = true }]"#;
+    let reader = cluster.project("hello", read_only);
+    reader.write(
+        "hello/pipeline.yaml",
+        "name: read\nsteps:\n  read:\n    cache: false\n    run: |\n      cat /data/model.txt\n      touch /data/other 2>/dev/null && echo wrote || echo refused\n",
+    );
+    reader.ferry(&["run", "hello"]).success();
+    let log = reader
+        .ferry(&["logs", &run_id_of(&reader), "read"])
+        .stdout();
+    assert!(log.contains(&format!("weights from {first_id}")), "{log}");
+    assert!(log.contains("refused"), "a read-only claim: {log}");
+    assert!(!disk.join("other").exists());
 }
 
 #[test]
