@@ -413,6 +413,59 @@ fn image_pull_failures_pending_pods_and_oom_kills_end_the_run_with_the_reason() 
 }
 
 #[test]
+fn an_oom_killed_step_is_retried_with_backoff_and_its_log_up_to_the_kill_is_kept() {
+    let cluster = Cluster::start();
+    let project = cluster.project("hello", "");
+    project.write(
+        "hello/pipeline.yaml",
+        "name: oom\nsteps:\n  hog:\n    retries: 1\n    retry_delay: 1s\n    run: echo \"loading batch on attempt $FERRY_ATTEMPT\"; exec python3 -c 'x = b\"a\" * (600 << 20)'\n    resources: { memory: 150Mi }\n",
+    );
+    let run = project.ferry(&["run", "hello"]);
+    assert_ne!(run.code(), 0, "{}", run.stderr());
+    assert!(
+        run.stdout().contains("retrying in"),
+        "the retry waits: {}",
+        run.stdout()
+    );
+    let id = run_id_of(&project);
+    let record: serde_json::Value = serde_json::from_str(
+        &project
+            .ferry(&["runs", "show", &id, "--output", "json"])
+            .stdout(),
+    )
+    .unwrap();
+    let hog = &record["steps"]["hog"];
+    assert_eq!(hog["attempts"], 2, "{record:#}");
+    let history = hog["attempt_history"].as_array().expect("attempt history");
+    assert_eq!(history.len(), 2, "{record:#}");
+    for attempt in history {
+        assert!(
+            attempt["reason"]
+                .as_str()
+                .unwrap_or("")
+                .contains("OOMKilled"),
+            "{attempt:#}"
+        );
+        assert_eq!(attempt["exit_code"], 137, "{attempt:#}");
+    }
+    let logs = project.ferry(&["logs", &id, "hog"]);
+    logs.success();
+    assert!(
+        logs.stdout().contains("loading batch on attempt 2"),
+        "the log up to the kill: {}",
+        logs.stdout()
+    );
+    assert!(
+        logs.stderr().contains("attempt 1: ")
+            && logs.stderr().contains("attempt 2: ")
+            && logs.stderr().contains("step `hog` failed: ")
+            && logs.stderr().contains("OOMKilled"),
+        "then the reason: {}",
+        logs.stderr()
+    );
+}
+
+#[test]
 fn cancel_deletes_the_runs_jobs_and_records_the_run_as_cancelled() {
     let cluster = Cluster::start();
     for mode in ["pipeline", "steps"] {
