@@ -12,18 +12,21 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::time::Duration;
 
 use chrono::Utc;
 use futures::StreamExt as _;
 use futures::stream::FuturesUnordered;
 use k8s_openapi::api::batch::v1::Job;
-use kube::api::Api;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ListParams};
 use kube::core::ObjectMeta;
 use orchestrator_core::PluginError;
 use orchestrator_core::pipeline::Step;
 use orchestrator_core::run::RunRecords;
+use orchestrator_core::run::retry::Backoff;
 use orchestrator_core::run::{
-    Decision, Event, Frontier, RunPlan, RunRecord, RunStatus, StepRecord, StepStatus,
+    AttemptRecord, Decision, Event, Frontier, RunPlan, RunRecord, RunStatus, StepRecord, StepStatus,
 };
 use orchestrator_core::sdk::blocking;
 use orchestrator_core::store::Store;
@@ -95,8 +98,10 @@ struct Shared<'a> {
 }
 
 impl Shared<'_> {
-    /// Creates the step's Job (or meets it again after a coordinator restart) and follows it
-    /// to the step's result.
+    /// Runs the step to its result: its Job (or the one a restarted coordinator meets
+    /// again), and, while its `retries` allow, a new Job for each attempt whose pod died
+    /// (evicted, OOM-killed as a whole), after the step's backoff. The new pod's agent gets
+    /// the earlier attempts, so that they count against the retries and stay in the record.
     async fn run_step(&self, step: &Step) -> StepRecord {
         let run_id = &self.plan.run_id;
         // A restarted coordinator must not run a finished step again.
@@ -105,6 +110,61 @@ impl Shared<'_> {
         {
             return result;
         }
+        let backoff = Backoff::of(step);
+        let mut prior: Vec<AttemptRecord> = Vec::new();
+        loop {
+            let attempt = prior.len() as u32 + 1;
+            let started_at = Utc::now();
+            let (result, pod_died) = self.run_attempt(step, attempt, &prior).await;
+            let used = attempt.max(result.attempts);
+            if !pod_died || result.status.is_success() || used >= backoff.attempts() {
+                return with_prior_attempts(result, prior);
+            }
+            let reason = result
+                .error
+                .clone()
+                .unwrap_or_else(|| "the pod died".into());
+            prior = if result.attempt_history.len() >= attempt as usize {
+                result.attempt_history.clone()
+            } else {
+                let mut history = prior;
+                history.push(AttemptRecord {
+                    number: attempt,
+                    started_at: result.started_at.or(Some(started_at)),
+                    finished_at: Some(Utc::now()),
+                    exit_code: result.exit_code,
+                    reason: None,
+                });
+                history
+            };
+            // What Kubernetes says ended the attempt wins over what its agent saw (SIGTERM).
+            if let Some(last) = prior.last_mut() {
+                last.reason = Some(reason.clone());
+                last.exit_code = result.exit_code.or(last.exit_code);
+            }
+            let delay = backoff.delay(attempt);
+            let _ = self.events.send(Event::Notice {
+                step: Some(step.name.clone()),
+                text: format!(
+                    "attempt {attempt} of {} failed ({reason}); retrying in a new pod in {}",
+                    backoff.attempts(),
+                    humantime::format_duration(Duration::from_millis(delay.as_millis() as u64))
+                ),
+                time: Utc::now(),
+            });
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    /// One attempt: creates its Job and follows it. Also says whether the attempt ended
+    /// because its pod died (a new pod may do better).
+    async fn run_attempt(
+        &self,
+        step: &Step,
+        attempt: u32,
+        prior: &[AttemptRecord],
+    ) -> (StepRecord, bool) {
+        let run_id = &self.plan.run_id;
         let mut job = manifest::job(
             self.settings,
             self.plan,
@@ -112,6 +172,7 @@ impl Shared<'_> {
             JobKind::Step(step),
             &self.config,
         );
+        manifest::mark_attempt(&mut job, self.settings, self.plan, step, attempt, prior);
         job.metadata = ObjectMeta {
             owner_references: Some(vec![self.owner.clone()]),
             ..job.metadata
@@ -120,10 +181,14 @@ impl Shared<'_> {
             Api::namespaced(self.connection.client.clone(), &self.connection.namespace);
         if let Err(error) = launch::create_idempotent(&jobs, &job, run_id).await {
             let error = in_pod(error, self.settings);
-            return failed(StepRecord::pending(), error.message().to_string(), None);
+            return (
+                failed(StepRecord::pending(), error.message().to_string(), None),
+                false,
+            );
         }
+        let selector = manifest::attempt_selector(run_id, &step.name, attempt);
         let options = FollowOptions {
-            selector: manifest::step_selector(run_id, &step.name),
+            selector: selector.clone(),
             step: None,
             follow: true,
             pending_timeout: self.settings.pending_timeout,
@@ -139,12 +204,30 @@ impl Shared<'_> {
         let result = stored_result(self.store, run_id, &step.name)
             .await
             .unwrap_or_else(StepRecord::pending);
-        match outcome {
-            Err(error) => failed(
-                result,
-                format!("lost track of the step's Job: {}", error.message()),
-                None,
-            ),
+        // The agent had started the step and never finished it (killed with its pod), or
+        // stopped it on a SIGTERM nobody in the run sent (an eviction deletes the pod).
+        let cut_short = matches!(result.status, StepStatus::Running | StepStatus::Cancelled);
+        let record = match outcome {
+            Err(error) => {
+                return (
+                    failed(
+                        result,
+                        format!("lost track of the step's Job: {}", error.message()),
+                        None,
+                    ),
+                    false,
+                );
+            }
+            Ok(outcome) if outcome.jobs_gone => {
+                return (
+                    failed(
+                        result,
+                        "the step's Job was deleted before it finished".into(),
+                        None,
+                    ),
+                    false,
+                );
+            }
             // Kubernetes says why the agent could not finish (or ran out of memory even if
             // it exited 0): that wins over what the agent recorded.
             Ok(outcome) if outcome.failure.is_some() => {
@@ -152,18 +235,43 @@ impl Shared<'_> {
                 failed(result, reason, outcome.exit_code)
             }
             Ok(_) if result.status.is_finished() => result,
-            Ok(outcome) if outcome.jobs_gone => failed(
-                result,
-                "the step's Job was deleted before it finished".into(),
-                None,
-            ),
             Ok(outcome) => failed(
                 result,
                 "the step's Job ended without its agent recording a result".into(),
                 outcome.exit_code,
             ),
-        }
+        };
+        let pod_died =
+            !record.status.is_success() && (cut_short || self.a_pod_died(&selector).await);
+        (record, pod_died)
     }
+
+    async fn a_pod_died(&self, selector: &str) -> bool {
+        let pods: Api<Pod> =
+            Api::namespaced(self.connection.client.clone(), &self.connection.namespace);
+        let params = ListParams::default().labels(selector);
+        let list = retry("listing the step's pods", || pods.list(&params)).await;
+        list.is_ok_and(|l| l.items.iter().any(follow::died_of_its_pod))
+    }
+}
+
+/// The step's record with the attempts of earlier pods first (an agent that got them already
+/// has them).
+fn with_prior_attempts(mut result: StepRecord, prior: Vec<AttemptRecord>) -> StepRecord {
+    if prior.is_empty() {
+        return result;
+    }
+    let known = result
+        .attempt_history
+        .first()
+        .is_some_and(|first| first.number == 1);
+    if !known {
+        let mut history = prior;
+        history.append(&mut result.attempt_history);
+        result.attempt_history = history;
+    }
+    result.attempts = result.attempts.max(result.attempt_history.len() as u32);
+    result
 }
 
 /// Runs the plan's steps as Jobs until every step has ended; returns the final record.

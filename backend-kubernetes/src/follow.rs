@@ -157,6 +157,28 @@ fn spawn_log_stream(
     });
 }
 
+/// Whether a pod died of something a new pod may survive: it was evicted (node pressure, the
+/// Eviction API, preemption) or OOM-killed as a whole. Image pulls, config errors and
+/// deadlines would only fail again.
+pub fn died_of_its_pod(pod: &Pod) -> bool {
+    let evicted = pod
+        .status
+        .as_ref()
+        .is_some_and(|s| s.reason.as_deref() == Some("Evicted"));
+    let disrupted = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| {
+            c.iter()
+                .any(|c| c.type_ == "DisruptionTarget" && c.status == "True")
+        });
+    let oom = container_state(pod)
+        .and_then(|s| s.terminated.as_ref())
+        .is_some_and(|t| t.reason.as_deref() == Some("OOMKilled"));
+    evicted || disrupted || oom
+}
+
 /// Why a pod can never finish, if it cannot: a container that cannot start, an OOM kill (a
 /// failure whatever the exit code says), an eviction.
 fn pod_failure(pod: &Pod) -> Option<(String, Option<i32>)> {

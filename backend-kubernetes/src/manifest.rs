@@ -26,6 +26,9 @@ pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 pub const RUN_LABEL: &str = "ferry.dev/run-id";
 pub const PIPELINE_LABEL: &str = "ferry.dev/pipeline";
 pub const STEP_LABEL: &str = "ferry.dev/step";
+/// On a step's Job and pod: which attempt of the step it runs (a step whose pod died is
+/// retried in a new Job).
+pub const ATTEMPT_LABEL: &str = "ferry.dev/attempt";
 /// Exact step and pipeline names (labels may only hold a sanitized form).
 pub const STEP_ANNOTATION: &str = "ferry.dev/step-name";
 pub const PIPELINE_ANNOTATION: &str = "ferry.dev/pipeline-name";
@@ -126,6 +129,59 @@ pub fn step_selector(run_id: &str, step: &str) -> String {
         run_selector(run_id),
         names::label_value(step)
     )
+}
+
+/// The Job and pods of one attempt of a step.
+pub fn attempt_selector(run_id: &str, step: &str, attempt: u32) -> String {
+    format!("{},{ATTEMPT_LABEL}={attempt}", step_selector(run_id, step))
+}
+
+/// Makes a step's Job the one of `attempt`: labelled with it and, after the first, named
+/// apart (the earlier attempt's Job stays, with its pod's status, for `kubectl describe`)
+/// and handing the earlier attempts to the agent.
+pub fn mark_attempt(
+    job: &mut Job,
+    settings: &Settings,
+    plan: &RunPlan,
+    step: &Step,
+    attempt: u32,
+    prior: &[orchestrator_core::run::AttemptRecord],
+) {
+    let label = (ATTEMPT_LABEL.to_string(), attempt.to_string());
+    job.metadata
+        .labels
+        .get_or_insert_with(Default::default)
+        .insert(label.0.clone(), label.1.clone());
+    let Some(spec) = job.spec.as_mut() else {
+        return;
+    };
+    spec.template
+        .metadata
+        .get_or_insert_with(Default::default)
+        .labels
+        .get_or_insert_with(Default::default)
+        .insert(label.0, label.1);
+    if attempt > 1 {
+        job.metadata.name = Some(names::job_name(
+            &settings.job_prefix,
+            &plan.pipeline.name,
+            Some(&format!("{}-attempt-{attempt}", step.name)),
+            &plan.run_id,
+        ));
+    }
+    if !prior.is_empty()
+        && let Some(pod) = spec.template.spec.as_mut()
+        && let Some(container) = pod.containers.first_mut()
+    {
+        container
+            .env
+            .get_or_insert_with(Vec::new)
+            .push(k8s_openapi::api::core::v1::EnvVar {
+                name: orchestrator_core::env_vars::FERRY_AGENT_PRIOR_ATTEMPTS.into(),
+                value: Some(serde_json::to_string(prior).expect("attempts serialise")),
+                value_from: None,
+            });
+    }
 }
 
 /// The name of the Job that runs or coordinates a run.
@@ -483,6 +539,7 @@ pub(crate) mod tests {
             no_cache: false,
             created_at: chrono::Utc::now(),
             only_step: None,
+            prior_attempts: Vec::new(),
             schedule: None,
         }
     }

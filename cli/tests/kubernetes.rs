@@ -466,6 +466,54 @@ fn an_oom_killed_step_is_retried_with_backoff_and_its_log_up_to_the_kill_is_kept
 }
 
 #[test]
+fn an_evicted_step_is_retried_in_a_new_pod_and_the_run_succeeds() {
+    let cluster = Cluster::start();
+    let project = cluster.project("hello", &cluster.steps_mode());
+    project.write(
+        "hello/pipeline.yaml",
+        "name: evict\nsteps:\n  work:\n    retries: 1\n    retry_delay: 1s\n    cache: false\n    run: |\n      echo \"attempt $FERRY_ATTEMPT\"\n      if [ \"$FERRY_ATTEMPT\" = 1 ]; then sleep 120; fi\n",
+    );
+    let started = project.ferry(&["run", "hello", "--detach"]);
+    started.success();
+    let id = started.stdout().trim().to_string();
+    // Wait for the first attempt's pod to run, then evict it as a node drain would.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let pod = loop {
+        let running = cluster.pods().into_iter().find(|p| {
+            p["metadata"]["labels"]["ferry.dev/step"] == "work"
+                && p["metadata"]["labels"]["ferry.dev/attempt"] == "1"
+                && p["status"]["phase"] == "Running"
+        });
+        if let Some(pod) = running {
+            break pod["metadata"]["name"].as_str().unwrap().to_string();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the step's pod never ran"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    // Give the agent time to start the step before its pod goes.
+    std::thread::sleep(Duration::from_secs(2));
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), cluster.ns());
+    cluster
+        .runtime
+        .block_on(pods.evict(&pod, &kube::api::EvictParams::default()))
+        .expect("the Eviction API accepts the eviction");
+
+    let record = wait_for_end(&project, &id);
+    assert_eq!(record["status"], "succeeded", "{record:#}");
+    let work = &record["steps"]["work"];
+    assert_eq!(work["attempts"], 2, "{record:#}");
+    let history = work["attempt_history"].as_array().expect("attempt history");
+    assert_eq!(history.len(), 2, "{record:#}");
+    assert!(history[0]["reason"].as_str().is_some(), "{record:#}");
+    assert!(history[1]["reason"].is_null(), "{record:#}");
+    let logs = project.ferry(&["logs", &id, "work"]);
+    assert!(logs.stdout().contains("attempt 2"), "{}", logs.stdout());
+}
+
+#[test]
 fn cancel_deletes_the_runs_jobs_and_records_the_run_as_cancelled() {
     let cluster = Cluster::start();
     for mode in ["pipeline", "steps"] {

@@ -39,6 +39,9 @@ pub const FERRY_AGENT_PLAN: &str = "FERRY_AGENT_PLAN";
 /// `ferry agent run`: how to open the artifact store (JSON `{plugin, settings}`), from a
 /// Secret (or a ConfigMap when the store is reached by workload identity).
 pub const FERRY_AGENT_STORE: &str = "FERRY_AGENT_STORE";
+/// JSON list of a step's earlier attempts that ended with their pod: set on the pod a
+/// coordinator starts to retry the step (becomes `RunPlan::prior_attempts`).
+pub const FERRY_AGENT_PRIOR_ATTEMPTS: &str = "FERRY_AGENT_PRIOR_ATTEMPTS";
 /// `ferry agent run`: when set, the orchestrator (JSON `{plugin, settings}`) that runs the plan
 /// from inside the cluster, for example the Kubernetes backend's coordinator in `steps` mode.
 /// Unset, the agent runs the plan itself with the local orchestrator.

@@ -43,6 +43,11 @@ pub struct RunPlan {
     /// the run record (what each container runs when a backend gives every step its own).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub only_step: Option<String>,
+    /// With `only_step`: the step's earlier attempts that ended with their pod (evicted, the
+    /// pod OOM-killed, its node gone), which a backend that starts a new pod for the step
+    /// hands on. They count against the step's `retries`, and its record keeps them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub prior_attempts: Vec<super::AttemptRecord>,
     /// The schedule this run was started by (`ferry schedule`), for its record.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule: Option<String>,

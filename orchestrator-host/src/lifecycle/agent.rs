@@ -15,7 +15,9 @@
 use std::path::{Path, PathBuf};
 
 use orchestrator_core::PluginError;
-use orchestrator_core::env_vars::{FERRY_AGENT_ORCHESTRATOR, FERRY_AGENT_PLAN, FERRY_AGENT_STORE};
+use orchestrator_core::env_vars::{
+    FERRY_AGENT_ORCHESTRATOR, FERRY_AGENT_PLAN, FERRY_AGENT_PRIOR_ATTEMPTS, FERRY_AGENT_STORE,
+};
 use orchestrator_core::run::{
     Event, RunPlan, RunRecord, RunRecords, RunStatus, StepRecord, StepStatus,
 };
@@ -98,6 +100,13 @@ impl Agent {
         let store_settings = take_secret_env(FERRY_AGENT_STORE)?;
         let mut plan = RunPlan::from_json(&env(FERRY_AGENT_PLAN)?).map_err(AgentError::Plan)?;
         plan.only_step = only_step;
+        if let Ok(prior) = std::env::var(FERRY_AGENT_PRIOR_ATTEMPTS) {
+            plan.prior_attempts =
+                serde_json::from_str(&prior).map_err(|source| AgentError::Malformed {
+                    what: "the step's earlier attempts",
+                    source,
+                })?;
+        }
         let connection: StoreConnection =
             serde_json::from_str(&store_settings).map_err(|source| AgentError::Malformed {
                 what: "the store settings",

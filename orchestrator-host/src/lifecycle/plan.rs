@@ -64,6 +64,7 @@ impl PlanRequest<'_> {
             no_cache: self.no_cache,
             created_at: Utc::now(),
             only_step: None,
+            prior_attempts: Vec::new(),
             // A scheduled run's plan is made in the cluster, from the schedule (`ferry schedule`).
             schedule: None,
         })

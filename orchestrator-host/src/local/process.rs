@@ -152,6 +152,7 @@ async fn supervise(
         .env_remove(env_vars::FERRY_AGENT_PLAN)
         .env_remove(env_vars::FERRY_AGENT_STORE)
         .env_remove(env_vars::FERRY_AGENT_ORCHESTRATOR)
+        .env_remove(env_vars::FERRY_AGENT_PRIOR_ATTEMPTS)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -355,14 +355,20 @@ async fn run_attempts(
     ));
     let backoff = Backoff::of(step);
     let attempts = backoff.attempts();
+    // Attempts that ended with an earlier pod (a backend retrying the step in a new one).
+    let prior = match &ctx.plan.only_step {
+        Some(only) if *only == step.name => ctx.plan.prior_attempts.clone(),
+        _ => Vec::new(),
+    };
+    let first = (prior.len() as u32 + 1).min(attempts);
     let mut last = Attempts {
         result: Err(String::new()),
         exit_code: None,
-        count: 0,
-        history: Vec::new(),
+        count: first - 1,
+        history: prior,
     };
-    for attempt in 1..=attempts {
-        if attempt > 1 {
+    for attempt in first..=attempts {
+        if attempt > first {
             dirs.empty_out().await?;
         }
         let started_at = Utc::now();
