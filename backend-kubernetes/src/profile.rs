@@ -14,7 +14,7 @@ use orchestrator_core::PluginError;
 use orchestrator_core::pipeline::Step;
 use serde_json::{Map, Value};
 
-use crate::settings::{NAME, Settings};
+use crate::settings::{NAME, Settings, did_you_mean_hint};
 
 /// The keys a profile or a `kubernetes:` block may set: what differs from pod to pod.
 pub const PROFILE_KEYS: &[(&str, &str)] = &[
@@ -73,16 +73,16 @@ pub fn for_step(settings: &Settings, step: &Step) -> Result<Option<Settings>, Pl
     if let Some(name) = &step.profile {
         let profile = settings.profiles.get(name).ok_or_else(|| {
             let names = settings.profiles.keys().map(String::as_str);
-            let hint = match orchestrator_core::suggest::did_you_mean(name, names) {
-                Some(best) => format!("did you mean `{best}`?"),
-                None if settings.profiles.is_empty() => {
+            let hint = did_you_mean_hint(name, names, || {
+                if settings.profiles.is_empty() {
                     "the stack defines no profiles; add one under [stacks.NAME.orchestrator.settings.profiles.NAME]".into()
+                } else {
+                    format!(
+                        "the stack's profiles: {}",
+                        settings.profiles.keys().cloned().collect::<Vec<_>>().join(", ")
+                    )
                 }
-                None => format!(
-                    "the stack's profiles: {}",
-                    settings.profiles.keys().cloned().collect::<Vec<_>>().join(", ")
-                ),
-            };
+            });
             PluginError::invalid_input(format!(
                 "{NAME}: step `{}` names profile `{name}`, which the stack does not define; {hint}",
                 step.name
@@ -108,10 +108,9 @@ fn check_keys(what: &str, keys: &Map<String, Value>) -> Result<(), PluginError> 
     for key in keys.keys() {
         if !PROFILE_KEYS.iter().any(|(k, _)| k == key) {
             let names = PROFILE_KEYS.iter().map(|(k, _)| *k);
-            let hint = match orchestrator_core::suggest::did_you_mean(key, names.clone()) {
-                Some(best) => format!("did you mean `{best}`?"),
-                None => format!("pod settings: {}", names.collect::<Vec<_>>().join(", ")),
-            };
+            let hint = did_you_mean_hint(key, names.clone(), || {
+                format!("pod settings: {}", names.collect::<Vec<_>>().join(", "))
+            });
             return Err(PluginError::invalid_input(format!(
                 "{what}: unknown pod setting `{key}`; {hint}"
             )));

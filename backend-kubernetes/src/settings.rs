@@ -248,6 +248,18 @@ impl Default for Settings {
     }
 }
 
+/// "did you mean `x`?" for a misspelt name, else `otherwise` (the valid names, or advice).
+pub(crate) fn did_you_mean_hint<'a>(
+    input: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+    otherwise: impl FnOnce() -> String,
+) -> String {
+    match orchestrator_core::suggest::did_you_mean(input, candidates) {
+        Some(best) => format!("did you mean `{best}`?"),
+        None => otherwise(),
+    }
+}
+
 fn invalid(key: &str, why: impl std::fmt::Display) -> PluginError {
     PluginError::invalid_input(format!("{NAME}: setting `{key}`: {why}"))
 }

@@ -15,7 +15,7 @@ use orchestrator_core::PluginError;
 use serde_json::{Value, json};
 
 use crate::names;
-use crate::settings::NAME;
+use crate::settings::{NAME, did_you_mean_hint};
 
 /// One mount of the `volumes` setting.
 #[derive(Clone, Debug, PartialEq)]
@@ -37,15 +37,12 @@ pub enum Source {
 }
 
 const SOURCES: &[&str] = &["claim", "memory", "empty_dir", "config_map", "secret"];
-const KEYS: &[&str] = &[
-    "mount",
-    "read_only",
-    "claim",
-    "memory",
-    "empty_dir",
-    "config_map",
-    "secret",
-];
+/// Besides one of the sources.
+const OPTIONS: &[&str] = &["mount", "read_only"];
+
+fn keys() -> impl Iterator<Item = &'static str> + Clone {
+    OPTIONS.iter().chain(SOURCES).copied()
+}
 
 fn invalid(why: impl std::fmt::Display) -> PluginError {
     PluginError::invalid_input(format!("{NAME}: setting `volumes`: {why}"))
@@ -75,11 +72,10 @@ fn parse_one(i: usize, value: &Value) -> Result<Volume, PluginError> {
         at("expected a table such as { mount = \"/data\", claim = \"datasets\" }".into())
     })?;
     for key in table.keys() {
-        if !KEYS.contains(&key.as_str()) {
-            let hint = match orchestrator_core::suggest::did_you_mean(key, KEYS.iter().copied()) {
-                Some(best) => format!("did you mean `{best}`?"),
-                None => format!("keys: {}", KEYS.join(", ")),
-            };
+        if !keys().any(|k| k == key) {
+            let hint = did_you_mean_hint(key, keys(), || {
+                format!("keys: {}", keys().collect::<Vec<_>>().join(", "))
+            });
             return Err(at(format!("unknown key `{key}`; {hint}")));
         }
     }

@@ -73,6 +73,7 @@ fn the_entrypoint_is_the_ferry_binary_the_plugin_loader_looks_beside() {
         .iter()
         .find(|c| c.ends_with(" /usr/local/lib/ferry/plugins/"))
         .expect("the plugins are copied to /usr/local/lib/ferry/plugins/");
+    let build = stage_of_build();
     for library in [
         "libbackend_kubernetes.so",
         "libstorage_s3.so",
@@ -84,7 +85,6 @@ fn the_entrypoint_is_the_ferry_binary_the_plugin_loader_looks_beside() {
             .trim_start_matches("lib")
             .trim_end_matches(".so")
             .replace('_', "-");
-        let build = stage_of_build();
         assert!(
             build.contains(&format!("-p {package}")),
             "{package} is built: {build}"

@@ -473,26 +473,14 @@ fn an_evicted_step_is_retried_in_a_new_pod_and_the_run_succeeds() {
         "hello/pipeline.yaml",
         "name: evict\nsteps:\n  work:\n    retries: 1\n    retry_delay: 1s\n    cache: false\n    run: |\n      echo \"attempt $FERRY_ATTEMPT\"\n      if [ \"$FERRY_ATTEMPT\" = 1 ]; then sleep 120; fi\n",
     );
-    let started = project.ferry(&["run", "hello", "--detach"]);
-    started.success();
-    let id = started.stdout().trim().to_string();
+    let id = start_detached(&project);
     // Wait for the first attempt's pod to run, then evict it as a node drain would.
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let pod = loop {
-        let running = cluster.pods().into_iter().find(|p| {
-            p["metadata"]["labels"]["ferry.dev/step"] == "work"
-                && p["metadata"]["labels"]["ferry.dev/attempt"] == "1"
-                && p["status"]["phase"] == "Running"
-        });
-        if let Some(pod) = running {
-            break pod["metadata"]["name"].as_str().unwrap().to_string();
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the step's pod never ran"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let pod = wait_for_pod(&cluster, |p| {
+        p["metadata"]["labels"]["ferry.dev/step"] == "work"
+            && p["metadata"]["labels"]["ferry.dev/attempt"] == "1"
+            && p["status"]["phase"] == "Running"
+    });
+    let pod = pod["metadata"]["name"].as_str().unwrap().to_string();
     // Give the agent time to start the step before its pod goes.
     std::thread::sleep(Duration::from_secs(2));
     let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), cluster.ns());
@@ -535,9 +523,7 @@ fn cancel_in_mode(cluster: &Cluster, mode: &str) {
         "hello/pipeline.yaml",
         "name: slow\nsteps:\n  nap:\n    run: sleep 60\n",
     );
-    let started = project.ferry(&["run", "hello", "--detach"]);
-    started.success();
-    let id = started.stdout().trim().to_string();
+    let id = start_detached(&project);
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while !cluster
         .pods()
@@ -715,15 +701,29 @@ fn the_ml_example_runs_on_kubernetes_in_both_modes() {
 }
 
 fn wait_for_running_pod(cluster: &Cluster) {
+    wait_for_pod(cluster, |p| p["status"]["phase"] == "Running");
+}
+
+/// Waits (at most 60 s) for a pod of the test's namespace that `matches`, and returns it.
+fn wait_for_pod(
+    cluster: &Cluster,
+    matches: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while !cluster
-        .pods()
-        .iter()
-        .any(|p| p["status"]["phase"] == "Running")
-    {
+    loop {
+        if let Some(pod) = cluster.pods().into_iter().find(|p| matches(p)) {
+            return pod;
+        }
         assert!(std::time::Instant::now() < deadline, "the pod never ran");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// `ferry run hello --detach`, which must succeed; the run's id.
+fn start_detached(project: &Project) -> String {
+    let started = project.ferry(&["run", "hello", "--detach"]);
+    started.success();
+    started.stdout().trim().to_string()
 }
 
 #[test]
@@ -884,9 +884,7 @@ fn a_detached_run_that_can_never_start_is_shown_failed_not_running() {
             "image = \"registry.invalid/ferry:1\"",
         ),
     );
-    let started = project.ferry(&["run", "hello", "--detach"]);
-    started.success();
-    let id = started.stdout().trim().to_string();
+    let id = start_detached(&project);
     // Nobody follows: `runs show` asks the cluster, which says the pod can never start.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let record = loop {
@@ -991,9 +989,7 @@ fn wait_for_end(project: &Project, id: &str) -> serde_json::Value {
 fn steps_mode_runs_one_job_per_step_and_a_detached_run_finishes_by_itself() {
     let cluster = Cluster::start();
     let project = cluster.project("hello", &cluster.steps_mode());
-    let started = project.ferry(&["run", "hello", "--detach"]);
-    started.success();
-    let id = started.stdout().trim().to_string();
+    let id = start_detached(&project);
     // The coordinator runs in the cluster: the run ends with nobody following it.
     let record = wait_for_end(&project, &id);
     assert_eq!(record["status"], "succeeded", "{record:#}");
@@ -1576,9 +1572,7 @@ fn a_run_whose_cluster_cannot_be_reached_is_shown_as_unknown_with_what_to_do() {
         "hello/pipeline.yaml",
         "name: away\nsteps:\n  nap:\n    run: sleep 60\n",
     );
-    let started = project.ferry(&["run", "hello", "--detach"]);
-    started.success();
-    let id = started.stdout().trim().to_string();
+    let id = start_detached(&project);
     wait_for_running_pod(&cluster);
     // The cluster can no longer be reached; the record still says running.
     let proxy = cluster.proxy.take().unwrap();
@@ -1604,9 +1598,7 @@ fn a_steps_coordinator_whose_pod_dies_is_replaced_and_the_run_finishes() {
         "hello/pipeline.yaml",
         "name: resilient\nsteps:\n  first:\n    run: sleep 2; echo first done\n  second:\n    run: echo second done\n    needs: [first]\n",
     );
-    let started = project.ferry(&["run", "hello", "--detach"]);
-    started.success();
-    let id = started.stdout().trim().to_string();
+    let id = start_detached(&project);
     // Once the first step runs, its coordinator's pod is deleted: the Job starts another,
     // which takes up the running step instead of starting it twice.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
