@@ -15,6 +15,7 @@ use crate::abi::{
     EventSink, EventSink_TO, OrchestratorBox, PluginError, PluginKind, PluginModuleRef, RunEvent,
 };
 use crate::run::{Event, RunPlan, RunRecord};
+use crate::schedule::{ScheduleReply, ScheduleRequest};
 use crate::sdk::{self, OrchestratorPlugin, PluginConfig, StorePlugin};
 use crate::store::Store;
 
@@ -328,6 +329,23 @@ impl OrchestratorHandle {
 
     pub fn cancel(&self, run_id: &str) -> Result<(), PluginError> {
         self.inner.cancel(RStr::from(run_id)).into_result()
+    }
+
+    /// Manage the orchestrator's schedules; see [`crate::schedule`].
+    pub fn schedules(&self, request: &ScheduleRequest) -> Result<ScheduleReply, PluginError> {
+        let json = request.to_json();
+        let reply = self
+            .inner
+            .schedules(RStr::from(json.as_str()))
+            .into_result()?
+            .into_string();
+        ScheduleReply::from_json(&reply).map_err(|e| {
+            PluginError::other(format!(
+                "orchestrator `{}` returned a malformed schedule reply: {}",
+                self.name,
+                e.message()
+            ))
+        })
     }
 }
 

@@ -23,6 +23,7 @@ pub mod env_vars;
 pub mod host;
 pub mod pipeline;
 pub mod run;
+pub mod schedule;
 pub mod sdk;
 pub mod store;
 pub mod suggest;

@@ -37,6 +37,7 @@ use crate::abi::{
     ProgressSinkMut, RunEvent,
 };
 use crate::run::{Event, RunPlan, RunRecord};
+use crate::schedule::{ScheduleReply, ScheduleRequest};
 use crate::store::{ListResult, ObjectInfo, Store};
 
 /// What a plugin says about itself.
@@ -270,6 +271,15 @@ pub trait OrchestratorPlugin: Send + Sync + 'static {
         sink: &mut dyn FnMut(Event) -> bool,
     ) -> Result<(), PluginError>;
     fn cancel(&self, run_id: &str) -> Result<(), PluginError>;
+
+    /// Create, list, change and trigger schedules (`ferry schedule`). Orchestrators that need
+    /// the submitting machine to run steps keep none: the default refuses.
+    fn schedules(&self, request: ScheduleRequest) -> Result<ScheduleReply, PluginError> {
+        let _ = request;
+        Err(PluginError::unsupported(
+            "this orchestrator cannot keep schedules: a schedule fires with nobody's ferry running, so it needs a cluster (an orchestrator such as `kubernetes`)",
+        ))
+    }
 }
 
 thread_local! {
@@ -459,6 +469,15 @@ impl<T: OrchestratorPlugin> Orchestrator for OrchestratorAdapter<T> {
 
     fn cancel(&self, run_id: RStr<'_>) -> RResult<(), PluginError> {
         guard(T::info().name, || self.0.cancel(run_id.as_str()))
+    }
+
+    fn schedules(&self, request_json: RStr<'_>) -> RResult<RString, PluginError> {
+        guard(T::info().name, || {
+            let request = ScheduleRequest::from_json(request_json.as_str())?;
+            self.0
+                .schedules(request)
+                .map(|reply| reply.to_json().into())
+        })
     }
 }
 

@@ -346,6 +346,16 @@ pub trait Orchestrator: Send + Sync {
     /// Stop a run: running steps are terminated, the run is recorded as cancelled.
     #[sabi(last_prefix_field)]
     fn cancel(&self, run_id: RStr<'_>) -> RResult<(), PluginError>;
+
+    /// Schedules (interface 0.1.4): a `schedule::ScheduleRequest` as JSON in, a
+    /// `schedule::ScheduleReply` as JSON out. The default, which is also what a host gets from
+    /// a plugin built before 0.1.4, is [`ErrorKind::UNSUPPORTED`].
+    fn schedules(&self, request_json: RStr<'_>) -> RResult<RString, PluginError> {
+        let _ = request_json;
+        RResult::RErr(PluginError::unsupported(
+            "this orchestrator cannot keep schedules",
+        ))
+    }
 }
 
 /// An orchestrator behind the stable interface.

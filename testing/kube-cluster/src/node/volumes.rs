@@ -399,7 +399,10 @@ fn mount_tmpfs(dir: &Path, size: u64) -> Result<(), String> {
     let c = |s: &[u8]| std::ffi::CString::new(s).map_err(|e| e.to_string());
     use std::os::unix::ffi::OsStrExt as _;
     let target = c(dir.as_os_str().as_bytes())?;
-    let options = c(format!("size={size}").as_bytes())?;
+    // `mode=1777` is what Linux gives a tmpfs root by default and so what a kubelet's pods
+    // see; it is spelled out because not every kernel this node runs on (a sandboxed one in
+    // CI gave 0777) has that default.
+    let options = c(format!("size={size},mode=1777").as_bytes())?;
     // SAFETY: mount(2) with NUL-terminated strings that outlive the call.
     let rc = unsafe {
         libc::mount(
@@ -412,7 +415,7 @@ fn mount_tmpfs(dir: &Path, size: u64) -> Result<(), String> {
     };
     if rc != 0 {
         return Err(format!(
-            "mount -t tmpfs -o size={size} tmpfs {}: {}",
+            "mount -t tmpfs -o size={size},mode=1777 tmpfs {}: {}",
             dir.display(),
             std::io::Error::last_os_error()
         ));
