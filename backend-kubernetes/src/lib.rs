@@ -17,6 +17,7 @@ mod mock;
 pub mod names;
 pub mod placement;
 pub mod profile;
+pub mod schedule;
 pub mod settings;
 pub mod volumes;
 
@@ -29,6 +30,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams};
 use orchestrator_core::run::RunRecords;
 use orchestrator_core::run::{Event, RunPlan, RunRecord, RunStatus, StepStatus};
+use orchestrator_core::schedule::{ScheduleReply, ScheduleRequest, ScheduleSpec};
 use orchestrator_core::sdk::{OrchestratorPlugin, PluginConfig, PluginInfo, StoreConnection};
 use orchestrator_core::store::Store;
 use orchestrator_core::{ErrorKind, PluginError};
@@ -142,6 +144,58 @@ impl KubernetesOrchestrator {
         };
         placement.check(&record.run_id, &connection)?;
         Ok((connection, placement.pending_timeout()))
+    }
+
+    /// A schedule's objects, after checking its spec and its template plan as `submit` would
+    /// check a run's: a schedule that could never run is refused before anything is created.
+    fn schedule_objects(
+        &self,
+        spec: &ScheduleSpec,
+        mut plan: RunPlan,
+        namespace: &str,
+    ) -> Result<schedule::ScheduleObjects, PluginError> {
+        schedule::check_spec(spec)?;
+        if !plan.is_template() {
+            return Err(PluginError::invalid_input(
+                "kubernetes: a schedule's plan must be a template (no run id); each firing mints one",
+            ));
+        }
+        plan.schedule = Some(spec.name.clone());
+        let mut probe = plan.clone();
+        probe.mint_run_id(None);
+        self.objects(&probe, namespace)?;
+        let store = self.store_connection.as_ref().ok_or_else(|| {
+            PluginError::invalid_input("kubernetes: no store settings to hand the schedule's runs")
+        })?;
+        Ok(schedule::objects(
+            &self.settings,
+            spec,
+            &plan,
+            namespace,
+            store,
+        ))
+    }
+
+    fn schedule_reply(
+        &self,
+        cron_job: &k8s_openapi::api::batch::v1::CronJob,
+        connection: &Connection,
+    ) -> ScheduleReply {
+        ScheduleReply::Schedule {
+            schedule: Box::new(schedule::info(cron_job, &connection.namespace)),
+        }
+    }
+
+    fn set_suspended(&self, name: &str, suspend: bool) -> Result<ScheduleReply, PluginError> {
+        let connection = self.connection()?;
+        let cron_job = self
+            .runtime
+            .block_on(schedule::get(connection, &self.settings, name))?;
+        let object = cron_job.metadata.name.clone().unwrap_or_default();
+        let changed = self
+            .runtime
+            .block_on(schedule::set_suspended(connection, &object, suspend))?;
+        Ok(self.schedule_reply(&changed, connection))
     }
 
     fn stored_record(&self, run_id: &str) -> Result<RunRecord, PluginError> {
@@ -259,6 +313,11 @@ impl OrchestratorPlugin for KubernetesOrchestrator {
             let run_id = plan.run_id.clone();
             *self.coordinating.lock().expect("coordinating lock") = Some(plan);
             return Ok(run_id);
+        }
+        if plan.is_template() {
+            return Err(PluginError::invalid_input(
+                "kubernetes: the run plan has no run id (a schedule's template is started by `ferry agent run`, which mints one)",
+            ));
         }
         let connection = self.connection()?;
         let objects = self.objects(&plan, &connection.namespace)?;
@@ -409,6 +468,77 @@ impl OrchestratorPlugin for KubernetesOrchestrator {
             });
         }
         Ok(())
+    }
+
+    fn schedules(&self, request: ScheduleRequest) -> Result<ScheduleReply, PluginError> {
+        match request {
+            ScheduleRequest::Check { spec } => {
+                schedule::check_spec(&spec)?;
+                Ok(ScheduleReply::Checked)
+            }
+            ScheduleRequest::Render { spec, plan } => {
+                let namespace = client::namespace_offline(&self.settings);
+                let objects = self.schedule_objects(&spec, plan, &namespace)?;
+                Ok(ScheduleReply::Rendered {
+                    text: objects.to_masked_yaml(),
+                })
+            }
+            ScheduleRequest::Create { spec, plan } => {
+                let connection = self.connection()?;
+                let objects = self.schedule_objects(&spec, plan, &connection.namespace)?;
+                let created = self
+                    .runtime
+                    .block_on(schedule::create(connection, &objects, &spec))?;
+                Ok(self.schedule_reply(&created, connection))
+            }
+            ScheduleRequest::List => {
+                let connection = self.connection()?;
+                let cron_jobs = self.runtime.block_on(schedule::list(connection))?;
+                Ok(ScheduleReply::Schedules {
+                    schedules: cron_jobs
+                        .iter()
+                        .map(|c| schedule::info(c, &connection.namespace))
+                        .collect(),
+                })
+            }
+            ScheduleRequest::Show { name } => {
+                let connection = self.connection()?;
+                let cron_job =
+                    self.runtime
+                        .block_on(schedule::get(connection, &self.settings, &name))?;
+                Ok(self.schedule_reply(&cron_job, connection))
+            }
+            ScheduleRequest::Suspend { name } => self.set_suspended(&name, true),
+            ScheduleRequest::Resume { name } => self.set_suspended(&name, false),
+            ScheduleRequest::Delete { name } => {
+                let connection = self.connection()?;
+                let cron_job =
+                    self.runtime
+                        .block_on(schedule::get(connection, &self.settings, &name))?;
+                let object = cron_job.metadata.name.clone().unwrap_or_default();
+                self.runtime
+                    .block_on(schedule::delete(connection, &object))?;
+                Ok(ScheduleReply::Deleted { name })
+            }
+            ScheduleRequest::Trigger { name, run_id } => {
+                if !orchestrator_core::run::is_valid_run_id(&run_id) {
+                    return Err(PluginError::invalid_input(format!(
+                        "kubernetes: `{run_id}` is not a run id"
+                    )));
+                }
+                let connection = self.connection()?;
+                let cron_job =
+                    self.runtime
+                        .block_on(schedule::get(connection, &self.settings, &name))?;
+                let job = self
+                    .runtime
+                    .block_on(schedule::trigger(connection, &cron_job, &run_id))?;
+                Ok(ScheduleReply::Triggered {
+                    run_id,
+                    launched: format!("Job {job} in namespace {}", connection.namespace),
+                })
+            }
+        }
     }
 
     fn cancel(&self, run_id: &str) -> Result<(), PluginError> {

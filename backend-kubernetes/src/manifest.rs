@@ -33,6 +33,10 @@ pub const ATTEMPT_LABEL: &str = "ferry.dev/attempt";
 pub const STEP_ANNOTATION: &str = "ferry.dev/step-name";
 pub const PIPELINE_ANNOTATION: &str = "ferry.dev/pipeline-name";
 pub const CODE_ANNOTATION: &str = "ferry.dev/code-digest";
+/// On a schedule's CronJob, its launches and the runs they start: the schedule's name.
+pub const SCHEDULE_LABEL: &str = "ferry.dev/schedule";
+/// On a schedule's CronJob: the pipeline parameters of its runs, as JSON.
+pub const PARAMS_ANNOTATION: &str = "ferry.dev/params";
 
 /// Keys in the ConfigMap and Secret, and the variables the agent reads them from.
 pub const PLAN_KEY: &str = "plan.json";
@@ -80,11 +84,21 @@ impl RunObjects {
     }
 }
 
-fn labels(settings: &Settings, plan: &RunPlan, step: Option<&str>) -> BTreeMap<String, String> {
+pub(crate) fn labels(
+    settings: &Settings,
+    plan: &RunPlan,
+    step: Option<&str>,
+) -> BTreeMap<String, String> {
     let mut labels = settings.extra_labels.clone();
     // ferry's own labels win: `runs cancel` and `kubectl get -l` rely on them.
     labels.insert(MANAGED_BY.into(), "ferry".into());
-    labels.insert(RUN_LABEL.into(), names::label_value(&plan.run_id));
+    // A schedule's template has no run yet: each launch mints its own.
+    if !plan.is_template() {
+        labels.insert(RUN_LABEL.into(), names::label_value(&plan.run_id));
+    }
+    if let Some(schedule) = &plan.schedule {
+        labels.insert(SCHEDULE_LABEL.into(), names::label_value(schedule));
+    }
     labels.insert(
         PIPELINE_LABEL.into(),
         names::label_value(&plan.pipeline.name),
@@ -95,7 +109,7 @@ fn labels(settings: &Settings, plan: &RunPlan, step: Option<&str>) -> BTreeMap<S
     labels
 }
 
-fn annotations(
+pub(crate) fn annotations(
     settings: &Settings,
     plan: &RunPlan,
     step: Option<&str>,
@@ -207,6 +221,15 @@ pub fn coordinator_settings(settings: &Settings, namespace: &str) -> Value {
     json!({ "plugin": crate::settings::NAME, "settings": map })
 }
 
+/// The settings a schedule's launcher gets: the coordinator's, but it submits runs.
+pub fn launcher_settings(settings: &Settings, namespace: &str) -> Value {
+    let mut component = coordinator_settings(settings, namespace);
+    if let Some(map) = component["settings"].as_object_mut() {
+        map.remove("role");
+    }
+    component
+}
+
 /// The per-run ConfigMap and Secret share the name of the run's first Job.
 pub fn config_name(settings: &Settings, plan: &RunPlan) -> String {
     run_job_name(settings, plan)
@@ -289,6 +312,10 @@ pub enum JobKind<'a> {
     Coordinator,
     /// Runs one step (`steps` mode).
     Step(&'a Step),
+    /// A schedule's launch: mints the run's id and starts the run like `ferry run` would from
+    /// a laptop, then follows it (its CronJob's concurrency policy counts it as active until
+    /// the run ends, and deleting it cancels the run).
+    Launcher,
 }
 
 /// The coordinator only starts Jobs and relays logs: it asks for little, whatever the steps
@@ -306,7 +333,7 @@ pub fn job(
 ) -> Job {
     let step = match kind {
         JobKind::Step(step) => Some(step),
-        JobKind::Pipeline | JobKind::Coordinator => None,
+        JobKind::Pipeline | JobKind::Coordinator | JobKind::Launcher => None,
     };
     // A step's profile and `kubernetes:` block were checked when the run was submitted; the
     // fallback only keeps a coordinator of a newer plan from aborting.
@@ -333,7 +360,7 @@ pub fn job(
     env.push(
         json!({"name": STORE_ENV, "valueFrom": {store_source: {"name": config, "key": STORE_KEY}}}),
     );
-    if let JobKind::Coordinator = kind {
+    if let JobKind::Coordinator | JobKind::Launcher = kind {
         env.push(json!({"name": ORCHESTRATOR_ENV, "valueFrom": {"configMapKeyRef": {"name": config, "key": ORCHESTRATOR_KEY}}}));
     }
     for (key, value) in &settings.env {
@@ -346,7 +373,7 @@ pub fn job(
     }
     let resources = match kind {
         JobKind::Pipeline => resources(settings, &plan.pipeline.steps.iter().collect::<Vec<_>>()),
-        JobKind::Coordinator => coordinator_resources(),
+        JobKind::Coordinator | JobKind::Launcher => coordinator_resources(),
         JobKind::Step(step) => resources(settings, &[step]),
     };
     let image = step
@@ -370,9 +397,9 @@ pub fn job(
             .map(|s| json!({"secretRef": {"name": s}}))
             .collect();
     }
-    // The coordinator only starts Jobs: it mounts nothing (a ReadWriteOnce claim it held
-    // would keep the steps' pods off other nodes).
-    if !matches!(kind, JobKind::Coordinator) && !settings.volumes.is_empty() {
+    // The coordinator and the launcher only start Jobs: they mount nothing (a ReadWriteOnce
+    // claim one held would keep the steps' pods off other nodes).
+    if !matches!(kind, JobKind::Coordinator | JobKind::Launcher) && !settings.volumes.is_empty() {
         let (volumes, mounts) = crate::volumes::render(&settings.volumes);
         container["volumeMounts"] = json!(mounts);
         pod_volumes = Some(volumes);
@@ -409,15 +436,18 @@ pub fn job(
     }
     // The run's Job starts suspended (see the module doc); step Jobs are created by the
     // coordinator once the ConfigMap exists, and start at once.
+    let launcher = matches!(kind, JobKind::Launcher);
     let mut spec = json!({
-        "suspend": step.is_none(),
-        "backoffLimit": settings.backoff_limit,
+        "suspend": step.is_none() && !launcher,
+        // A launch that failed after starting its run must not start a second one.
+        "backoffLimit": if launcher { 0 } else { settings.backoff_limit },
         "template": {
             "metadata": { "labels": labels, "annotations": annotations },
             "spec": pod_spec,
         },
     });
-    if let Some(ttl) = settings.ttl_seconds_after_finished {
+    // A schedule's finished launches are kept by its history limits, not a TTL.
+    if let Some(ttl) = settings.ttl_seconds_after_finished.filter(|_| !launcher) {
         spec["ttlSecondsAfterFinished"] = json!(ttl);
     }
     if let Some(deadline) = settings.active_deadline_seconds {
@@ -462,11 +492,38 @@ pub fn run_objects(
                 .collect(),
         ),
     };
-    let metadata = json!({ "name": config, "namespace": namespace, "labels": labels, "annotations": annotations });
+    let orchestrator =
+        (settings.mode == Mode::Steps).then(|| coordinator_settings(settings, namespace));
+    let (config_map, secret) = config_objects(
+        settings,
+        plan,
+        json!({ "name": config, "namespace": namespace, "labels": labels, "annotations": annotations }),
+        store,
+        orchestrator,
+    );
+    RunObjects {
+        namespace: namespace.to_string(),
+        jobs,
+        config_map,
+        secret,
+        step_jobs,
+    }
+}
+
+/// The ConfigMap (the plan; the orchestrator's settings for an agent that hands the plan on;
+/// the store's settings under workload identity) and the Secret (the store's settings) that a
+/// run's or a schedule's Jobs read, under `metadata`.
+pub(crate) fn config_objects(
+    settings: &Settings,
+    plan: &RunPlan,
+    metadata: Value,
+    store: &StoreConnection,
+    orchestrator: Option<Value>,
+) -> (ConfigMap, Option<Secret>) {
     let store_json = serde_json::to_string(store).expect("settings serialise");
     let mut data = json!({ PLAN_KEY: plan.to_json() });
-    if settings.mode == Mode::Steps {
-        data[ORCHESTRATOR_KEY] = json!(coordinator_settings(settings, namespace).to_string());
+    if let Some(orchestrator) = orchestrator {
+        data[ORCHESTRATOR_KEY] = json!(orchestrator.to_string());
     }
     if settings.store_credentials == StoreCredentials::WorkloadIdentity {
         data[STORE_KEY] = json!(store_json);
@@ -491,13 +548,7 @@ pub fn run_objects(
         ),
         StoreCredentials::WorkloadIdentity => None,
     };
-    RunObjects {
-        namespace: namespace.to_string(),
-        jobs,
-        config_map,
-        secret,
-        step_jobs,
-    }
+    (config_map, secret)
 }
 
 /// Who the pod's processes are. Not root by default: the agent holds the store's credentials

@@ -138,6 +138,24 @@ fn short_hash(parts: &[&str]) -> String {
     hasher.finalize().to_hex()[..10].to_string()
 }
 
+/// Longest CronJob name: the CronJob controller appends `-<minutes since the epoch>` (11
+/// characters) to name its Jobs.
+pub const MAX_CRON_JOB_NAME: usize = 52;
+
+/// A schedule's CronJob (and its ConfigMap and Secret): `<prefix><schedule>`, or, when that is
+/// too long, a shortened form with a hash of the whole.
+pub fn schedule_name(prefix: &str, schedule: &str) -> String {
+    let whole = format!("{prefix}{schedule}");
+    if whole.len() <= MAX_CRON_JOB_NAME {
+        return whole;
+    }
+    let hash = short_hash(&[prefix, schedule]);
+    let room = MAX_CRON_JOB_NAME - prefix.len() - hash.len() - 1;
+    let name = format!("{prefix}{}-{hash}", sanitize(schedule, room));
+    debug_assert!(check_dns_label(&name).is_ok(), "{name}");
+    name
+}
+
 /// The Job of a run (mode `pipeline`) or of one step (mode `steps`):
 /// `<prefix><pipeline>[-<step>]-<hash of run id and step>`, ≤ 63 characters.
 pub fn job_name(prefix: &str, pipeline: &str, step: Option<&str>, run_id: &str) -> String {

@@ -67,6 +67,9 @@ pub enum Command {
     /// List, inspect and cancel runs
     #[command(subcommand)]
     Runs(RunsCommand),
+    /// Run a pipeline on a cron schedule, in the cluster (Kubernetes stacks)
+    #[command(subcommand)]
+    Schedule(ScheduleCommand),
     /// Show the logs of a run or of one of its steps
     Logs(LogsArgs),
     /// List and download step outputs
@@ -147,6 +150,103 @@ pub enum OnInterrupt {
 pub struct RenderArgs {
     #[command(flatten)]
     pub pipeline: PipelineArgs,
+    /// Show the schedule `ferry schedule create NAME --cron EXPR` would create instead of a run
+    #[arg(long, value_name = "NAME", requires = "cron")]
+    pub schedule: Option<String>,
+    /// With --schedule: when it fires
+    #[arg(long, value_name = "EXPR", requires = "schedule")]
+    pub cron: Option<String>,
+    #[command(flatten)]
+    pub when: ScheduleOptions,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ScheduleCommand {
+    /// Create a schedule: the pipeline, its parameters and the code as they are now, run at
+    /// every firing with a fresh run id
+    Create(ScheduleCreateArgs),
+    /// List the stack's schedules
+    List(ScheduleListArgs),
+    /// Show a schedule: when it fires, what it runs, its recent runs
+    Show(ScheduleShowArgs),
+    /// Stop a schedule from firing until it is resumed
+    Suspend(ScheduleRefArgs),
+    /// Let a suspended schedule fire again
+    Resume(ScheduleRefArgs),
+    /// Delete a schedule; runs it started that are still going are cancelled
+    Delete(ScheduleRefArgs),
+    /// Start a run of a schedule now
+    Trigger(ScheduleRefArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ScheduleCreateArgs {
+    /// The schedule's name: lower case letters, digits and '-'
+    pub name: String,
+    /// When it fires: five cron fields (minute hour day-of-month month day-of-week, e.g.
+    /// `30 2 * * *`) or @hourly, @daily, @weekly, @monthly, @yearly
+    #[arg(long, value_name = "EXPR")]
+    pub cron: String,
+    #[command(flatten)]
+    pub when: ScheduleOptions,
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
+}
+
+/// How a schedule fires, beyond its cron expression.
+#[derive(Debug, Args)]
+pub struct ScheduleOptions {
+    /// IANA time zone the expression is read in (default UTC), e.g. Europe/Paris
+    #[arg(long, value_name = "TZ")]
+    pub timezone: Option<String>,
+    /// When it fires while its previous run is still going: start beside it, skip this
+    /// firing, or cancel the old run and start anew
+    #[arg(long, value_enum, default_value_t = ConcurrencyArg::Forbid)]
+    pub concurrency: ConcurrencyArg,
+    /// Skip a firing missed by more than this many seconds (the cluster was down) rather
+    /// than start it late
+    #[arg(long, value_name = "SECONDS")]
+    pub starting_deadline: Option<u64>,
+    /// Finished launches of succeeded runs the cluster keeps (run records stay regardless)
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub keep_succeeded: u32,
+    /// Finished launches of failed runs the cluster keeps
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub keep_failed: u32,
+    /// Create it suspended: nothing fires until `ferry schedule resume`
+    #[arg(long)]
+    pub suspended: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ConcurrencyArg {
+    Allow,
+    Forbid,
+    Replace,
+}
+
+#[derive(Debug, Args)]
+pub struct ScheduleRefArgs {
+    /// The schedule's name
+    pub name: String,
+    #[command(flatten)]
+    pub stack: StackArg,
+}
+
+#[derive(Debug, Args)]
+pub struct ScheduleListArgs {
+    #[command(flatten)]
+    pub stack: StackArg,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ScheduleShowArgs {
+    #[command(flatten)]
+    pub schedule: ScheduleRefArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 #[derive(Debug, Args)]

@@ -49,6 +49,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Validate(args) => commands::validate::run(&ctx, args),
         Command::Package(args) => commands::package::run(&ctx, args),
         Command::Runs(command) => commands::runs::run(&ctx, command),
+        Command::Schedule(command) => commands::schedule::run(&ctx, command),
         Command::Logs(args) => commands::logs::run(&ctx, args),
         Command::Artifacts(command) => commands::artifacts::run(&ctx, command),
         Command::Stack(command) => commands::stack::run(&ctx, command),

@@ -9,11 +9,12 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, Result};
 use orchestrator_core::pipeline::Pipeline;
 use orchestrator_core::run::{RunPlan, RunRecord, RunRecords};
+use orchestrator_core::schedule::{Concurrency, ScheduleSpec};
 use orchestrator_host::lifecycle::plan::PlanRequest;
 use orchestrator_host::package::Package;
 use orchestrator_host::stack::Stack;
 
-use crate::args::{PipelineArgs, RunRefArgs};
+use crate::args::{ConcurrencyArg, PipelineArgs, RunRefArgs, ScheduleOptions};
 use crate::context::Context;
 use crate::output::hint;
 
@@ -112,6 +113,32 @@ impl RunOptions {
         .with_context(|| format!("cannot read the project at {}", project_root.display()))?;
         Ok((plan, self.stack))
     }
+}
+
+/// A schedule's spec from `--cron` and the options beside it.
+pub fn schedule_spec(name: &str, cron: &str, options: &ScheduleOptions) -> ScheduleSpec {
+    ScheduleSpec {
+        name: name.to_string(),
+        cron: cron.to_string(),
+        timezone: options.timezone.clone(),
+        concurrency: match options.concurrency {
+            ConcurrencyArg::Allow => Concurrency::Allow,
+            ConcurrencyArg::Forbid => Concurrency::Forbid,
+            ConcurrencyArg::Replace => Concurrency::Replace,
+        },
+        starting_deadline_seconds: options.starting_deadline,
+        successful_history: options.keep_succeeded,
+        failed_history: options.keep_failed,
+        suspend: options.suspended,
+    }
+}
+
+/// A run plan made a schedule's template: no run id (each firing mints one), the schedule
+/// named for the records of its runs.
+pub fn into_template(mut plan: RunPlan, schedule: &str) -> RunPlan {
+    plan.run_id = String::new();
+    plan.schedule = Some(schedule.to_string());
+    plan
 }
 
 /// A run named on the command line (an id, or `latest`/`last`), found in its stack's store.

@@ -350,6 +350,50 @@ const CASES: &[Case] = &[
         error: "error: cannot open stack `a`: orchestrator `kubernetes` could not be created: kubernetes: setting `image_pull_policy`: `Sometimes` is not a pull policy; use Always, Never or IfNotPresent",
     },
     Case {
+        what: "a schedule on the local stack",
+        files: &[OK_PIPELINE],
+        args: &["schedule", "create", "nightly", "--cron", "0 2 * * *", "p"],
+        code: 1,
+        error: "error: stack `local` (orchestrator `local`): this orchestrator cannot keep schedules: a schedule fires with nobody's ferry running, so it needs a cluster (an orchestrator such as `kubernetes`)",
+    },
+    Case {
+        what: "a schedule with a six-field cron expression",
+        files: &[
+            OK_PIPELINE,
+            (
+                "ferry.toml",
+                "[stacks.a]\norchestrator = { plugin = \"kubernetes\", settings = { kubeconfig = \"/nonexistent/kubeconfig\" } }\nstore = { plugin = \"local\" }\n",
+            ),
+        ],
+        args: &[
+            "schedule",
+            "create",
+            "nightly",
+            "--cron",
+            "0 0 2 * * *",
+            "p",
+            "--stack",
+            "a",
+        ],
+        code: 1,
+        error: "error: stack `a` (orchestrator `kubernetes`): `0 0 2 * * *` is not a cron expression a CronJob accepts: it has 6 fields, not 5; write five fields, minute hour day-of-month month day-of-week (`30 2 * * *` is 02:30 every day), or @hourly, @daily, @weekly, @monthly, @yearly",
+    },
+    Case {
+        what: "a schedule name a CronJob cannot carry",
+        files: &[
+            OK_PIPELINE,
+            (
+                "ferry.toml",
+                "[stacks.a]\norchestrator = { plugin = \"kubernetes\", settings = { kubeconfig = \"/nonexistent/kubeconfig\" } }\nstore = { plugin = \"local\" }\n",
+            ),
+        ],
+        args: &[
+            "schedule", "create", "Nightly", "--cron", "@daily", "p", "--stack", "a",
+        ],
+        code: 1,
+        error: "error: stack `a` (orchestrator `kubernetes`): schedule name `Nightly` must consist of lower case letters, digits and '-', start with a letter and not end with '-'",
+    },
+    Case {
         what: "a store path that is not a string",
         files: &[
             OK_PIPELINE,

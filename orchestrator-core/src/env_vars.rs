@@ -59,3 +59,8 @@ pub fn env_suffix(name: &str) -> String {
         })
         .collect()
 }
+
+/// `ferry agent run` of a schedule's launch (its plan is a template): the id its run gets,
+/// chosen by whoever started the launch by hand (`ferry schedule trigger`); a launch the
+/// schedule fired mints one.
+pub const FERRY_AGENT_RUN_ID: &str = "FERRY_AGENT_RUN_ID";

@@ -157,6 +157,11 @@ pub enum ScheduleRequest {
         spec: ScheduleSpec,
         plan: RunPlan,
     },
+    /// Whether the orchestrator would accept `spec` (its name, its cron expression): asked
+    /// first, before the code package is even built.
+    Check {
+        spec: ScheduleSpec,
+    },
     /// What `Create` would create, human-readable, without creating it.
     Render {
         spec: ScheduleSpec,
@@ -187,6 +192,8 @@ pub enum ScheduleRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "reply", rename_all = "snake_case")]
 pub enum ScheduleReply {
+    /// To `Check`: the spec is acceptable.
+    Checked,
     /// To `Render`.
     Rendered { text: String },
     /// To `Create`, `Show`, `Suspend`, `Resume`.

@@ -9,5 +9,6 @@ pub mod package;
 pub mod plugins;
 pub mod run;
 pub mod runs;
+pub mod schedule;
 pub mod stack;
 pub mod validate;

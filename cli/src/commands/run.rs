@@ -4,13 +4,14 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, Result};
 use console::Style;
+use orchestrator_core::schedule::{ScheduleReply, ScheduleRequest};
 use orchestrator_host::lifecycle;
 
 use crate::args::{RenderArgs, RunArgs};
 use crate::context::Context;
 use crate::output::outln;
 use crate::progress::RunDisplay;
-use crate::resolve::RunOptions;
+use crate::resolve::{self, RunOptions};
 
 pub fn run(ctx: &Context, args: RunArgs) -> Result<ExitCode> {
     let options = RunOptions::resolve(ctx, &args.pipeline)?;
@@ -100,10 +101,32 @@ pub fn render(ctx: &Context, args: RenderArgs) -> Result<ExitCode> {
         None
     };
     let (plan, stack) = options.into_plan(ctx, false, package.as_ref())?;
-    let rendered = stack
-        .orchestrator
-        .render(&plan)
-        .with_context(|| format!("cannot render pipeline `{}`", plan.pipeline.name))?;
+    let rendered = match (&args.schedule, &args.cron) {
+        (Some(name), Some(cron)) => {
+            let spec = resolve::schedule_spec(name, cron, &args.when);
+            let request = ScheduleRequest::Render {
+                spec,
+                plan: resolve::into_template(plan, name),
+            };
+            match stack.orchestrator.schedules(&request).with_context(|| {
+                format!(
+                    "cannot render schedule `{name}` on stack `{}` (orchestrator `{}`)",
+                    stack.name,
+                    stack.orchestrator.name()
+                )
+            })? {
+                ScheduleReply::Rendered { text } => text,
+                _ => anyhow::bail!(
+                    "orchestrator `{}` answered a render request with the wrong kind of reply; upgrade the plugin",
+                    stack.orchestrator.name()
+                ),
+            }
+        }
+        _ => stack
+            .orchestrator
+            .render(&plan)
+            .with_context(|| format!("cannot render pipeline `{}`", plan.pipeline.name))?,
+    };
     crate::output::text(&rendered);
     if !rendered.ends_with('\n') {
         outln!();

@@ -35,11 +35,16 @@ pub fn run(ctx: &Context, command: RunsCommand) -> Result<ExitCode> {
                 );
                 return Ok(ExitCode::SUCCESS);
             }
-            let rows: Vec<Vec<String>> = records.iter().map(list_row).collect();
-            output::table(
-                &["RUN", "PIPELINE", "STATUS", "STARTED", "DURATION", "STEPS"],
-                &rows,
-            );
+            let mut header = vec!["RUN", "PIPELINE", "STATUS", "STARTED", "DURATION", "STEPS"];
+            let mut rows: Vec<Vec<String>> = records.iter().map(list_row).collect();
+            // The schedule that started a run, when any run listed has one.
+            if records.iter().any(|r| r.schedule.is_some()) {
+                header.push("SCHEDULE");
+                for (row, record) in rows.iter_mut().zip(&records) {
+                    row.push(record.schedule.clone().unwrap_or_else(|| "-".into()));
+                }
+            }
+            output::table(&header, &rows);
             Ok(ExitCode::SUCCESS)
         }
         RunsCommand::Show(args) => {
@@ -98,6 +103,9 @@ fn show(record: &RunRecord) {
     );
     if let Some(error) = &record.error {
         outln!("{} {error}", bold.apply_to("error"));
+    }
+    if let Some(schedule) = &record.schedule {
+        outln!("{} {schedule}", bold.apply_to("schedule"));
     }
     outln!(
         "{} {} ({})",

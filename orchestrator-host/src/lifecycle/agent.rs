@@ -16,8 +16,10 @@ use std::path::{Path, PathBuf};
 
 use orchestrator_core::PluginError;
 use orchestrator_core::env_vars::{
-    FERRY_AGENT_ORCHESTRATOR, FERRY_AGENT_PLAN, FERRY_AGENT_PRIOR_ATTEMPTS, FERRY_AGENT_STORE,
+    FERRY_AGENT_ORCHESTRATOR, FERRY_AGENT_PLAN, FERRY_AGENT_PRIOR_ATTEMPTS, FERRY_AGENT_RUN_ID,
+    FERRY_AGENT_STORE,
 };
+use orchestrator_core::host::OrchestratorHandle;
 use orchestrator_core::run::{
     Event, RunPlan, RunRecord, RunRecords, RunStatus, StepRecord, StepStatus,
 };
@@ -90,6 +92,9 @@ pub struct Agent {
     /// The pod's working directory: the code is unpacked under it.
     workdir: PathBuf,
     search: SearchPath,
+    /// A schedule's launch: the plan was a template, whose run this agent started (and
+    /// cancels if it is stopped).
+    launch: bool,
 }
 
 impl Agent {
@@ -100,6 +105,9 @@ impl Agent {
         let store_settings = take_secret_env(FERRY_AGENT_STORE)?;
         let mut plan = RunPlan::from_json(&env(FERRY_AGENT_PLAN)?).map_err(AgentError::Plan)?;
         plan.only_step = only_step;
+        // A schedule's template: this launch's run gets its id here.
+        let launch = plan.is_template();
+        plan.mint_run_id(std::env::var(FERRY_AGENT_RUN_ID).ok());
         if let Ok(prior) = std::env::var(FERRY_AGENT_PRIOR_ATTEMPTS) {
             plan.prior_attempts =
                 serde_json::from_str(&prior).map_err(|source| AgentError::Malformed {
@@ -132,6 +140,7 @@ impl Agent {
             connection,
             workdir,
             search,
+            launch,
         })
     }
 
@@ -178,12 +187,21 @@ impl Agent {
             "ferry agent: run {} of `{}` coordinated by `{plugin}`",
             self.plan.run_id, self.plan.pipeline.name
         );
-        let run_id = orchestrator
-            .submit(&self.plan)
-            .map_err(run("starting the run"))?;
-        orchestrator
-            .stream_events(&run_id, None, true, &mut *sink)
-            .map_err(run("following the run"))?;
+        std::thread::scope(|scope| -> Result<()> {
+            // Closed when this scope ends, which stops the watch for SIGTERM.
+            let (_followed, done) = tokio::sync::oneshot::channel::<()>();
+            if self.launch {
+                let (orchestrator, run_id) = (&orchestrator, self.plan.run_id.as_str());
+                scope.spawn(move || cancel_when_stopped(orchestrator, run_id, done));
+            }
+            let run_id = orchestrator
+                .submit(&self.plan)
+                .map_err(run("starting the run"))?;
+            orchestrator
+                .stream_events(&run_id, None, true, &mut *sink)
+                .map_err(run("following the run"))
+        })?;
+        let run_id = self.plan.run_id.clone();
         orchestrator
             .status(&run_id)
             .map_err(run("reading the run's result"))
@@ -270,6 +288,39 @@ impl Agent {
         if let Err(write_error) = written {
             eprintln!("ferry agent: cannot record the failure: {write_error}");
         }
+    }
+}
+
+/// A schedule's launch that is stopped (its CronJob replaced it, or the schedule was deleted)
+/// cancels its run: the run goes with the launch that the schedule counts as active.
+fn cancel_when_stopped(
+    orchestrator: &OrchestratorHandle,
+    run_id: &str,
+    done: tokio::sync::oneshot::Receiver<()>,
+) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return;
+    };
+    let stopped = runtime.block_on(async {
+        let Ok(mut terminate) = signal(SignalKind::terminate()) else {
+            return false;
+        };
+        tokio::select! {
+            _ = terminate.recv() => true,
+            _ = done => false,
+        }
+    });
+    if stopped {
+        eprintln!("ferry agent: this launch was stopped (SIGTERM); cancelling run {run_id}");
+        if let Err(error) = orchestrator.cancel(run_id) {
+            eprintln!("ferry agent: cannot cancel run {run_id}: {error}");
+        }
+        // The run is over: nothing is left to follow.
+        std::process::exit(143);
     }
 }
 
