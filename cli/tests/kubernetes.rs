@@ -206,6 +206,18 @@ fn readme_role() -> String {
     readme[start..end].to_string()
 }
 
+/// The Role the README's schedules section documents for launches, verbatim.
+fn readme_launcher_role() -> String {
+    let readme =
+        std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
+            .unwrap();
+    let start = readme
+        .find("apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: { name: ferry-launcher")
+        .expect("the README documents the launcher's Role");
+    let end = start + readme[start..].find("```").unwrap();
+    readme[start..end].to_string()
+}
+
 fn kubectl(cluster: &Cluster, args: &[&str]) -> String {
     let out = kubectl_output(cluster, args);
     assert!(
@@ -1650,4 +1662,144 @@ fn a_steps_coordinator_whose_pod_dies_is_replaced_and_the_run_finishes() {
     );
     let logs = project.ferry(&["logs", &id, "second"]);
     assert!(logs.stdout().contains("second done"), "{}", logs.stdout());
+}
+
+/// Polls the store until run `id` exists and has ended (a schedule's launch writes its record
+/// once its pod has started).
+fn wait_for_scheduled_run(project: &Project, id: &str, within: Duration) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let show = project.ferry(&["runs", "show", id, "--output", "json"]);
+        if let Ok(record) = serde_json::from_str::<serde_json::Value>(&show.stdout())
+            && !matches!(record["status"].as_str(), Some("pending" | "running"))
+        {
+            return record;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "run {id} has not ended within {within:?}: {}{}",
+            show.stdout(),
+            show.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// The newest run whose record names `schedule`, once one exists.
+fn wait_for_a_run_of(project: &Project, schedule: &str, within: Duration) -> String {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let list = project.ferry(&["runs", "list", "--output", "json"]);
+        list.success();
+        let records: Vec<serde_json::Value> = serde_json::from_str(&list.stdout()).unwrap();
+        if let Some(record) = records.iter().find(|r| r["schedule"] == schedule) {
+            return record["run_id"].as_str().unwrap().to_string();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "schedule {schedule} started no run within {within:?}"
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+#[test]
+fn a_schedule_runs_its_pipeline_when_triggered_and_when_its_cron_fires() {
+    let cluster = Cluster::start();
+    cluster.grant_coordinator_role("ferry-launcher", &readme_launcher_role());
+    let project = cluster.project("hello", "service_account = \"ferry-launcher\"");
+
+    // Suspended: it only runs when triggered.
+    let created = project.ferry(&[
+        "schedule",
+        "create",
+        "nightly",
+        "--cron",
+        "30 2 * * *",
+        "--suspended",
+        "hello",
+        "--param",
+        "name=scheduler",
+    ]);
+    created.success();
+    assert!(
+        created
+            .stdout()
+            .contains("schedule nightly created: `30 2 * * *` runs pipeline hello"),
+        "{}",
+        created.stdout()
+    );
+    let cron_jobs: serde_json::Value = serde_json::from_str(&kubectl(
+        &cluster,
+        &[
+            "get",
+            "cronjobs",
+            "-l",
+            "ferry.dev/schedule=nightly",
+            "-o",
+            "json",
+        ],
+    ))
+    .unwrap();
+    let cron_job = &cron_jobs["items"][0];
+    assert_eq!(cron_job["spec"]["schedule"], "30 2 * * *", "{cron_job:#}");
+    assert_eq!(cron_job["spec"]["suspend"], true, "{cron_job:#}");
+    assert_eq!(
+        cron_job["spec"]["concurrencyPolicy"], "Forbid",
+        "{cron_job:#}"
+    );
+    let listed = project.ferry(&["schedule", "list", "--output", "json"]);
+    listed.success();
+    let listed: serde_json::Value = serde_json::from_str(&listed.stdout()).unwrap();
+    assert_eq!(listed[0]["spec"]["name"], "nightly", "{listed:#}");
+    assert_eq!(listed[0]["pipeline"], "hello", "{listed:#}");
+    assert_eq!(listed[0]["params"]["name"], "scheduler", "{listed:#}");
+
+    let triggered = project.ferry(&["schedule", "trigger", "nightly"]);
+    triggered.success();
+    let id = triggered.stdout().trim().to_string();
+    let record = wait_for_scheduled_run(&project, &id, Duration::from_secs(180));
+    assert_eq!(record["status"], "succeeded", "{record:#}");
+    assert_eq!(record["schedule"], "nightly", "{record:#}");
+    assert_eq!(record["params"]["name"], "scheduler", "{record:#}");
+    let report = project.ferry(&["logs", &id, "report"]);
+    report.success();
+    assert!(report.stdout().contains("scheduler"), "{}", report.stdout());
+    let runs = project.ferry(&["runs", "list"]);
+    assert!(
+        runs.stdout().contains("SCHEDULE") && runs.stdout().contains("nightly"),
+        "{}",
+        runs.stdout()
+    );
+    let shown = project.ferry(&["schedule", "show", "nightly"]);
+    shown.success();
+    assert!(shown.stdout().contains(&id), "{}", shown.stdout());
+
+    // Every minute, by itself: its run has an id of its own.
+    project
+        .ferry(&[
+            "schedule",
+            "create",
+            "minutely",
+            "--cron",
+            "* * * * *",
+            "hello",
+        ])
+        .success();
+    let fired = wait_for_a_run_of(&project, "minutely", Duration::from_secs(150));
+    assert_ne!(fired, id);
+    let record = wait_for_scheduled_run(&project, &fired, Duration::from_secs(180));
+    assert_eq!(record["status"], "succeeded", "{record:#}");
+
+    for name in ["nightly", "minutely"] {
+        project.ferry(&["schedule", "delete", name]).success();
+    }
+    let left = kubectl(&cluster, &["get", "cronjobs", "-o", "name"]);
+    assert!(left.trim().is_empty(), "{left}");
+    let gone = project.ferry(&["schedule", "show", "nightly"]);
+    assert!(
+        gone.stderr().contains("no schedule `nightly`"),
+        "{}",
+        gone.stderr()
+    );
 }
