@@ -657,35 +657,61 @@ fn rendered_objects_pass_kubernetes_validate_for_a_matrix_of_settings() {
             map.remove("secret_access_key");
         }
         let project = cluster.project_with_store("ml", settings, store);
-        let render = project.ferry(&["render", "ml"]);
-        render.success();
-        let file = project.path().join(format!("rendered-{i}.yaml"));
-        std::fs::write(&file, render.stdout()).unwrap();
-        let out = Command::new(&validate)
-            .args(["--strict", "--kubernetes-version", "1.37.0"])
-            .arg(&file)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "settings {settings:?}: kubernetes-validate refused the rendered objects:\n{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            render.stdout()
-        );
-        // The real API server (admission, defaulting, strict field validation) accepts exactly
-        // what ferry would create.
-        let applied = kubectl_output(
-            &cluster,
-            &[
-                "create",
-                "--dry-run=server",
-                "--validate=strict",
-                "-f",
-                file.to_str().unwrap(),
-            ],
-        );
-        let stderr = String::from_utf8_lossy(&applied.stderr);
-        assert!(applied.status.success(), "settings {settings:?}: {stderr}");
+        // A run's objects, and a schedule's (its CronJob's Jobs are launches).
+        let schedule = [
+            "--schedule",
+            "nightly",
+            "--cron",
+            "0 2 * * 1-5",
+            "--timezone",
+            "Europe/Paris",
+            "--concurrency",
+            "replace",
+            "--starting-deadline",
+            "300",
+            "--keep-failed",
+            "2",
+        ];
+        for (what, extra) in [("run", &[][..]), ("schedule", &schedule[..])] {
+            let mut args = vec!["render", "ml"];
+            args.extend_from_slice(extra);
+            let render = project.ferry(&args);
+            render.success();
+            let yaml = render.stdout();
+            if what == "schedule" {
+                assert!(yaml.contains("kind: CronJob"), "{yaml}");
+                assert!(yaml.contains("timeZone: Europe/Paris"), "{yaml}");
+            }
+            let file = project.path().join(format!("rendered-{what}-{i}.yaml"));
+            std::fs::write(&file, &yaml).unwrap();
+            let out = Command::new(&validate)
+                .args(["--strict", "--kubernetes-version", "1.37.0"])
+                .arg(&file)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "settings {settings:?}, {what}: kubernetes-validate refused the rendered objects:\n{}\n{yaml}",
+                String::from_utf8_lossy(&out.stdout),
+            );
+            // The real API server (admission, defaulting, strict field validation) accepts
+            // exactly what ferry would create.
+            let applied = kubectl_output(
+                &cluster,
+                &[
+                    "create",
+                    "--dry-run=server",
+                    "--validate=strict",
+                    "-f",
+                    file.to_str().unwrap(),
+                ],
+            );
+            let stderr = String::from_utf8_lossy(&applied.stderr);
+            assert!(
+                applied.status.success(),
+                "settings {settings:?}, {what}: {stderr}"
+            );
+        }
     }
 }
 
