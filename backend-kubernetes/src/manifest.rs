@@ -235,45 +235,16 @@ pub fn config_name(settings: &Settings, plan: &RunPlan) -> String {
     run_job_name(settings, plan)
 }
 
-/// A Kubernetes quantity in base units (cores, bytes), for comparing; `None` if malformed.
-fn quantity(text: &str) -> Option<f64> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-'))
-        .unwrap_or(text.len());
-    let (number, suffix) = text.split_at(split);
-    let number: f64 = number.parse().ok()?;
-    let factor = match suffix {
-        "" => 1.0,
-        "m" => 1e-3,
-        "k" => 1e3,
-        "M" => 1e6,
-        "G" => 1e9,
-        "T" => 1e12,
-        "P" => 1e15,
-        "E" => 1e18,
-        "Ki" => 1024f64,
-        "Mi" => 1024f64.powi(2),
-        "Gi" => 1024f64.powi(3),
-        "Ti" => 1024f64.powi(4),
-        "Pi" => 1024f64.powi(5),
-        "Ei" => 1024f64.powi(6),
-        exponent => 10f64.powi(exponent.strip_prefix(['e', 'E'])?.parse().ok()?),
-    };
-    Some(number * factor)
-}
-
 /// The largest of some quantities (kept as written); malformed ones never win.
 fn largest<'a>(quantities: impl Iterator<Item = &'a str>) -> Option<&'a str> {
     quantities
-        .filter_map(|q| quantity(q).map(|v| (v, q)))
+        .filter_map(|q| orchestrator_core::pipeline::quantity(q).map(|v| (v, q)))
         .max_by(|a, b| a.0.total_cmp(&b.0))
         .map(|(_, q)| q)
 }
 
-/// The container's resources: the stack's defaults, overridden by the steps' own. In
-/// `pipeline` mode one pod runs every step, so it asks for the largest cpu, memory and gpu any
-/// step asks for. Memory is also the limit: a step that asks for 2Gi is killed above 2Gi
+/// A step's container resources (`steps` mode): the stack's defaults, overridden by the
+/// step's own (pipeline mode sizes its one pod with `pipeline_sizing`). Memory is also the limit: a step that asks for 2Gi is killed above 2Gi
 /// rather than starving its neighbours.
 fn resources(settings: &Settings, steps: &[&Step]) -> Value {
     let mut resources = settings.resources.clone().unwrap_or_else(|| json!({}));
@@ -301,6 +272,110 @@ fn resources(settings: &Settings, steps: &[&Step]) -> Value {
         }
     }
     resources
+}
+
+/// The most steps of `plan` that can ever run at the same time: the size of the largest set
+/// of steps none of which depends on another, even indirectly (the DAG's width: Dilworth's
+/// theorem, by a maximum matching over the reachability relation). A chain has width 1.
+pub fn dag_width(pipeline: &orchestrator_core::pipeline::Pipeline) -> usize {
+    let order = pipeline.topological_order();
+    let index: BTreeMap<&str, usize> = order
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.name.as_str(), i))
+        .collect();
+    let n = order.len();
+    // reaches[i][j]: step j depends on step i, directly or not.
+    let mut reaches = vec![vec![false; n]; n];
+    for (j, step) in order.iter().enumerate() {
+        for dep in pipeline.dependencies(step) {
+            if let Some(&i) = index.get(dep) {
+                reaches[i][j] = true;
+                for k in 0..n {
+                    if reaches[k][i] {
+                        reaches[k][j] = true;
+                    }
+                }
+            }
+        }
+    }
+    fn augment(
+        u: usize,
+        reaches: &[Vec<bool>],
+        seen: &mut [bool],
+        matched: &mut [Option<usize>],
+    ) -> bool {
+        for v in 0..reaches.len() {
+            if reaches[u][v] && !seen[v] {
+                seen[v] = true;
+                if matched[v].is_none_or(|w| augment(w, reaches, seen, matched)) {
+                    matched[v] = Some(u);
+                    return true;
+                }
+            }
+        }
+        false
+    }
+    let mut matched = vec![None; n];
+    let matching = (0..n)
+        .filter(|&u| augment(u, &reaches, &mut vec![false; n], &mut matched))
+        .count();
+    n - matching
+}
+
+/// Pipeline mode: one pod runs every step, up to `parallelism` at once and never more than
+/// the DAG's width. It asks for the sum of that many of the largest cpu and memory requests
+/// (each summed apart: an upper bound of what runs at once), unless the stack's `resources`
+/// set a request itself, which is then the pod's size. Either way the pod's agent admits a
+/// step only while the requests of the steps running fit in what the pod asked for: the
+/// returned local-orchestrator settings (`parallelism`, `cpu_budget`, `memory_budget`).
+fn pipeline_sizing(settings: &Settings, plan: &RunPlan) -> (Value, Value) {
+    let steps = &plan.pipeline.steps;
+    let at_once = settings.parallelism.min(dag_width(&plan.pipeline)).max(1);
+    let largest_sum = |mut values: Vec<u64>| -> Option<u64> {
+        values.sort_unstable_by(|a, b| b.cmp(a));
+        (!values.is_empty()).then(|| values.into_iter().take(at_once).sum())
+    };
+    let mut resources = settings.resources.clone().unwrap_or_else(|| json!({}));
+    if resources["requests"]["cpu"].is_null()
+        && let Some(millis) = largest_sum(
+            steps
+                .iter()
+                .filter_map(|s| s.resources.cpu_millis())
+                .collect(),
+        )
+    {
+        resources["requests"]["cpu"] = json!(format!("{millis}m"));
+    }
+    if resources["requests"]["memory"].is_null()
+        && let Some(bytes) = largest_sum(
+            steps
+                .iter()
+                .filter_map(|s| s.resources.memory_bytes())
+                .collect(),
+        )
+    {
+        let memory = json!(format!("{}Mi", bytes.div_ceil(1024 * 1024)));
+        resources["requests"]["memory"] = memory.clone();
+        if resources["limits"]["memory"].is_null() {
+            resources["limits"]["memory"] = memory;
+        }
+    }
+    if let Some(gpu) = steps
+        .iter()
+        .filter_map(|s| s.resources.gpu)
+        .max()
+        .or(settings.gpus)
+    {
+        resources["limits"][settings.gpu_resource.as_str()] = json!(gpu.to_string());
+    }
+    let mut local = json!({ "parallelism": at_once });
+    for (request, key) in [("cpu", "cpu_budget"), ("memory", "memory_budget")] {
+        if let Some(value) = resources["requests"][request].as_str() {
+            local[key] = json!(value);
+        }
+    }
+    (resources, local)
 }
 
 /// What a Job of a run does.
@@ -372,7 +447,11 @@ pub fn job(
         args.push(step.to_string());
     }
     let resources = match kind {
-        JobKind::Pipeline => resources(settings, &plan.pipeline.steps.iter().collect::<Vec<_>>()),
+        JobKind::Pipeline => {
+            let (resources, local) = pipeline_sizing(settings, plan);
+            env.push(json!({"name": orchestrator_core::env_vars::FERRY_AGENT_LOCAL_SETTINGS, "value": local.to_string()}));
+            resources
+        }
         JobKind::Coordinator | JobKind::Launcher => coordinator_resources(),
         JobKind::Step(step) => resources(settings, &[step]),
     };
@@ -607,16 +686,82 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn pipeline_mode_asks_for_the_largest_step() {
-        let objects = run_objects(&Settings::default(), &plan(), "ml", &store());
-        let job = serde_json::to_value(&objects.jobs[0]).unwrap();
-        let resources = &job["spec"]["template"]["spec"]["containers"][0]["resources"];
-        assert_eq!(resources["requests"]["cpu"], "2");
-        assert_eq!(resources["limits"]["memory"], "1Gi");
+    fn pipeline_mode_sizes_its_pod_for_what_can_run_at_once_and_tells_the_agent() {
+        let pod = |yaml: &str, settings: &Settings| {
+            let mut plan = plan();
+            plan.pipeline = Pipeline::from_yaml_str(yaml, None).unwrap();
+            let job = serde_json::to_value(&run_objects(settings, &plan, "ml", &store()).jobs[0])
+                .unwrap();
+            let container = job["spec"]["template"]["spec"]["containers"][0].clone();
+            let local = container["env"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|e| e["name"] == "FERRY_AGENT_LOCAL_SETTINGS")
+                .map(|e| serde_json::from_str::<Value>(e["value"].as_str().unwrap()).unwrap())
+                .unwrap();
+            (container["resources"].clone(), local)
+        };
+        // A chain runs one step at a time: the largest step, as before.
+        let chain = "name: hello\nsteps:\n  greet:\n    run: echo hi\n  train_model-2:\n    run: echo train\n    needs: [greet]\n    resources: {cpu: \"2\", memory: 1Gi, gpu: 1}\n";
+        let (resources, local) = pod(chain, &Settings::default());
+        assert_eq!(resources["requests"]["cpu"], "2000m");
+        assert_eq!(resources["limits"]["memory"], "1024Mi");
         assert_eq!(resources["limits"]["nvidia.com/gpu"], "1");
+        assert_eq!(
+            local,
+            json!({"parallelism": 1, "cpu_budget": "2000m", "memory_budget": "1024Mi"})
+        );
+        // Three independent steps and a join: three at once, the three largest added up.
+        let fan = "name: f\nsteps:\n  a: {run: x, resources: {cpu: 500m, memory: 1Gi}}\n  b: {run: x, resources: {cpu: '1', memory: 2Gi}}\n  c: {run: x, resources: {memory: 512Mi}}\n  d: {run: x, needs: [a, b, c], resources: {cpu: '4', memory: 1Gi}}\n";
+        let (resources, local) = pod(fan, &Settings::default());
+        assert_eq!(resources["requests"]["cpu"], "5500m", "{resources}");
+        // d is among the largest although it never runs beside a, b or c: an upper bound.
+        assert_eq!(resources["requests"]["memory"], "4096Mi", "{resources}");
+        assert_eq!(local["parallelism"], 3);
+        // `parallelism` caps it; the stack's own request is the pod's size and budget.
+        let settings = Settings {
+            parallelism: 2,
+            resources: Some(json!({"requests": {"memory": "3Gi"}})),
+            ..Settings::default()
+        };
+        let (resources, local) = pod(fan, &settings);
+        assert_eq!(resources["requests"]["cpu"], "5000m", "{resources}");
+        assert_eq!(resources["requests"]["memory"], "3Gi", "{resources}");
+        assert_eq!(
+            local,
+            json!({"parallelism": 2, "cpu_budget": "5000m", "memory_budget": "3Gi"})
+        );
         assert_eq!(largest(["500m", "1", "0.75"].into_iter()), Some("1"));
         assert_eq!(largest(["512Mi", "1G", "1Gi"].into_iter()), Some("1Gi"));
-        assert_eq!(largest(["lots", "1"].into_iter()), Some("1"));
+    }
+
+    #[test]
+    fn the_width_of_a_dag_is_its_largest_set_of_independent_steps() {
+        let width = |yaml: &str| dag_width(&Pipeline::from_yaml_str(yaml, None).unwrap());
+        assert_eq!(
+            width(
+                "name: c\nsteps:\n  a: {run: x}\n  b: {run: x, needs: [a]}\n  c: {run: x, needs: [b]}\n"
+            ),
+            1
+        );
+        assert_eq!(
+            width(
+                "name: d\nsteps:\n  a: {run: x}\n  b: {run: x, needs: [a]}\n  c: {run: x, needs: [a]}\n  d: {run: x, needs: [b, c]}\n"
+            ),
+            2
+        );
+        // Two chains (a-b, c-d) that e joins: never more than two at once.
+        assert_eq!(
+            width(
+                "name: z\nsteps:\n  a: {run: x}\n  b: {run: x, needs: [a]}\n  c: {run: x}\n  d: {run: x, needs: [c]}\n  e: {run: x, needs: [d, a]}\n"
+            ),
+            2
+        );
+        assert_eq!(
+            width("name: w\nsteps:\n  a: {run: x}\n  b: {run: x}\n  c: {run: x}\n"),
+            3
+        );
     }
 
     #[test]

@@ -64,3 +64,8 @@ pub fn env_suffix(name: &str) -> String {
 /// chosen by whoever started the launch by hand (`ferry schedule trigger`); a launch the
 /// schedule fired mints one.
 pub const FERRY_AGENT_RUN_ID: &str = "FERRY_AGENT_RUN_ID";
+
+/// `ferry agent run` without `FERRY_AGENT_ORCHESTRATOR`: the settings (a JSON object) of the
+/// local orchestrator that runs the steps in the pod, e.g. the parallelism and the
+/// `cpu_budget`/`memory_budget` the pod was sized for.
+pub const FERRY_AGENT_LOCAL_SETTINGS: &str = "FERRY_AGENT_LOCAL_SETTINGS";

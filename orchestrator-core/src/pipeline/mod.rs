@@ -10,4 +10,6 @@ mod parse;
 mod validate;
 
 pub use builder::PipelineBuilder;
-pub use model::{Action, Diagnostic, ParamSpec, Pipeline, PipelineError, Resources, Step};
+pub use model::{
+    Action, Diagnostic, ParamSpec, Pipeline, PipelineError, Resources, Step, quantity,
+};

@@ -142,6 +142,22 @@ impl Resources {
         Resources::default()
     }
 
+    /// The cpu request in millicores (`500m` → 500, `2` → 2000), if set and well formed.
+    pub fn cpu_millis(&self) -> Option<u64> {
+        self.cpu
+            .as_deref()
+            .and_then(quantity)
+            .map(|cores| (cores * 1000.0).ceil() as u64)
+    }
+
+    /// The memory request in bytes (`512Mi`, `1G`, `1000`), if set and well formed.
+    pub fn memory_bytes(&self) -> Option<u64> {
+        self.memory
+            .as_deref()
+            .and_then(quantity)
+            .map(|bytes| bytes.ceil() as u64)
+    }
+
     #[must_use]
     pub fn cpu(mut self, cpu: impl Into<String>) -> Resources {
         self.cpu = Some(cpu.into());
@@ -559,6 +575,36 @@ mod humantime_opt {
     }
 }
 
+/// A Kubernetes quantity (`500m`, `1.5`, `512Mi`, `1G`, `2e3`) in base units (cores, bytes);
+/// `None` if malformed. The one parser of quantities: schedulers compare and add requests
+/// with it.
+pub fn quantity(text: &str) -> Option<f64> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-'))
+        .unwrap_or(text.len());
+    let (number, suffix) = text.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let factor = match suffix {
+        "" => 1.0,
+        "m" => 1e-3,
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "P" => 1e15,
+        "E" => 1e18,
+        "Ki" => 1024f64,
+        "Mi" => 1024f64.powi(2),
+        "Gi" => 1024f64.powi(3),
+        "Ti" => 1024f64.powi(4),
+        "Pi" => 1024f64.powi(5),
+        "Ei" => 1024f64.powi(6),
+        exponent => 10f64.powi(exponent.strip_prefix(['e', 'E'])?.parse().ok()?),
+    };
+    Some(number * factor)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -735,5 +781,19 @@ mod tests {
             err.to_string()
                 .starts_with("/nonexistent/pipeline.yaml: cannot read pipeline file")
         );
+    }
+
+    #[test]
+    fn requests_read_as_millicores_and_bytes() {
+        let r = Resources::new().cpu("500m").memory("1.5Gi");
+        assert_eq!(r.cpu_millis(), Some(500));
+        assert_eq!(r.memory_bytes(), Some(1610612736));
+        assert_eq!(Resources::new().cpu("2").cpu_millis(), Some(2000));
+        assert_eq!(
+            Resources::new().memory("1G").memory_bytes(),
+            Some(1_000_000_000)
+        );
+        assert_eq!(Resources::new().memory("lots").memory_bytes(), None);
+        assert_eq!(Resources::new().cpu_millis(), None);
     }
 }

@@ -16,8 +16,8 @@ use std::path::{Path, PathBuf};
 
 use orchestrator_core::PluginError;
 use orchestrator_core::env_vars::{
-    FERRY_AGENT_ORCHESTRATOR, FERRY_AGENT_PLAN, FERRY_AGENT_PRIOR_ATTEMPTS, FERRY_AGENT_RUN_ID,
-    FERRY_AGENT_STORE,
+    FERRY_AGENT_LOCAL_SETTINGS, FERRY_AGENT_ORCHESTRATOR, FERRY_AGENT_PLAN,
+    FERRY_AGENT_PRIOR_ATTEMPTS, FERRY_AGENT_RUN_ID, FERRY_AGENT_STORE,
 };
 use orchestrator_core::host::OrchestratorHandle;
 use orchestrator_core::run::{
@@ -223,8 +223,16 @@ impl Agent {
         );
         let mut plan = self.plan.clone();
         plan.project_root = code.clone();
+        // What the pod was sized for (parallelism, cpu and memory budgets), if it says.
+        let settings = match std::env::var(FERRY_AGENT_LOCAL_SETTINGS) {
+            Ok(json) => serde_json::from_str(&json).map_err(|source| AgentError::Malformed {
+                what: FERRY_AGENT_LOCAL_SETTINGS,
+                source,
+            })?,
+            Err(_) => Default::default(),
+        };
         let local = LocalOrchestrator::new(
-            PluginConfig::new(Default::default()).with_project_root(&code),
+            PluginConfig::new(settings).with_project_root(&code),
             self.store.clone(),
         )
         .map_err(run("starting the local orchestrator"))?;

@@ -9,6 +9,7 @@
 //! that step's process, and `liveness` keeps a running record's heartbeat and judges other
 //! ferry processes' runs; `events` holds a live run's shared state, `cache` the step cache.
 
+mod budget;
 mod cache;
 mod events;
 mod liveness;

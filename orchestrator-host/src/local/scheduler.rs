@@ -14,6 +14,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use super::LocalSettings;
+use super::budget::Budget;
 use super::cache::{self, CacheEntry};
 use super::events::RunState;
 use super::liveness;
@@ -36,6 +37,7 @@ pub(super) struct Context {
     pub(super) settings: LocalSettings,
     pub(super) run_dir: PathBuf,
     pub(super) slots: Semaphore,
+    pub(super) budget: Budget,
 }
 
 /// Run a whole plan; always leaves a finished record behind.
@@ -48,6 +50,7 @@ pub(super) async fn execute(
     let run_dir = settings.work_dir.join(&plan.run_id);
     let ctx = Arc::new(Context {
         slots: Semaphore::new(settings.parallelism),
+        budget: Budget::new(settings.cpu_budget, settings.memory_budget),
         plan,
         state,
         store,

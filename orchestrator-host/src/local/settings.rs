@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use orchestrator_core::PluginError;
+use orchestrator_core::pipeline::Resources;
 use orchestrator_core::sdk::PluginConfig;
 
 pub(super) const KEYS: &[(&str, &str)] = &[
@@ -20,6 +21,14 @@ pub(super) const KEYS: &[(&str, &str)] = &[
         "keep each run's scratch folder after it ends, for debugging (default false)",
     ),
     (
+        "cpu_budget",
+        "cpu all steps running at once may ask for in their `resources`, e.g. \"4\" or \"3500m\" (default: no limit)",
+    ),
+    (
+        "memory_budget",
+        "memory all steps running at once may ask for in their `resources`, e.g. \"16Gi\" (default: no limit)",
+    ),
+    (
         "grace_period",
         "time a step gets between SIGTERM and SIGKILL on timeout or cancel (default 5s)",
     ),
@@ -31,6 +40,10 @@ pub struct LocalSettings {
     pub work_dir: PathBuf,
     pub keep_work_dirs: bool,
     pub grace_period: Duration,
+    /// `cpu_budget`, in millicores.
+    pub cpu_budget: Option<u64>,
+    /// `memory_budget`, in bytes.
+    pub memory_budget: Option<u64>,
 }
 
 impl LocalSettings {
@@ -64,11 +77,39 @@ impl LocalSettings {
                 ))
             })?,
         };
+        let budget = |key: &str, what: &str| -> Result<Option<Resources>, PluginError> {
+            let Some(text) = config.str_setting(key)? else {
+                return Ok(None);
+            };
+            let resources = match what {
+                "cpu" => Resources::new().cpu(text),
+                _ => Resources::new().memory(text),
+            };
+            let parsed = match what {
+                "cpu" => resources.cpu_millis(),
+                _ => resources.memory_bytes(),
+            };
+            match parsed {
+                Some(n) if n > 0 => Ok(Some(resources)),
+                _ => Err(PluginError::invalid_input(format!(
+                    "`{key}` must be a {what} quantity such as {}, found \"{text}\"",
+                    if what == "cpu" {
+                        "\"4\" or \"3500m\""
+                    } else {
+                        "\"16Gi\""
+                    }
+                ))),
+            }
+        };
+        let cpu_budget = budget("cpu_budget", "cpu")?.and_then(|r| r.cpu_millis());
+        let memory_budget = budget("memory_budget", "memory")?.and_then(|r| r.memory_bytes());
         Ok(Self {
             parallelism,
             work_dir,
             keep_work_dirs,
             grace_period,
+            cpu_budget,
+            memory_budget,
         })
     }
 }

@@ -214,6 +214,21 @@ pub(super) async fn run_step(ctx: &Arc<Context>, name: &str, inputs: StepInputs)
         );
         return Outcome::without_outputs(StepStatus::Cancelled);
     }
+    let resources = ctx
+        .plan
+        .pipeline
+        .step(name)
+        .map(|s| s.resources.clone())
+        .unwrap_or_default();
+    let _admitted = match ctx.budget.admit(&resources).await {
+        Ok(admitted) => admitted,
+        Err(reason) => {
+            ctx.state.emit(notice(Some(name), reason.clone()));
+            set_step_status(ctx, name, StepStatus::Failed, Some(reason));
+            let _ = write_record(ctx).await;
+            return Outcome::without_outputs(StepStatus::Failed);
+        }
+    };
     match try_run_step(ctx, name, &inputs).await {
         Ok(outcome) => outcome,
         Err(e) => {
