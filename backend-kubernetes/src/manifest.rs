@@ -291,9 +291,10 @@ pub fn dag_width(pipeline: &orchestrator_core::pipeline::Pipeline) -> usize {
         for dep in pipeline.dependencies(step) {
             if let Some(&i) = index.get(dep) {
                 reaches[i][j] = true;
-                for k in 0..n {
-                    if reaches[k][i] {
-                        reaches[k][j] = true;
+                // Whatever reaches the dependency (all computed: it comes earlier) reaches j.
+                for row in reaches.iter_mut() {
+                    if row[i] {
+                        row[j] = true;
                     }
                 }
             }

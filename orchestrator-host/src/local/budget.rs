@@ -92,7 +92,7 @@ impl Budget {
 
 fn show(what: &str, total: u32) -> String {
     match what {
-        "cpu" if total % 1000 == 0 => format!("{}", total / 1000),
+        "cpu" if total.is_multiple_of(1000) => format!("{}", total / 1000),
         "cpu" => format!("{total}m"),
         _ => format!("{total}Mi"),
     }
