@@ -219,6 +219,15 @@ pub struct ScheduleOptions {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StatusArg {
+    Pending,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ConcurrencyArg {
     Allow,
     Forbid,
@@ -296,6 +305,18 @@ pub struct RunsListArgs {
     /// How many runs to show
     #[arg(long, short = 'n', default_value_t = 20)]
     pub limit: usize,
+    /// Only runs of this pipeline
+    #[arg(long, value_name = "NAME")]
+    pub pipeline: Option<String>,
+    /// Only runs in this state
+    #[arg(long, value_enum)]
+    pub status: Option<StatusArg>,
+    /// Only runs started by this schedule
+    #[arg(long, value_name = "NAME")]
+    pub schedule: Option<String>,
+    /// Only runs created within this long, e.g. 2h or 7d
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub since: Option<std::time::Duration>,
     #[command(flatten)]
     pub stack: StackArg,
     #[command(flatten)]

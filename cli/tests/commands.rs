@@ -294,6 +294,30 @@ fn runs_logs_and_artifacts_read_back_a_run() {
     let json = project.ferry(&["runs", "list", "--output", "json"]);
     let runs: serde_json::Value = serde_json::from_str(&json.stdout()).unwrap();
     assert_eq!(runs[0]["run_id"], run_id.as_str());
+    let listed = |args: &[&str]| -> usize {
+        let mut all = vec!["runs", "list", "--output", "json"];
+        all.extend_from_slice(args);
+        let out = project.ferry(&all);
+        out.success();
+        serde_json::from_str::<Vec<serde_json::Value>>(&out.stdout())
+            .unwrap()
+            .len()
+    };
+    let pipeline = project.latest_record()["pipeline"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        listed(&["--pipeline", &pipeline, "--status", "succeeded"]),
+        1
+    );
+    assert_eq!(listed(&["--since", "1h"]), 1);
+    assert_eq!(listed(&["--status", "failed"]), 0);
+    assert_eq!(listed(&["--pipeline", "another"]), 0);
+    assert_eq!(listed(&["--schedule", "nightly"]), 0);
+    project
+        .ferry(&["runs", "list", "--status", "sideways"])
+        .failure(2);
 
     let show = project.ferry(&["runs", "show", "latest"]);
     show.success();

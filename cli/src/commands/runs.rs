@@ -4,9 +4,9 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, Result};
 use console::Style;
-use orchestrator_core::run::RunRecord;
+use orchestrator_core::run::{RunRecord, RunStatus};
 
-use crate::args::{OutputFormat, RunsCommand};
+use crate::args::{OutputFormat, RunsCommand, RunsListArgs, StatusArg};
 use crate::context::{Context, run_ids};
 use crate::output;
 use crate::output::outln;
@@ -16,10 +16,25 @@ pub fn run(ctx: &Context, command: RunsCommand) -> Result<ExitCode> {
     match command {
         RunsCommand::List(args) => {
             let stack = ctx.open_stack(args.stack.stack.as_deref())?;
+            let since = args
+                .since
+                .and_then(|d| chrono::Duration::from_std(d).ok())
+                .map(|d| chrono::Utc::now() - d);
             let mut records = Vec::new();
-            for id in run_ids(&stack)?.into_iter().take(args.limit) {
+            for id in run_ids(&stack)? {
+                if records.len() == args.limit {
+                    break;
+                }
                 match stack.orchestrator.status(&id) {
-                    Ok(record) => records.push(record),
+                    Ok(record) => {
+                        // Newest first: the first run older than --since ends the listing.
+                        if since.is_some_and(|since| record.created_at < since) {
+                            break;
+                        }
+                        if wanted(&record, &args) {
+                            records.push(record);
+                        }
+                    }
                     // A run whose record is being written for the first time, or was removed.
                     Err(e) => tracing::warn!("skipping run {id}: {e}"),
                 }
@@ -66,6 +81,23 @@ pub fn run(ctx: &Context, command: RunsCommand) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Whether a run passes `runs list`'s filters.
+fn wanted(record: &RunRecord, args: &RunsListArgs) -> bool {
+    let status = args.status.map(|s| match s {
+        StatusArg::Pending => RunStatus::Pending,
+        StatusArg::Running => RunStatus::Running,
+        StatusArg::Succeeded => RunStatus::Succeeded,
+        StatusArg::Failed => RunStatus::Failed,
+        StatusArg::Cancelled => RunStatus::Cancelled,
+    });
+    args.pipeline.as_ref().is_none_or(|p| &record.pipeline == p)
+        && status.is_none_or(|s| record.status == s)
+        && args
+            .schedule
+            .as_ref()
+            .is_none_or(|s| record.schedule.as_ref() == Some(s))
 }
 
 fn list_row(record: &RunRecord) -> Vec<String> {
