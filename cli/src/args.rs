@@ -129,8 +129,8 @@ pub struct RunArgs {
     /// Run every step, even those with a cached result
     #[arg(long)]
     pub no_cache: bool,
-    /// Start the run and print its id without following it (remote stacks); reattach with
-    /// `ferry logs -f RUN` or `ferry runs show RUN`
+    /// Start the run and print its id without following it (on the local stack it goes on in
+    /// a background ferry); reattach with `ferry logs -f RUN` or `ferry runs show RUN`
     #[arg(long)]
     pub detach: bool,
     /// What Ctrl-C does to a run on a remote stack: ask (on a terminal; detach otherwise),

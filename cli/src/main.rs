@@ -3,6 +3,7 @@
 mod args;
 mod commands;
 mod context;
+mod detach;
 mod interrupt;
 mod output;
 mod progress;

@@ -660,3 +660,100 @@ fn hostile_parameter_values_reach_steps_byte_for_byte() {
     assert!(!project.path().join("pwned").exists());
     assert!(!project.path().join("pwned2").exists());
 }
+
+/// `ferry runs show RUN --output json`, parsed.
+fn shown(project: &Project, id: &str) -> serde_json::Value {
+    let show = project.ferry(&["runs", "show", id, "--output", "json"]);
+    show.success();
+    serde_json::from_str(&show.stdout()).unwrap()
+}
+
+/// Polls until run `id` has ended (at most `within`).
+fn wait_until_ended(project: &Project, id: &str, within: Duration) -> serde_json::Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let record = shown(project, id);
+        if !matches!(record["status"].as_str(), Some("pending" | "running")) {
+            return record;
+        }
+        assert!(Instant::now() < deadline, "still going: {record:#}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The session id of a process (field 6 of /proc/PID/stat).
+fn session_of(pid: i64) -> i64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+    after_name
+        .split_whitespace()
+        .nth(3)
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn a_detached_local_run_outlives_its_terminal_and_is_followed_cancelled_or_judged_from_another() {
+    let project = Project::new();
+    project.write(
+        "pipeline.yaml",
+        "name: bg\nsteps:\n  a:\n    run: sleep 1; echo done > \"$FERRY_OUTPUT_DIR/out.txt\"\n    outputs: [out.txt]\n  b:\n    inputs: [a]\n    run: cat \"$FERRY_INPUT_A\"/out.txt\n",
+    );
+    // The starting ferry returns at once (and its pipes close: the background one has none).
+    let started = project.ferry(&["run", "--detach"]);
+    started.success();
+    let id = started.stdout().trim().to_string();
+    assert!(
+        started.stderr().contains("running in the background"),
+        "{}",
+        started.stderr()
+    );
+    let record = shown(&project, &id);
+    assert_eq!(record["status"], "running", "{record:#}");
+    let pid = record["pid"].as_i64().unwrap();
+    // A session of its own: the terminal's hangup never reaches it.
+    assert_eq!(session_of(pid), pid);
+    // `logs -f` from another terminal follows it to its end.
+    let followed = project.ferry(&["logs", "-f", &id, "b"]);
+    followed.success();
+    assert_eq!(followed.stdout().trim(), "done");
+    let record = wait_until_ended(&project, &id, Duration::from_secs(20));
+    assert_eq!(record["status"], "succeeded", "{record:#}");
+
+    project.write(
+        "pipeline.yaml",
+        "name: bg\nsteps:\n  nap:\n    run: sleep 60\n",
+    );
+    let id = project
+        .ferry(&["run", "--detach"])
+        .stdout()
+        .trim()
+        .to_string();
+    project.ferry(&["runs", "cancel", &id]).success();
+    let record = wait_until_ended(&project, &id, Duration::from_secs(20));
+    assert_eq!(record["status"], "cancelled", "{record:#}");
+
+    // A background ferry that dies is shown failed, never running forever.
+    let id = project
+        .ferry(&["run", "--detach"])
+        .stdout()
+        .trim()
+        .to_string();
+    let pid = shown(&project, &id)["pid"].as_i64().unwrap();
+    // SAFETY: kill(2) on the background ferry this test started.
+    unsafe {
+        libc::kill(pid as i32, libc::SIGKILL);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while process_alive(pid as i32) {
+        assert!(Instant::now() < deadline, "pid {pid} survived SIGKILL");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let record = shown(&project, &id);
+    assert_eq!(record["status"], "failed", "{record:#}");
+    assert!(
+        record["error"].as_str().unwrap().starts_with("interrupted"),
+        "{record:#}"
+    );
+}

@@ -4,17 +4,24 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, Result};
 use console::Style;
+use orchestrator_core::run::RunRecords;
 use orchestrator_core::schedule::{ScheduleReply, ScheduleRequest};
 use orchestrator_host::lifecycle;
 
 use crate::args::{RenderArgs, RunArgs};
 use crate::context::Context;
+use crate::detach;
 use crate::output::outln;
 use crate::progress::RunDisplay;
 use crate::resolve::{self, RunOptions};
 
 pub fn run(ctx: &Context, args: RunArgs) -> Result<ExitCode> {
     let options = RunOptions::resolve(ctx, &args.pipeline)?;
+    // An orchestrator that runs steps from this process (the local one) goes on in a
+    // background ferry when detached (see `detach`).
+    if args.detach && !options.stack.orchestrator.wants_code_package() {
+        return detach_locally(ctx, options, args.no_cache);
+    }
     // Remote orchestrators run steps elsewhere: ship the code first.
     let package = if options.stack.orchestrator.wants_code_package() {
         let package = ctx.build_package()?;
@@ -23,7 +30,11 @@ pub fn run(ctx: &Context, args: RunArgs) -> Result<ExitCode> {
     } else {
         None
     };
-    let (plan, stack) = options.into_plan(ctx, args.no_cache, package.as_ref())?;
+    let (mut plan, stack) = options.into_plan(ctx, args.no_cache, package.as_ref())?;
+    // The background ferry of a detached local run: the id the detaching ferry printed.
+    if let Some(run_id) = detach::run_id_from_env() {
+        plan.run_id = run_id;
+    }
     let dim = Style::new().dim();
     let header = format!(
         "{} {} {}",
@@ -90,6 +101,27 @@ pub fn run(ctx: &Context, args: RunArgs) -> Result<ExitCode> {
         .with_context(|| format!("cannot read the result of run {run_id}"))?;
     display.finish(&record);
     Ok(ExitCode::from(lifecycle::exit_status(&record)))
+}
+
+/// `ferry run --detach` on the local stack: the pipeline and parameters are checked here,
+/// then a background ferry runs it; prints the run id once its record exists.
+fn detach_locally(ctx: &Context, options: RunOptions, no_cache: bool) -> Result<ExitCode> {
+    let (plan, stack) = options.into_plan(ctx, no_cache, None)?;
+    let run_id = plan.run_id.clone();
+    let log = detach::log_file(&ctx.config.project_root, &run_id);
+    let records = RunRecords::new(stack.store.clone());
+    let pid = detach::spawn(&run_id, &log, || {
+        records.get(&run_id).ok().flatten().is_some()
+    })?;
+    outln!("{run_id}");
+    eprintln!(
+        "{}",
+        Style::new().dim().apply_to(format!(
+            "running in the background (pid {pid}, output in {}); follow with `ferry logs -f {run_id}`, stop with `ferry runs cancel {run_id}`",
+            log.display()
+        ))
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 pub fn render(ctx: &Context, args: RenderArgs) -> Result<ExitCode> {

@@ -42,7 +42,18 @@ pub(super) fn host_name() -> String {
 fn process_alive(pid: u32) -> bool {
     // SAFETY: kill with signal 0 only checks for existence.
     let result = unsafe { libc::kill(pid as i32, 0) };
-    result == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    let exists = result == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+    // A zombie exists until its parent reaps it, which may be never: a detached ferry whose
+    // parent exited is reparented to an init that may not reap (containers). It runs nothing.
+    exists && !is_zombie(pid)
+}
+
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rfind(')')
+            .and_then(|end| stat[end + 1..].split_whitespace().next())
+            == Some("Z")
+    })
 }
 
 /// Whether a running record's orchestrator process is known to be gone: same host, and the
