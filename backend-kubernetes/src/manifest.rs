@@ -672,6 +672,8 @@ pub(crate) mod tests {
             only_step: None,
             prior_attempts: Vec::new(),
             schedule: None,
+            resumed_from: None,
+            reuse: Default::default(),
         }
     }
 

@@ -291,6 +291,24 @@ pub enum RunsCommand {
     Show(RunShowArgs),
     /// Cancel a running run
     Cancel(RunRefArgs),
+    /// Start a finished run again under a new id: the same plan and code, the outputs of the
+    /// steps that succeeded reused, the failed, skipped and cancelled ones run
+    Retry(RunRetryArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunRetryArgs {
+    #[command(flatten)]
+    pub run: RunRefArgs,
+    /// Run this step and every step after it again, even if they succeeded
+    #[arg(long, value_name = "STEP")]
+    pub from: Option<String>,
+    /// Print the new run's id without following it
+    #[arg(long)]
+    pub detach: bool,
+    /// What Ctrl-C does to a run on a remote stack (as for `ferry run`)
+    #[arg(long, value_enum, default_value_t = OnInterrupt::Ask)]
+    pub on_interrupt: OnInterrupt,
 }
 
 #[derive(Debug, Args)]

@@ -49,6 +49,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Render(args) => commands::run::render(&ctx, args),
         Command::Validate(args) => commands::validate::run(&ctx, args),
         Command::Package(args) => commands::package::run(&ctx, args),
+        // A retry starts and follows a run, as `ferry run` does.
+        Command::Runs(args::RunsCommand::Retry(args)) => commands::run::retry(&ctx, args),
         Command::Runs(command) => commands::runs::run(&ctx, command),
         Command::Schedule(command) => commands::schedule::run(&ctx, command),
         Command::Logs(args) => commands::logs::run(&ctx, args),

@@ -141,6 +141,37 @@ pub fn into_template(mut plan: RunPlan, schedule: &str) -> RunPlan {
     plan
 }
 
+/// The steps a retry of `record` runs again: those that did not succeed, and with `from`,
+/// that step and every step downstream of it.
+pub fn steps_to_run_again(
+    pipeline: &Pipeline,
+    record: &RunRecord,
+    from: Option<&str>,
+) -> Result<std::collections::BTreeSet<String>> {
+    if let Some(from) = from
+        && pipeline.step(from).is_none()
+    {
+        let names: Vec<&str> = pipeline.steps.iter().map(|s| s.name.as_str()).collect();
+        let mut message = format!("run {} has no step `{from}`", record.run_id);
+        if let Some(close) = orchestrator_core::suggest::did_you_mean(from, names.iter().copied()) {
+            message.push_str(&format!(" (did you mean `{close}`?)"));
+        }
+        return Err(hint(message, format!("its steps: {}", names.join(", "))));
+    }
+    let mut again = std::collections::BTreeSet::new();
+    for step in pipeline.topological_order() {
+        let succeeded = record
+            .steps
+            .get(&step.name)
+            .is_some_and(|s| s.status.is_success());
+        let after_rerun = pipeline.dependencies(step).any(|d| again.contains(d));
+        if !succeeded || from == Some(step.name.as_str()) || after_rerun {
+            again.insert(step.name.clone());
+        }
+    }
+    Ok(again)
+}
+
 /// A run named on the command line (an id, or `latest`/`last`), found in its stack's store.
 pub struct RunTarget {
     pub stack: Stack,

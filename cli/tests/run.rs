@@ -757,3 +757,74 @@ fn a_detached_local_run_outlives_its_terminal_and_is_followed_cancelled_or_judge
         "{record:#}"
     );
 }
+
+#[test]
+fn a_retry_runs_only_what_failed_or_was_skipped_and_from_reruns_a_step_and_what_follows() {
+    let project = Project::new();
+    project.write(
+        "pipeline.yaml",
+        concat!(
+            "name: resume\nsteps:\n",
+            "  prep:\n    run: echo prep >> \"$FERRY_PROJECT_DIR/prep-ran\"; echo data > \"$FERRY_OUTPUT_DIR/d.txt\"\n    outputs: [d.txt]\n    cache: false\n",
+            "  train:\n    inputs: [prep]\n    run: test ! -f \"$FERRY_PROJECT_DIR/broken\" && cat \"$FERRY_INPUT_PREP/d.txt\" > \"$FERRY_OUTPUT_DIR/m.txt\"\n    outputs: [m.txt]\n    cache: false\n",
+            "  report:\n    inputs: [train]\n    run: cat \"$FERRY_INPUT_TRAIN/m.txt\"\n    cache: false\n",
+        ),
+    );
+    project.write("broken", "");
+    project.ferry(&["run"]).failure(1);
+    let failed = project.latest_record();
+    let failed_id = failed["run_id"].as_str().unwrap().to_string();
+    assert_eq!(failed["steps"]["train"]["status"], "failed", "{failed:#}");
+    assert_eq!(failed["steps"]["report"]["status"], "skipped", "{failed:#}");
+
+    // Fixed: the retry reuses prep's outputs and runs train and report.
+    std::fs::remove_file(project.path().join("broken")).unwrap();
+    let retry = project.ferry(&["runs", "retry", &failed_id]);
+    retry.success();
+    let resumed = project.latest_record();
+    assert_eq!(resumed["status"], "succeeded", "{resumed:#}");
+    assert_eq!(resumed["resumed_from"], failed_id.as_str(), "{resumed:#}");
+    assert_eq!(resumed["steps"]["prep"]["status"], "cached", "{resumed:#}");
+    assert_eq!(
+        resumed["steps"]["prep"]["outputs_from"]["run_id"],
+        failed_id.as_str()
+    );
+    assert_eq!(
+        resumed["steps"]["train"]["status"], "succeeded",
+        "{resumed:#}"
+    );
+    let prep_runs = || std::fs::read_to_string(project.path().join("prep-ran")).unwrap();
+    assert_eq!(prep_runs().lines().count(), 1, "prep ran again");
+    let report = project.ferry(&["logs", "latest", "report"]);
+    assert_eq!(report.stdout().trim(), "data");
+
+    // --from reruns that step and what follows it, and nothing before it.
+    let resumed_id = resumed["run_id"].as_str().unwrap().to_string();
+    project
+        .ferry(&["runs", "retry", &resumed_id, "--from", "train"])
+        .success();
+    let again = project.latest_record();
+    assert_eq!(again["steps"]["prep"]["status"], "cached", "{again:#}");
+    assert_eq!(
+        again["steps"]["prep"]["outputs_from"]["run_id"],
+        failed_id.as_str()
+    );
+    assert_eq!(again["steps"]["train"]["status"], "succeeded", "{again:#}");
+    assert_eq!(
+        again["steps"]["train"]["outputs_from"],
+        serde_json::Value::Null
+    );
+    assert_eq!(prep_runs().lines().count(), 1, "prep ran again");
+    let from_everything = project.ferry(&["runs", "retry", &resumed_id, "--from", "prep"]);
+    from_everything.success();
+    assert_eq!(prep_runs().lines().count(), 2);
+
+    let typo = project.ferry(&["runs", "retry", &resumed_id, "--from", "trian"]);
+    typo.failure(1);
+    assert!(
+        typo.stderr()
+            .contains("has no step `trian` (did you mean `train`?)"),
+        "{}",
+        typo.stderr()
+    );
+}

@@ -4,23 +4,26 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, Result};
 use console::Style;
-use orchestrator_core::run::RunRecords;
+use orchestrator_core::run::{ReusedOutputs, RunPlan, RunRecords, new_run_id};
 use orchestrator_core::schedule::{ScheduleReply, ScheduleRequest};
 use orchestrator_host::lifecycle;
+use orchestrator_host::stack::Stack;
 
-use crate::args::{RenderArgs, RunArgs};
+use crate::args::{RenderArgs, RunArgs, RunRetryArgs};
 use crate::context::Context;
 use crate::detach;
+use crate::output::hint;
 use crate::output::outln;
 use crate::progress::RunDisplay;
-use crate::resolve::{self, RunOptions};
+use crate::resolve::{self, RunOptions, RunTarget};
 
 pub fn run(ctx: &Context, args: RunArgs) -> Result<ExitCode> {
     let options = RunOptions::resolve(ctx, &args.pipeline)?;
     // An orchestrator that runs steps from this process (the local one) goes on in a
     // background ferry when detached (see `detach`).
     if args.detach && !options.stack.orchestrator.wants_code_package() {
-        return detach_locally(ctx, options, args.no_cache);
+        let (plan, stack) = options.into_plan(ctx, args.no_cache, None)?;
+        return detach_locally(ctx, &plan, &stack);
     }
     // Remote orchestrators run steps elsewhere: ship the code first.
     let package = if options.stack.orchestrator.wants_code_package() {
@@ -30,11 +33,79 @@ pub fn run(ctx: &Context, args: RunArgs) -> Result<ExitCode> {
     } else {
         None
     };
-    let (mut plan, stack) = options.into_plan(ctx, args.no_cache, package.as_ref())?;
+    let (plan, stack) = options.into_plan(ctx, args.no_cache, package.as_ref())?;
+    start(plan, &stack, args.detach, args.on_interrupt)
+}
+
+/// `ferry runs retry RUN [--from STEP]`: the run's kept plan again, under a new id, with
+/// the outputs of the steps that succeeded (and are not `--from` or after it) reused.
+pub fn retry(ctx: &Context, args: RunRetryArgs) -> Result<ExitCode> {
+    let RunTarget { stack, record } = RunTarget::resolve(ctx, &args.run)?;
+    if !record.status.is_finished() {
+        return Err(hint(
+            format!("run {} is still {}", record.run_id, record.status),
+            format!(
+                "wait for it, or cancel it first (`ferry runs cancel {}`)",
+                record.run_id
+            ),
+        ));
+    }
+    let mut plan = lifecycle::plan::kept(&stack.store, &record.run_id)
+        .with_context(|| format!("cannot read the plan of run {}", record.run_id))?
+        .ok_or_else(|| {
+            hint(
+                format!(
+                    "run {} has no kept plan (it was started by an older ferry)",
+                    record.run_id
+                ),
+                "start the pipeline again with `ferry run`",
+            )
+        })?;
+    let again = resolve::steps_to_run_again(&plan.pipeline, &record, args.from.as_deref())?;
+    plan.reuse = record
+        .steps
+        .iter()
+        .filter(|(name, step)| step.status.is_success() && !again.contains(name.as_str()))
+        .map(|(name, step)| {
+            let reused = ReusedOutputs {
+                source: step.outputs_location(&record.run_id, name),
+                outputs: step.outputs.clone(),
+            };
+            (name.clone(), reused)
+        })
+        .collect();
+    plan.resumed_from = Some(record.run_id.clone());
+    plan.run_id = new_run_id();
+    plan.created_at = chrono::Utc::now();
+    plan.schedule = None;
+    // The local orchestrator runs the project in place, where it is now.
+    if !stack.orchestrator.wants_code_package() {
+        plan.project_root = ctx.config.project_root.clone();
+    }
+    if args.detach && !stack.orchestrator.wants_code_package() {
+        return detach_locally(ctx, &plan, &stack);
+    }
+    start(plan, &stack, args.detach, args.on_interrupt)
+}
+
+/// Submits `plan` and follows it to its end (or prints its id with `detach`); the exit code
+/// is the run's.
+fn start(
+    mut plan: RunPlan,
+    stack: &Stack,
+    detach: bool,
+    on_interrupt: crate::args::OnInterrupt,
+) -> Result<ExitCode> {
     // The background ferry of a detached local run: the id the detaching ferry printed.
     if let Some(run_id) = detach::run_id_from_env() {
         plan.run_id = run_id;
     }
+    let args = StartArgs {
+        detach,
+        on_interrupt,
+    };
+    lifecycle::plan::keep(&stack.store, &plan)
+        .with_context(|| format!("cannot store the plan of run {}", plan.run_id))?;
     let dim = Style::new().dim();
     let header = format!(
         "{} {} {}",
@@ -103,10 +174,15 @@ pub fn run(ctx: &Context, args: RunArgs) -> Result<ExitCode> {
     Ok(ExitCode::from(lifecycle::exit_status(&record)))
 }
 
-/// `ferry run --detach` on the local stack: the pipeline and parameters are checked here,
-/// then a background ferry runs it; prints the run id once its record exists.
-fn detach_locally(ctx: &Context, options: RunOptions, no_cache: bool) -> Result<ExitCode> {
-    let (plan, stack) = options.into_plan(ctx, no_cache, None)?;
+/// What `start` needs of the command's arguments.
+struct StartArgs {
+    detach: bool,
+    on_interrupt: crate::args::OnInterrupt,
+}
+
+/// `--detach` on the local stack: the plan is checked here, then a background ferry runs it
+/// under the same id; prints the run id once its record exists.
+fn detach_locally(ctx: &Context, plan: &RunPlan, stack: &Stack) -> Result<ExitCode> {
     let run_id = plan.run_id.clone();
     let log = detach::log_file(&ctx.config.project_root, &run_id);
     let records = RunRecords::new(stack.store.clone());

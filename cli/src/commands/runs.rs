@@ -71,6 +71,7 @@ pub fn run(ctx: &Context, command: RunsCommand) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        RunsCommand::Retry(_) => unreachable!("`runs retry` is `commands::run::retry`"),
         RunsCommand::Cancel(args) => {
             let RunTarget { stack, record } = RunTarget::resolve(ctx, &args)?;
             stack
@@ -138,6 +139,9 @@ fn show(record: &RunRecord) {
     }
     if let Some(schedule) = &record.schedule {
         outln!("{} {schedule}", bold.apply_to("schedule"));
+    }
+    if let Some(earlier) = &record.resumed_from {
+        outln!("{} {earlier}", bold.apply_to("resumes"));
     }
     outln!(
         "{} {} ({})",

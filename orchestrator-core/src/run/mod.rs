@@ -16,7 +16,7 @@ pub mod step_log;
 pub use event::{Event, LogStream};
 pub use frontier::{Decision, Frontier};
 pub use id::{is_valid_run_id, new_run_id};
-pub use plan::{CodeInfo, RunPlan};
+pub use plan::{CodeInfo, ReusedOutputs, RunPlan};
 pub use record::{
     AttemptRecord, OutputFile, RunRecord, RunStatus, StepRecord, StepRef, StepStatus,
 };

@@ -51,6 +51,21 @@ pub struct RunPlan {
     /// The schedule this run was started by (`ferry schedule`), for its record.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule: Option<String>,
+    /// `ferry runs retry`: the run this one starts again, for its record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resumed_from: Option<String>,
+    /// `ferry runs retry`: steps that do not run again, by name, and the earlier outputs they
+    /// take instead (verified by digest when restored, like a cache hit's).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub reuse: BTreeMap<String, ReusedOutputs>,
+}
+
+/// The stored outputs a step of a resumed run takes instead of running.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReusedOutputs {
+    /// Where they are stored.
+    pub source: super::StepRef,
+    pub outputs: Vec<super::OutputFile>,
 }
 
 impl RunPlan {

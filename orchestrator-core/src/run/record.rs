@@ -220,6 +220,9 @@ pub struct RunRecord {
     /// The schedule that started the run, if one did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule: Option<String>,
+    /// The run this one started again (`ferry runs retry`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resumed_from: Option<String>,
 }
 
 impl RunRecord {
@@ -251,6 +254,7 @@ impl RunRecord {
             step_order: plan.pipeline.steps.iter().map(|s| s.name.clone()).collect(),
             placement: serde_json::Map::new(),
             schedule: plan.schedule.clone(),
+            resumed_from: plan.resumed_from.clone(),
         }
     }
 

@@ -3,6 +3,7 @@
 //! ```text
 //! packages/<blake3>.tar.zst
 //! runs/<run-id>/run.json
+//! runs/<run-id>/plan.json   (the plan the run was started with: `ferry runs retry` starts it again)
 //! runs/<run-id>/steps/<step>/log
 //! runs/<run-id>/steps/<step>/log.parts/<seq>   (the log while the step runs; see run::step_log)
 //! runs/<run-id>/steps/<step>/result.json   (steps run one per container: the step's record)
@@ -20,6 +21,11 @@ pub fn run_prefix(run_id: &str) -> String {
 
 pub fn run_record(run_id: &str) -> String {
     format!("{}run.json", run_prefix(run_id))
+}
+
+/// The plan a run was started with, kept so that the run can be started again.
+pub fn run_plan(run_id: &str) -> String {
+    format!("{}plan.json", run_prefix(run_id))
 }
 
 pub fn step_prefix(run_id: &str, step: &str) -> String {

@@ -194,6 +194,13 @@ impl Agent {
                 let (orchestrator, run_id) = (&orchestrator, self.plan.run_id.as_str());
                 scope.spawn(move || cancel_when_stopped(orchestrator, run_id, done));
             }
+            if self.launch
+                && let Err(error) = crate::lifecycle::plan::keep(&self.store, &self.plan)
+            {
+                eprintln!(
+                    "ferry agent: cannot keep the run's plan (`ferry runs retry` will not find it): {error}"
+                );
+            }
             let run_id = orchestrator
                 .submit(&self.plan)
                 .map_err(run("starting the run"))?;

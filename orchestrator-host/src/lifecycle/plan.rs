@@ -67,7 +67,36 @@ impl PlanRequest<'_> {
             prior_attempts: Vec::new(),
             // A scheduled run's plan is made in the cluster, from the schedule (`ferry schedule`).
             schedule: None,
+            resumed_from: None,
+            reuse: Default::default(),
         })
+    }
+}
+
+/// Keeps a run's plan in the store (`runs/<id>/plan.json`), so that `ferry runs retry` can
+/// start the same plan again. Written before the run is submitted.
+pub fn keep(
+    store: &orchestrator_core::store::Store,
+    plan: &RunPlan,
+) -> Result<(), orchestrator_core::PluginError> {
+    store
+        .put_bytes(
+            &orchestrator_core::store::layout::run_plan(&plan.run_id),
+            plan.to_json().as_bytes(),
+        )
+        .map(|_| ())
+}
+
+/// The plan run `run_id` was started with, if it was kept.
+pub fn kept(
+    store: &orchestrator_core::store::Store,
+    run_id: &str,
+) -> Result<Option<RunPlan>, orchestrator_core::PluginError> {
+    let key = orchestrator_core::store::layout::run_plan(run_id);
+    match store.get_bytes(&key) {
+        Ok(bytes) => RunPlan::from_json(&String::from_utf8_lossy(&bytes)).map(Some),
+        Err(e) if e.kind == orchestrator_core::ErrorKind::NOT_FOUND => Ok(None),
+        Err(e) => Err(e),
     }
 }
 

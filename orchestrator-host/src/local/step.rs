@@ -258,6 +258,10 @@ async fn try_run_step(
     inputs.stage(&dirs.inputs).await?;
     let params = plan.pipeline.step_params(&step, &plan.params);
 
+    // A resumed run (`ferry runs retry`): a step that succeeded before takes its outputs.
+    if let Some(reused) = plan.reuse.get(name) {
+        return reuse_earlier(ctx, name, reused, &dirs).await;
+    }
     // Cache: a hit downloads the earlier outputs so downstream steps can read them here.
     let cache_key = (step.cache && !plan.no_cache).then(|| {
         cache::cache_key(
@@ -321,6 +325,51 @@ async fn reuse_cached(
         status: StepStatus::Cached,
         outputs: entry.outputs,
     }))
+}
+
+/// A step of a resumed run that does not run again: the earlier run's outputs, restored and
+/// verified into `out/` for the steps downstream. Outputs that cannot be restored fail the
+/// step: running it instead would not be the retry the user asked for.
+async fn reuse_earlier(
+    ctx: &Arc<Context>,
+    name: &str,
+    reused: &orchestrator_core::run::ReusedOutputs,
+    dirs: &StepDirs,
+) -> Result<Outcome, PluginError> {
+    let entry = CacheEntry {
+        source: reused.source.clone(),
+        outputs: reused.outputs.clone(),
+        created_at: Utc::now(),
+    };
+    let store = ctx.store.clone();
+    let out = dirs.out.clone();
+    let entry = blocking(move || cache::restore(&store, &entry, &out).map(|()| entry))
+        .await
+        .map_err(|e| {
+            PluginError::other(format!(
+                "the outputs of step `{}` of run {} cannot be reused: {e}; retry with `--from {name}` to run it again",
+                reused.source.step, reused.source.run_id
+            ))
+        })?;
+    ctx.state.emit(notice(
+        Some(name),
+        format!(
+            "reused: the outputs of run {} (this run resumes it)",
+            entry.source.run_id
+        ),
+    ));
+    ctx.state.update(|r| {
+        if let Some(s) = r.steps.get_mut(name) {
+            s.outputs_from = Some(entry.source.clone());
+            s.outputs = entry.outputs.clone();
+        }
+    });
+    set_step_status(ctx, name, StepStatus::Cached, None);
+    write_record(ctx).await?;
+    Ok(Outcome {
+        status: StepStatus::Cached,
+        outputs: entry.outputs,
+    })
 }
 
 /// The cache entry for `key` with its outputs restored into `out/`, if there is a usable one.
