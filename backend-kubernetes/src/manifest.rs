@@ -666,6 +666,7 @@ pub(crate) mod tests {
             code: orchestrator_core::run::CodeInfo {
                 digest: Some("d1g".into()),
                 package_key: Some("packages/d1g.tar.zst".into()),
+                step_files: Default::default(),
             },
             no_cache: false,
             created_at: chrono::Utc::now(),

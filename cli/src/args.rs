@@ -129,6 +129,10 @@ pub struct RunArgs {
     /// Run every step, even those with a cached result
     #[arg(long)]
     pub no_cache: bool,
+    /// After the run, say for each step why it was a cache hit or a miss (which parameter,
+    /// file or input changed)
+    #[arg(long)]
+    pub explain_cache: bool,
     /// Start the run and print its id without following it (on the local stack it goes on in
     /// a background ferry); reattach with `ferry logs -f RUN` or `ferry runs show RUN`
     #[arg(long)]
@@ -353,6 +357,9 @@ pub struct RunRefArgs {
 pub struct RunShowArgs {
     #[command(flatten)]
     pub run: RunRefArgs,
+    /// Say for each step why it was a cache hit or a miss
+    #[arg(long)]
+    pub cache: bool,
     #[command(flatten)]
     pub output: OutputArgs,
 }

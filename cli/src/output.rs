@@ -158,6 +158,23 @@ fn pad(text: &str, width: usize, target: usize) -> String {
     format!("{text}{}", " ".repeat(target.saturating_sub(width)))
 }
 
+/// For each step of a run, why it was a cache hit or a miss (`--explain-cache`, `--cache`).
+pub fn cache_notes(record: &orchestrator_core::run::RunRecord) {
+    let rows: Vec<Vec<String>> = record
+        .ordered_steps()
+        .into_iter()
+        .map(|(name, step)| {
+            vec![
+                name.to_string(),
+                step.cache_note
+                    .clone()
+                    .unwrap_or_else(|| format!("{}: never looked up", step.status)),
+            ]
+        })
+        .collect();
+    table(&["STEP", "CACHE"], &rows);
+}
+
 pub fn json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
     line(serde_json::to_string_pretty(value)?);
     Ok(())

@@ -350,6 +350,16 @@ const CASES: &[Case] = &[
         error: "error: cannot open stack `a`: orchestrator `kubernetes` could not be created: kubernetes: setting `image_pull_policy`: `Sometimes` is not a pull policy; use Always, Never or IfNotPresent",
     },
     Case {
+        what: "a step that uses an undeclared parameter",
+        files: &[(
+            PIPELINE,
+            "name: x\nparams:\n  epochs: { default: \"1\" }\nsteps:\n  a:\n    run: echo\n    uses_params: [epoch]\n",
+        )],
+        args: &["run", "p"],
+        code: 1,
+        error: "error: {dir}/p/pipeline.yaml:7:19: step `a` uses parameter `epoch`, which the pipeline does not declare (did you mean `epochs`?)\nhint: fix the 1 problem above in {dir}/p/pipeline.yaml",
+    },
+    Case {
         what: "a schedule on the local stack",
         files: &[OK_PIPELINE],
         args: &["schedule", "create", "nightly", "--cron", "0 2 * * *", "p"],

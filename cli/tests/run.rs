@@ -828,3 +828,87 @@ fn a_retry_runs_only_what_failed_or_was_skipped_and_from_reruns_a_step_and_what_
         typo.stderr()
     );
 }
+
+#[test]
+fn a_change_to_one_steps_declared_code_reruns_only_that_step_and_explain_cache_says_why() {
+    let project = Project::new();
+    project
+        .write("prep.sh", "echo rows > \"$FERRY_OUTPUT_DIR/rows.txt\"\n")
+        .write("train.sh", "cat \"$FERRY_INPUT_PREP/rows.txt\" > \"$FERRY_OUTPUT_DIR/model.txt\"; echo \"$FERRY_PARAM_EPOCHS\" >> \"$FERRY_OUTPUT_DIR/model.txt\"\n")
+        .write("evaluate.sh", "echo \"score at $FERRY_PARAM_THRESHOLD\"\n")
+        .write("README.md", "notes\n")
+        .write(
+            "pipeline.yaml",
+            concat!(
+                "name: narrow\nparams:\n  epochs: { default: \"1\" }\n  threshold: { default: \"0.5\" }\nsteps:\n",
+                "  prep: { code: [prep.sh], uses_params: [], run: sh prep.sh, outputs: [rows.txt] }\n",
+                "  train: { inputs: [prep], code: [train.sh], uses_params: [epochs], run: sh train.sh, outputs: [model.txt] }\n",
+                "  evaluate: { inputs: [train], code: [evaluate.sh], uses_params: [threshold], run: sh evaluate.sh }\n",
+            ),
+        );
+    let statuses = |project: &Project| -> Vec<String> {
+        let record = project.latest_record();
+        ["prep", "train", "evaluate"]
+            .iter()
+            .map(|s| record["steps"][*s]["status"].as_str().unwrap().to_string())
+            .collect()
+    };
+    project.ferry(&["run"]).success();
+    assert_eq!(statuses(&project), ["succeeded", "succeeded", "succeeded"]);
+
+    // evaluate's own file: only evaluate runs again, and --explain-cache says why.
+    project.write(
+        "evaluate.sh",
+        "echo \"final score at $FERRY_PARAM_THRESHOLD\"\n",
+    );
+    let run = project.ferry(&["run", "--explain-cache"]);
+    run.success();
+    assert_eq!(statuses(&project), ["cached", "cached", "succeeded"]);
+    let out = run.stdout();
+    assert!(out.contains("code changed: evaluate.sh"), "{out}");
+    assert!(out.contains("hit: the outputs of run"), "{out}");
+
+    // A parameter only evaluate reads: the same.
+    let run = project.ferry(&["run", "--explain-cache", "--param", "threshold=0.7"]);
+    run.success();
+    assert_eq!(statuses(&project), ["cached", "cached", "succeeded"]);
+    assert!(
+        run.stdout()
+            .contains("parameter `threshold` changed (0.5 → 0.7)"),
+        "{}",
+        run.stdout()
+    );
+    // A file no step declares, and a parameter train reads.
+    project.write("README.md", "more notes\n");
+    project
+        .ferry(&["run", "--param", "threshold=0.7"])
+        .success();
+    assert_eq!(statuses(&project), ["cached", "cached", "cached"]);
+    project
+        .ferry(&["run", "--param", "threshold=0.7", "--param", "epochs=2"])
+        .success();
+    assert_eq!(statuses(&project), ["cached", "succeeded", "succeeded"]);
+    let shown = project.ferry(&["runs", "show", "latest", "--cache"]);
+    assert!(
+        shown
+            .stdout()
+            .contains("parameter `epochs` changed (1 → 2)"),
+        "{}",
+        shown.stdout()
+    );
+
+    // A glob that matches nothing is refused before anything runs.
+    project.write(
+        "pipeline.yaml",
+        "name: narrow\nsteps:\n  prep: { code: [src/prep/**], run: sh prep.sh }\n",
+    );
+    let refused = project.ferry(&["run"]);
+    refused.failure(1);
+    assert!(
+        refused
+            .stderr()
+            .contains("code glob `src/prep/**` of step `prep` matches no file of the project"),
+        "{}",
+        refused.stderr()
+    );
+}

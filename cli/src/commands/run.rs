@@ -34,7 +34,8 @@ pub fn run(ctx: &Context, args: RunArgs) -> Result<ExitCode> {
         None
     };
     let (plan, stack) = options.into_plan(ctx, args.no_cache, package.as_ref())?;
-    start(plan, &stack, args.detach, args.on_interrupt)
+    let explain = args.explain_cache;
+    start(plan, &stack, args.detach, args.on_interrupt, explain)
 }
 
 /// `ferry runs retry RUN [--from STEP]`: the run's kept plan again, under a new id, with
@@ -85,7 +86,7 @@ pub fn retry(ctx: &Context, args: RunRetryArgs) -> Result<ExitCode> {
     if args.detach && !stack.orchestrator.wants_code_package() {
         return detach_locally(ctx, &plan, &stack);
     }
-    start(plan, &stack, args.detach, args.on_interrupt)
+    start(plan, &stack, args.detach, args.on_interrupt, false)
 }
 
 /// Submits `plan` and follows it to its end (or prints its id with `detach`); the exit code
@@ -95,6 +96,7 @@ fn start(
     stack: &Stack,
     detach: bool,
     on_interrupt: crate::args::OnInterrupt,
+    explain_cache: bool,
 ) -> Result<ExitCode> {
     // The background ferry of a detached local run: the id the detaching ferry printed.
     if let Some(run_id) = detach::run_id_from_env() {
@@ -171,6 +173,9 @@ fn start(
         .status(&run_id)
         .with_context(|| format!("cannot read the result of run {run_id}"))?;
     display.finish(&record);
+    if explain_cache {
+        crate::output::cache_notes(&record);
+    }
     Ok(ExitCode::from(lifecycle::exit_status(&record)))
 }
 

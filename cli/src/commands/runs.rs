@@ -68,6 +68,10 @@ pub fn run(ctx: &Context, command: RunsCommand) -> Result<ExitCode> {
                 output::json(&record)?;
             } else {
                 show(&record);
+                if args.cache {
+                    outln!();
+                    output::cache_notes(&record);
+                }
             }
             Ok(ExitCode::SUCCESS)
         }

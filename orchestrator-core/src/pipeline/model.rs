@@ -75,6 +75,14 @@ pub struct Step {
     pub env: BTreeMap<String, String>,
     #[serde(default)]
     pub params: BTreeMap<String, String>,
+    /// The project files the step's code is (globs over the project's file list, relative to
+    /// the project root): its cache key covers these files only, not the whole project.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub code: Vec<String>,
+    /// The pipeline parameters the step reads: its cache key covers these (and its own
+    /// `params`) only; `[]` reads none. Unset: every parameter, as before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uses_params: Option<Vec<String>>,
     #[serde(default)]
     pub retries: u32,
     /// The wait before the first retry; each further retry waits twice as long, up to
@@ -187,6 +195,8 @@ impl Step {
             outputs: Vec::new(),
             env: BTreeMap::new(),
             params: BTreeMap::new(),
+            code: Vec::new(),
+            uses_params: None,
             retries: 0,
             retry_delay: None,
             timeout: None,

@@ -27,6 +27,8 @@ const STEP_KEYS: &[&str] = &[
     "outputs",
     "env",
     "params",
+    "code",
+    "uses_params",
     "retries",
     "retry_delay",
     "timeout",
@@ -728,17 +730,23 @@ impl Ctx {
             ("needs", &mut step.needs),
             ("inputs", &mut step.inputs),
             ("outputs", &mut step.outputs),
+            ("code", &mut step.code),
         ] {
             if let Some(e) = fields.get(key) {
-                let what = if key == "outputs" {
-                    "path"
-                } else {
-                    "step name"
+                let what = match key {
+                    "outputs" => "path",
+                    "code" => "glob",
+                    _ => "step name",
                 };
                 let (items, locs) = self.list(e, &context, what);
                 *target = items;
                 spans.items.insert(key, locs);
             }
+        }
+        if let Some(e) = fields.get("uses_params") {
+            let (items, locs) = self.list(e, &context, "parameter name");
+            step.uses_params = Some(items);
+            spans.items.insert("uses_params", locs);
         }
         if let Some(e) = fields.get("env") {
             (step.env, spans.env_keys) = self.string_map(e, &context, "env var");

@@ -241,10 +241,35 @@ pub(crate) fn check(pipeline: &Pipeline, spans: &Spans) -> Vec<Diagnostic> {
         }
         check_step(i, step, spans, &mut out);
     }
+    check_uses_params(pipeline, spans, &mut out);
     check_env_collisions(pipeline, spans, &mut out);
     check_dependencies(pipeline, &index, spans, &mut out);
     check_cycles(pipeline, &index, spans, &mut out);
     out
+}
+
+/// `uses_params` names parameters the pipeline declares.
+fn check_uses_params(pipeline: &Pipeline, spans: &Spans, out: &mut Vec<Diagnostic>) {
+    let declared: Vec<&str> = pipeline.params.iter().map(|p| p.name.as_str()).collect();
+    for (i, step) in pipeline.steps.iter().enumerate() {
+        for (j, used) in step.uses_params.iter().flatten().enumerate() {
+            if declared.contains(&used.as_str()) {
+                continue;
+            }
+            let mut d = Diagnostic::new(format!(
+                "step `{}` uses parameter `{used}`, which the pipeline does not declare",
+                step.name
+            ))
+            .at(spans.item(i, "uses_params", j));
+            d.hint = Some(
+                match crate::suggest::did_you_mean(used, declared.iter().copied()) {
+                    Some(close) => format!("did you mean `{close}`?"),
+                    None => "declare it under `params:` at the top of the file".to_string(),
+                },
+            );
+            out.push(d);
+        }
+    }
 }
 
 /// Steps and params reach commands as `FERRY_INPUT_<STEP>` and `FERRY_PARAM_<NAME>`
@@ -364,6 +389,24 @@ fn check_step(i: usize, step: &Step, spans: &Spans, out: &mut Vec<Diagnostic>) {
     }
     for key in step.params.keys() {
         check_param_name(key, spans.param_key(i, key), out);
+    }
+    for (j, glob) in step.code.iter().enumerate() {
+        let problem = if glob.trim().is_empty() {
+            Some("is empty")
+        } else if glob.starts_with('/') {
+            Some("is absolute; code globs are relative to the project root")
+        } else if glob.split('/').any(|part| part == "..") {
+            Some("leaves the project (`..`)")
+        } else {
+            None
+        };
+        if let Some(why) = problem {
+            out.push(
+                Diagnostic::new(format!("code glob `{glob}` of step `{name}` {why}"))
+                    .at(spans.item(i, "code", j))
+                    .with_hint("e.g. `code: [src/features/**, common.py]`"),
+            );
+        }
     }
     let mut seen_outputs: Vec<Vec<&str>> = Vec::new();
     for (j, output) in step.outputs.iter().enumerate() {

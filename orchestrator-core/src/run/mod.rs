@@ -18,6 +18,6 @@ pub use frontier::{Decision, Frontier};
 pub use id::{is_valid_run_id, new_run_id};
 pub use plan::{CodeInfo, ReusedOutputs, RunPlan};
 pub use record::{
-    AttemptRecord, OutputFile, RunRecord, RunStatus, StepRecord, StepRef, StepStatus,
+    AttemptRecord, CacheBasis, OutputFile, RunRecord, RunStatus, StepRecord, StepRef, StepStatus,
 };
 pub use records::RunRecords;

@@ -16,6 +16,10 @@ pub struct CodeInfo {
     pub digest: Option<String>,
     /// The store key of the code package, for orchestrators that ship code elsewhere.
     pub package_key: Option<String>,
+    /// Steps that declare their `code`: path → digest of each project file their globs match
+    /// (what their cache keys cover instead of `digest`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub step_files: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 /// What `submit` receives. Serialised with a schema version so it can grow.

@@ -133,6 +133,26 @@ pub struct StepRecord {
     /// including one still running).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub attempt_history: Vec<AttemptRecord>,
+    /// What the step's cache key covered, to tell why a later run's key differs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_basis: Option<CacheBasis>,
+    /// Why the step was a cache hit or a miss, for people (`ferry run --explain-cache`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_note: Option<String>,
+}
+
+/// What a step's cache key is computed from, kept apart so that two keys can be compared.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheBasis {
+    /// Digest of the step's definition: its command, env, outputs and folder.
+    pub definition: String,
+    /// The parameters the key covers, with their values.
+    pub params: BTreeMap<String, String>,
+    /// The code the key covers: path → digest of each file the step's `code` globs match,
+    /// or `"*"` → the whole project's digest.
+    pub code: BTreeMap<String, String>,
+    /// `step/path` → digest of every input file.
+    pub inputs: BTreeMap<String, String>,
 }
 
 /// How one attempt of a step ended.
@@ -164,6 +184,8 @@ impl StepRecord {
             outputs_from: None,
             outputs: Vec::new(),
             attempt_history: Vec::new(),
+            cache_basis: None,
+            cache_note: None,
         }
     }
 

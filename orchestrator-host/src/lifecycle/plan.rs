@@ -36,16 +36,33 @@ impl PlanRequest<'_> {
     /// Steps run from the pipeline file's folder.
     pub fn build(self) -> Result<RunPlan, package::files::Error> {
         let root = self.project_root;
-        let code = match self.package {
+        let mut code = match self.package {
             Some(package) => CodeInfo {
                 digest: Some(package.archive.digest.clone()),
                 package_key: Some(package.key()),
+                step_files: BTreeMap::new(),
             },
             None => CodeInfo {
                 digest: Some(package::files::tree_digest(root, self.include)?),
                 package_key: None,
+                step_files: BTreeMap::new(),
             },
         };
+        // Steps that say which files are their code: a cache key over those files only.
+        if self.pipeline.steps.iter().any(|s| !s.code.is_empty()) {
+            let listed;
+            let selection = match self.package {
+                Some(package) => &package.selection,
+                None => {
+                    listed = package::files::select(root, self.include)?;
+                    &listed
+                }
+            };
+            for step in self.pipeline.steps.iter().filter(|s| !s.code.is_empty()) {
+                let digests = package::files::step_code_digests(selection, &step.name, &step.code)?;
+                code.step_files.insert(step.name.clone(), digests);
+            }
+        }
         let relative = |path: &Path| -> PathBuf {
             path.strip_prefix(root)
                 .map(Path::to_path_buf)

@@ -38,6 +38,8 @@ pub(super) struct Context {
     pub(super) run_dir: PathBuf,
     pub(super) slots: Semaphore,
     pub(super) budget: Budget,
+    /// This pipeline's newest earlier runs, read once on the first cache miss to explain it.
+    pub(super) earlier_runs: tokio::sync::OnceCell<Vec<orchestrator_core::run::RunRecord>>,
 }
 
 /// Run a whole plan; always leaves a finished record behind.
@@ -51,6 +53,7 @@ pub(super) async fn execute(
     let ctx = Arc::new(Context {
         slots: Semaphore::new(settings.parallelism),
         budget: Budget::new(settings.cpu_budget, settings.memory_budget),
+        earlier_runs: tokio::sync::OnceCell::new(),
         plan,
         state,
         store,

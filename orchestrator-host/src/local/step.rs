@@ -263,20 +263,45 @@ async fn try_run_step(
         return reuse_earlier(ctx, name, reused, &dirs).await;
     }
     // Cache: a hit downloads the earlier outputs so downstream steps can read them here.
-    let cache_key = (step.cache && !plan.no_cache).then(|| {
-        cache::cache_key(
-            &step,
-            &params,
-            &plan.working_dir,
-            plan.code.digest.as_deref(),
-            &inputs.for_cache_key(),
-        )
-    });
+    let inputs_for_key = inputs.for_cache_key();
+    let basis = cache::cache_basis(
+        &step,
+        &params,
+        &plan.working_dir,
+        &plan.code,
+        &inputs_for_key,
+    );
+    let cache_key = (step.cache && !plan.no_cache)
+        .then(|| cache::cache_key(&step, &basis, &plan.working_dir, &inputs_for_key));
     if let Some(key) = &cache_key
         && let Some(outcome) = reuse_cached(ctx, name, key, &dirs).await?
     {
+        ctx.state.update(|r| {
+            if let Some(s) = r.steps.get_mut(name) {
+                s.cache_note = s
+                    .outputs_from
+                    .as_ref()
+                    .map(|from| format!("hit: the outputs of run {}", from.run_id));
+                s.cache_basis = Some(basis.clone());
+            }
+        });
+        write_record(ctx).await?;
         return Ok(outcome);
     }
+    let note = match &cache_key {
+        None if plan.no_cache => "not looked up: --no-cache".to_string(),
+        None => "not cached: the step sets `cache: false`".to_string(),
+        Some(_) => {
+            let earlier = earlier_basis(ctx, name).await;
+            cache::explain_miss(&basis, earlier.as_ref().map(|(id, b)| (id.as_str(), b)))
+        }
+    };
+    ctx.state.update(|r| {
+        if let Some(s) = r.steps.get_mut(name) {
+            s.cache_note = Some(note);
+            s.cache_basis = Some(basis);
+        }
+    });
 
     set_step_status(ctx, name, StepStatus::Running, None);
     write_record(ctx).await?;
@@ -292,6 +317,39 @@ async fn try_run_step(
     // The log is saved whatever happened: it is what explains a failure.
     shipper.finish().await?;
     record_result(ctx, name, &dirs, attempts, cache_key).await
+}
+
+/// How many of the store's newest runs a miss looks through for the same step's last basis.
+const EARLIER_RUNS_SCANNED: usize = 30;
+
+/// The cache basis of the same step in the newest earlier run of this pipeline that kept one.
+async fn earlier_basis(
+    ctx: &Arc<Context>,
+    step: &str,
+) -> Option<(String, orchestrator_core::run::CacheBasis)> {
+    let earlier = ctx
+        .earlier_runs
+        .get_or_init(|| async {
+            let records = orchestrator_core::run::RunRecords::new(ctx.store.clone());
+            let (pipeline, own) = (ctx.plan.pipeline.name.clone(), ctx.plan.run_id.clone());
+            blocking(move || {
+                let ids = records.ids()?;
+                Ok(ids
+                    .into_iter()
+                    .filter(|id| *id != own)
+                    .take(EARLIER_RUNS_SCANNED)
+                    .filter_map(|id| records.get(&id).ok().flatten())
+                    .filter(|r| r.pipeline == pipeline)
+                    .collect::<Vec<_>>())
+            })
+            .await
+            .unwrap_or_default()
+        })
+        .await;
+    earlier.iter().find_map(|record| {
+        let basis = record.steps.get(step)?.cache_basis.clone()?;
+        Some((record.run_id.clone(), basis))
+    })
 }
 
 /// The earlier outputs for `key`, restored into `out/` and recorded as the step's result; `None`

@@ -42,6 +42,15 @@ pub enum Error {
     IncludeOutside { pattern: String },
     #[error("{path}: file names must be valid UTF-8 to be packaged")]
     NotUtf8 { path: PathBuf },
+    #[error("invalid code glob `{pattern}` in step `{step}`")]
+    CodeGlob {
+        step: String,
+        pattern: String,
+        #[source]
+        source: globset::Error,
+    },
+    #[error("code glob `{pattern}` of step `{step}` matches no file of the project")]
+    CodeGlobUnmatched { step: String, pattern: String },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -54,6 +63,12 @@ impl Error {
                 Some("use paths relative to the project root, without `..`".into())
             }
             Self::NotUtf8 { .. } => Some("rename it or add it to .ferryignore".into()),
+            Self::CodeGlob { .. } => {
+                Some("globs are relative to the project root: `src/**/*.py`, `common.py`".into())
+            }
+            Self::CodeGlobUnmatched { .. } => Some(
+                "globs are relative to the project root (not the pipeline's folder) and match the files ferry packages; `ferry package --list` shows them".into(),
+            ),
             Self::Walk { .. } | Self::Read { .. } | Self::Include { .. } => None,
         }
     }
@@ -350,6 +365,72 @@ fn is_executable(_metadata: &std::fs::Metadata) -> bool {
     false
 }
 
+/// The files of `selection` a step's `code` globs match (relative to the project root, `*`
+/// within a folder, `**` across folders), each with the blake3 of its content. A glob that
+/// matches nothing is an error: a misspelt one would silently leave the step's code out of
+/// its cache key.
+pub fn step_code_digests(
+    selection: &Selection,
+    step: &str,
+    globs: &[String],
+) -> Result<std::collections::BTreeMap<String, String>> {
+    let mut digests = std::collections::BTreeMap::new();
+    let mut buffer = vec![0u8; 64 * 1024];
+    for pattern in globs {
+        let glob = globset::GlobBuilder::new(pattern)
+            .literal_separator(true)
+            .build()
+            .map_err(|source| Error::CodeGlob {
+                step: step.to_string(),
+                pattern: pattern.clone(),
+                source,
+            })?
+            .compile_matcher();
+        let mut matched = false;
+        for file in selection
+            .files
+            .iter()
+            .filter(|f| glob.is_match(&f.relative))
+        {
+            matched = true;
+            if digests.contains_key(&file.relative) {
+                continue;
+            }
+            let digest = match &file.kind {
+                FileKind::Symlink { target } => blake3::hash(target.to_string_lossy().as_bytes()),
+                FileKind::File { .. } => content_digest(&file.absolute, &mut buffer)?,
+            };
+            digests.insert(file.relative.clone(), digest.to_hex().to_string());
+        }
+        if !matched {
+            return Err(Error::CodeGlobUnmatched {
+                step: step.to_string(),
+                pattern: pattern.clone(),
+            });
+        }
+    }
+    Ok(digests)
+}
+
+fn content_digest(path: &Path, buffer: &mut [u8]) -> Result<blake3::Hash> {
+    let mut content = blake3::Hasher::new();
+    let mut reader = std::fs::File::open(path).map_err(|source| Error::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    loop {
+        let read = reader.read(buffer).map_err(|source| Error::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        if read == 0 {
+            break;
+        }
+        content.update(&buffer[..read]);
+    }
+    Ok(content.finalize())
+}
+
 /// blake3 over every project file's path, executable bit and content: equal trees give equal
 /// digests whatever their timestamps. Cheaper than building a package; used by local runs.
 pub fn tree_digest(root: &Path, include: &[String]) -> Result<String> {
@@ -365,23 +446,7 @@ pub fn tree_digest(root: &Path, include: &[String]) -> Result<String> {
             }
             FileKind::File { executable, .. } => {
                 tree.update(if *executable { b"x" } else { b"f" });
-                let mut content = blake3::Hasher::new();
-                let mut reader =
-                    std::fs::File::open(&file.absolute).map_err(|source| Error::Read {
-                        path: file.absolute.clone(),
-                        source,
-                    })?;
-                loop {
-                    let read = reader.read(&mut buffer).map_err(|source| Error::Read {
-                        path: file.absolute.clone(),
-                        source,
-                    })?;
-                    if read == 0 {
-                        break;
-                    }
-                    content.update(&buffer[..read]);
-                }
-                tree.update(content.finalize().as_bytes());
+                tree.update(content_digest(&file.absolute, &mut buffer)?.as_bytes());
             }
         }
     }
