@@ -174,8 +174,26 @@ impl RunDisplay {
                 ));
             }
             _ => {
-                if let Some(error) = &record.error {
+                // Why, where the user looks: each failed step with its reason (exit code,
+                // OOM kill, timeout, or what ferry refused), not only "step a failed".
+                let failed_steps: Vec<(&str, &orchestrator_core::run::StepRecord)> = record
+                    .ordered_steps()
+                    .into_iter()
+                    .filter(|(_, s)| s.status == StepStatus::Failed)
+                    .collect();
+                let generic = failed_steps.iter().any(|(name, _)| {
+                    record.error.as_deref() == Some(&format!("step {name} failed"))
+                });
+                if let Some(error) = record.error.as_ref().filter(|_| !generic) {
                     output::line(format!("  {error}"));
+                }
+                for (name, step) in &failed_steps {
+                    let reason = match (&step.error, step.exit_code) {
+                        (Some(error), _) => error.clone(),
+                        (None, Some(code)) => format!("exited with code {code}"),
+                        (None, None) => "no reason recorded".to_string(),
+                    };
+                    output::line(format!("  step {name} failed: {reason}"));
                 }
                 let failed = record
                     .ordered_steps()

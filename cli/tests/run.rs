@@ -912,3 +912,41 @@ fn a_change_to_one_steps_declared_code_reruns_only_that_step_and_explain_cache_s
         refused.stderr()
     );
 }
+
+#[test]
+fn a_step_that_ferry_fails_says_why_on_its_line_in_the_summary_and_in_its_logs() {
+    let project = Project::new();
+    project.write(
+        "pipeline.yaml",
+        "name: r\nsteps:\n  a:\n    run: mkdir -p d && ln -s \"$PWD/d\" \"$FERRY_OUTPUT_DIR/out\"\n    outputs: [out]\n  b:\n    run: exit 3\n",
+    );
+    let run = project.ferry(&["run"]);
+    // The exit code of the first failed step that has one.
+    run.failure(3);
+    let out = run.stdout();
+    let why = "is a symbolic link to a directory; outputs must be files or real directories";
+    let line = |prefix: &str| {
+        out.lines()
+            .find(|l| l.trim_start().starts_with(prefix))
+            .map(str::to_string)
+    };
+    assert!(
+        line("a │").is_some_and(|_| out.lines().any(|l| l.starts_with("a") && l.contains(why))),
+        "{out}"
+    );
+    assert!(
+        line("step a failed:").is_some_and(|l| l.contains(why)),
+        "{out}"
+    );
+    assert!(
+        line("step b failed:").is_some_and(|l| l.contains("exited with code 3")),
+        "{out}"
+    );
+    let logs = project.ferry(&["logs", "latest", "a"]);
+    assert!(
+        logs.stderr().contains("wrote nothing to its log"),
+        "{}",
+        logs.stderr()
+    );
+    assert!(logs.stderr().contains(why), "{}", logs.stderr());
+}
