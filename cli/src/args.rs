@@ -67,6 +67,9 @@ pub enum Command {
     /// List, inspect and cancel runs
     #[command(subcommand)]
     Runs(RunsCommand),
+    /// Remove old finished runs, the cache entries only they back and the packages nothing
+    /// uses any more
+    Gc(GcArgs),
     /// Run a pipeline on a cron schedule, in the cluster (Kubernetes stacks)
     #[command(subcommand)]
     Schedule(ScheduleCommand),
@@ -298,6 +301,40 @@ pub enum RunsCommand {
     /// Start a finished run again under a new id: the same plan and code, the outputs of the
     /// steps that succeeded reused, the failed, skipped and cancelled ones run
     Retry(RunRetryArgs),
+    /// Remove finished runs with their logs and outputs, the cache entries only they back and
+    /// the packages no other run uses
+    Delete(RunsDeleteArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunsDeleteArgs {
+    /// Run ids
+    #[arg(required = true, num_args = 1..)]
+    pub runs: Vec<String>,
+    /// Print what would be removed, and remove nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub stack: StackArg,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct GcArgs {
+    /// Keep the newest N runs, whatever their age
+    #[arg(long, value_name = "N")]
+    pub keep_last: Option<usize>,
+    /// Remove only runs created longer ago than this, e.g. 30d or 12h
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub older_than: Option<std::time::Duration>,
+    /// Print what would be removed, and remove nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub stack: StackArg,
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 #[derive(Debug, Args)]

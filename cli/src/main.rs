@@ -3,7 +3,7 @@
 mod args;
 mod commands;
 mod context;
-mod detach;
+pub(crate) mod detach;
 mod interrupt;
 mod output;
 mod progress;
@@ -51,6 +51,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Package(args) => commands::package::run(&ctx, args),
         // A retry starts and follows a run, as `ferry run` does.
         Command::Runs(args::RunsCommand::Retry(args)) => commands::run::retry(&ctx, args),
+        // Deleting runs is retention, as `ferry gc` is.
+        Command::Runs(args::RunsCommand::Delete(args)) => commands::gc::delete(&ctx, args),
+        Command::Gc(args) => commands::gc::run(&ctx, args),
         Command::Runs(command) => commands::runs::run(&ctx, command),
         Command::Schedule(command) => commands::schedule::run(&ctx, command),
         Command::Logs(args) => commands::logs::run(&ctx, args),

@@ -950,3 +950,110 @@ fn a_step_that_ferry_fails_says_why_on_its_line_in_the_summary_and_in_its_logs()
     );
     assert!(logs.stderr().contains(why), "{}", logs.stderr());
 }
+
+#[test]
+fn gc_and_runs_delete_remove_old_runs_with_sizes_and_leave_a_concurrent_run_whole() {
+    let project = Project::new();
+    project.write(
+        "pipeline.yaml",
+        "name: keep\nsteps:\n  a:\n    run: echo out > \"$FERRY_OUTPUT_DIR/o.txt\"\n    outputs: [o.txt]\n    cache: false\n",
+    );
+    let mut finished = Vec::new();
+    for _ in 0..4 {
+        project.ferry(&["run"]).success();
+        finished.push(
+            project.latest_record()["run_id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    // A run going on beside the removal, in a background ferry.
+    project.write(
+        "pipeline.yaml",
+        "name: keep\nsteps:\n  a:\n    run: sleep 2; echo late > \"$FERRY_OUTPUT_DIR/o.txt\"\n    outputs: [o.txt]\n    cache: false\n",
+    );
+    let live = project
+        .ferry(&["run", "--detach"])
+        .stdout()
+        .trim()
+        .to_string();
+
+    let refused = project.ferry(&["gc"]);
+    refused.failure(1);
+    assert!(
+        refused.stderr().contains("--keep-last 20"),
+        "{}",
+        refused.stderr()
+    );
+    let dry = project.ferry(&["gc", "--keep-last", "2", "--dry-run"]);
+    dry.success();
+    assert!(
+        dry.stdout().contains("would remove 3 runs"),
+        "{}",
+        dry.stdout()
+    );
+    assert_eq!(
+        project
+            .ferry(&["runs", "list", "--output", "json"])
+            .stdout()
+            .matches("\"run_id\"")
+            .count(),
+        5
+    );
+
+    let gc = project.ferry(&["gc", "--keep-last", "2"]);
+    gc.success();
+    for old in &finished[..3] {
+        assert!(
+            gc.stdout()
+                .contains(&format!("removed run {old} (keep, succeeded")),
+            "{}",
+            gc.stdout()
+        );
+        assert!(
+            !project
+                .path()
+                .join(format!(".ferry/artifacts/runs/{old}"))
+                .exists()
+        );
+    }
+    assert!(gc.stdout().contains("removed 3 runs"), "{}", gc.stdout());
+
+    let busy = project.ferry(&["runs", "delete", &live]);
+    busy.failure(1);
+    assert!(
+        busy.stderr()
+            .contains(&format!("run {live} is still running")),
+        "{}",
+        busy.stderr()
+    );
+    assert!(
+        busy.stderr().contains("ferry runs cancel"),
+        "{}",
+        busy.stderr()
+    );
+
+    // The concurrent run finishes whole.
+    let record = wait_until_ended(&project, &live, Duration::from_secs(20));
+    assert_eq!(record["status"], "succeeded", "{record:#}");
+    let out = project.path().join("got");
+    project
+        .ferry(&["artifacts", "get", &live, "a", "-o", out.to_str().unwrap()])
+        .success();
+    assert_eq!(
+        std::fs::read_to_string(out.join("o.txt")).unwrap().trim(),
+        "late"
+    );
+
+    project.ferry(&["runs", "delete", &finished[3]]).success();
+    project.ferry(&["runs", "show", &finished[3]]).failure(1);
+    assert_eq!(
+        project
+            .ferry(&["runs", "list", "--output", "json"])
+            .stdout()
+            .matches("\"run_id\"")
+            .count(),
+        1
+    );
+}

@@ -43,6 +43,8 @@ pub fn hint(error: &(dyn Error + 'static)) -> Option<String> {
             e.hint()
         } else if let Some(e) = error.downcast_ref::<package::archive::Error>() {
             e.hint()
+        } else if let Some(e) = error.downcast_ref::<crate::retention::Error>() {
+            e.hint()
         } else {
             None
         };

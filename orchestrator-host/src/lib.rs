@@ -18,5 +18,6 @@ pub mod lifecycle;
 pub mod loader;
 pub mod local;
 pub mod package;
+pub mod retention;
 pub mod stack;
 pub mod stores;

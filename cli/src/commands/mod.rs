@@ -3,6 +3,7 @@
 pub mod agent;
 pub mod artifacts;
 pub mod completions;
+pub mod gc;
 pub mod init;
 pub mod logs;
 pub mod package;

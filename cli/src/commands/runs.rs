@@ -76,6 +76,7 @@ pub fn run(ctx: &Context, command: RunsCommand) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         RunsCommand::Retry(_) => unreachable!("`runs retry` is `commands::run::retry`"),
+        RunsCommand::Delete(_) => unreachable!("`runs delete` is `commands::gc::delete`"),
         RunsCommand::Cancel(args) => {
             let RunTarget { stack, record } = RunTarget::resolve(ctx, &args)?;
             stack
