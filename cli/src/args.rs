@@ -144,6 +144,9 @@ pub struct RunArgs {
     /// cancel it, or detach and leave it running
     #[arg(long, value_enum, default_value_t = OnInterrupt::Ask)]
     pub on_interrupt: OnInterrupt,
+    /// `json`: the run's events as JSON lines on stdout, then its record (`"event": "result"`)
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -269,6 +272,8 @@ pub struct ScheduleShowArgs {
 pub struct ValidateArgs {
     /// Pipeline file or directory (default as for `ferry run`)
     pub pipeline: Option<PathBuf>,
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 #[derive(Debug, Args)]
@@ -288,6 +293,8 @@ pub struct PackageArgs {
     /// Pipeline whose commands are checked for files the package leaves out
     #[arg(long, value_name = "PIPELINE")]
     pub pipeline: Option<PathBuf>,
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -410,6 +417,10 @@ pub struct LogsArgs {
     /// Keep following until the run (or step) ends
     #[arg(short, long)]
     pub follow: bool,
+    /// `json`: every event (log lines with their step, stream and time; status changes;
+    /// notices) as JSON lines
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 #[derive(Debug, Subcommand)]

@@ -175,6 +175,11 @@ pub fn cache_notes(record: &orchestrator_core::run::RunRecord) {
     table(&["STEP", "CACHE"], &rows);
 }
 
+/// One value as a single JSON line (NDJSON); false when stdout is closed.
+pub fn json_line<T: serde::Serialize>(value: &T) -> bool {
+    line(serde_json::to_string(value).expect("values serialise"))
+}
+
 pub fn json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
     line(serde_json::to_string_pretty(value)?);
     Ok(())

@@ -441,3 +441,70 @@ fn version_and_completions_work() {
     let usage = project.ferry(&["runs", "frobnicate"]);
     usage.failure(2);
 }
+
+#[test]
+fn every_reporting_command_speaks_json_for_scripts() {
+    let project = Project::new();
+    project.write("pipeline.yaml", GOOD);
+    let parse_lines = |text: &str| -> Vec<serde_json::Value> {
+        text.lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+            .collect()
+    };
+
+    // `ferry run`: the events as JSON lines, the record last.
+    let run = project.ferry(&["run", "--output", "json"]);
+    run.success();
+    let events = parse_lines(&run.stdout());
+    assert!(
+        events
+            .iter()
+            .any(|e| e["event"] == "step_status" && e["status"] == "running"),
+        "{events:?}"
+    );
+    assert!(events.iter().any(|e| e["event"] == "log"), "{events:?}");
+    let last = events.last().unwrap();
+    assert_eq!(last["event"], "result");
+    assert_eq!(last["record"]["status"], "succeeded");
+    let run_id = last["record"]["run_id"].as_str().unwrap().to_string();
+
+    // `ferry logs`: the same events, replayed.
+    let logs = project.ferry(&["logs", &run_id, "--output", "json"]);
+    logs.success();
+    let replayed = parse_lines(&logs.stdout());
+    assert!(
+        replayed
+            .iter()
+            .any(|e| e["event"] == "log" && e["step"] == "a"),
+        "{replayed:?}"
+    );
+
+    // `ferry validate`: valid, and every problem with its place.
+    let valid = project.ferry(&["validate", "--output", "json"]);
+    valid.success();
+    let valid: serde_json::Value = serde_json::from_str(&valid.stdout()).unwrap();
+    assert_eq!(valid["valid"], true);
+    project.write(
+        "bad.yaml",
+        "name: x\nsteps:\n  a:\n    run: echo\n    needz: [b]\n",
+    );
+    let invalid = project.ferry(&["validate", "bad.yaml", "--output", "json"]);
+    invalid.failure(1);
+    let invalid: serde_json::Value = serde_json::from_str(&invalid.stdout()).unwrap();
+    assert_eq!(invalid["valid"], false);
+    assert_eq!(invalid["problems"][0]["line"], 5, "{invalid:#}");
+    assert!(
+        invalid["problems"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("needz")
+    );
+
+    // `ferry package`: what was built.
+    let package = project.ferry(&["package", "--output", "json"]);
+    package.success();
+    let package: serde_json::Value = serde_json::from_str(&package.stdout()).unwrap();
+    let digest = package["digest"].as_str().unwrap();
+    assert_eq!(package["key"], format!("packages/{digest}.tar.zst"));
+    assert!(package["files"].as_u64().unwrap() >= 1);
+}

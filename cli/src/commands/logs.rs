@@ -11,7 +11,7 @@ use anyhow::{Context as _, Result};
 use console::Style;
 use orchestrator_core::run::{Event, RunRecord, StepRecord, StepStatus};
 
-use crate::args::LogsArgs;
+use crate::args::{LogsArgs, OutputFormat};
 use crate::context::Context;
 use crate::output;
 use crate::resolve::RunTarget;
@@ -20,6 +20,7 @@ pub fn run(ctx: &Context, args: LogsArgs) -> Result<ExitCode> {
     let RunTarget { stack, record } = RunTarget::resolve(ctx, &args.run)?;
     let width = record.steps.keys().map(String::len).max().unwrap_or(0);
     let whole_run = args.step.is_none();
+    let json = args.output.output == OutputFormat::Json;
     let mut lines = 0usize;
     stack
         .orchestrator
@@ -28,6 +29,10 @@ pub fn run(ctx: &Context, args: LogsArgs) -> Result<ExitCode> {
             args.step.as_deref(),
             args.follow,
             |event| match event {
+                event if json => {
+                    lines += usize::from(matches!(event, Event::Log { .. }));
+                    output::json_line(&event)
+                }
                 Event::Log { step, line, .. } if whole_run => {
                     lines += 1;
                     output::line(format!("{step:<width$} │ {line}"))
@@ -40,7 +45,7 @@ pub fn run(ctx: &Context, args: LogsArgs) -> Result<ExitCode> {
             },
         )
         .with_context(|| format!("cannot read the logs of run {}", record.run_id))?;
-    if let Some(step) = args.step.as_deref() {
+    if let Some(step) = args.step.as_deref().filter(|_| !json) {
         // Following may have outlived the record read at the start.
         let record = if args.follow {
             stack.orchestrator.status(&record.run_id).unwrap_or(record)

@@ -7,7 +7,7 @@ use anyhow::{Context as _, Result};
 use console::Style;
 use orchestrator_host::package::{self, Package, files::FileKind};
 
-use crate::args::PackageArgs;
+use crate::args::{OutputFormat, PackageArgs};
 use crate::context::Context;
 use crate::output;
 use crate::resolve::PipelineFile;
@@ -36,9 +36,23 @@ pub fn run(ctx: &Context, args: PackageArgs) -> Result<ExitCode> {
         }
         eprintln!("wrote {}", out.display());
     }
+    let mut uploaded_to = None;
     if args.upload {
         let stack = ctx.open_stack(args.stack.as_deref())?;
         ctx.upload_package(&stack.store, &package)?;
+        uploaded_to = Some(stack.store.url());
+    }
+    if args.output.output == OutputFormat::Json {
+        output::json(&serde_json::json!({
+            "digest": package.archive.digest,
+            "key": package.key(),
+            "bytes": package.archive.compressed_size,
+            "files": package.selection.files.len(),
+            "source_bytes": package.selection.total_size(),
+            "written_to": args.out.as_ref().map(|o| ctx.cwd.join(o)),
+            "uploaded_to": uploaded_to,
+            "warnings": package.warnings,
+        }))?;
     }
     Ok(ExitCode::SUCCESS)
 }

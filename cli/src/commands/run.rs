@@ -9,7 +9,7 @@ use orchestrator_core::schedule::{ScheduleReply, ScheduleRequest};
 use orchestrator_host::lifecycle;
 use orchestrator_host::stack::Stack;
 
-use crate::args::{RenderArgs, RunArgs, RunRetryArgs};
+use crate::args::{OutputFormat, RenderArgs, RunArgs, RunRetryArgs};
 use crate::context::Context;
 use crate::detach;
 use crate::output::hint;
@@ -23,7 +23,7 @@ pub fn run(ctx: &Context, args: RunArgs) -> Result<ExitCode> {
     // background ferry when detached (see `detach`).
     if args.detach && !options.stack.orchestrator.wants_code_package() {
         let (plan, stack) = options.into_plan(ctx, args.no_cache, None)?;
-        return detach_locally(ctx, &plan, &stack);
+        return detach_locally(ctx, &plan, &stack, args.output.output == OutputFormat::Json);
     }
     // Remote orchestrators run steps elsewhere: ship the code first.
     let package = if options.stack.orchestrator.wants_code_package() {
@@ -34,8 +34,13 @@ pub fn run(ctx: &Context, args: RunArgs) -> Result<ExitCode> {
         None
     };
     let (plan, stack) = options.into_plan(ctx, args.no_cache, package.as_ref())?;
-    let explain = args.explain_cache;
-    start(plan, &stack, args.detach, args.on_interrupt, explain)
+    let how = StartArgs {
+        detach: args.detach,
+        on_interrupt: args.on_interrupt,
+        explain_cache: args.explain_cache,
+        json: args.output.output == OutputFormat::Json,
+    };
+    start(plan, &stack, how)
 }
 
 /// `ferry runs retry RUN [--from STEP]`: the run's kept plan again, under a new id, with
@@ -84,28 +89,24 @@ pub fn retry(ctx: &Context, args: RunRetryArgs) -> Result<ExitCode> {
         plan.project_root = ctx.config.project_root.clone();
     }
     if args.detach && !stack.orchestrator.wants_code_package() {
-        return detach_locally(ctx, &plan, &stack);
+        return detach_locally(ctx, &plan, &stack, false);
     }
-    start(plan, &stack, args.detach, args.on_interrupt, false)
+    let how = StartArgs {
+        detach: args.detach,
+        on_interrupt: args.on_interrupt,
+        explain_cache: false,
+        json: false,
+    };
+    start(plan, &stack, how)
 }
 
 /// Submits `plan` and follows it to its end (or prints its id with `detach`); the exit code
 /// is the run's.
-fn start(
-    mut plan: RunPlan,
-    stack: &Stack,
-    detach: bool,
-    on_interrupt: crate::args::OnInterrupt,
-    explain_cache: bool,
-) -> Result<ExitCode> {
+fn start(mut plan: RunPlan, stack: &Stack, args: StartArgs) -> Result<ExitCode> {
     // The background ferry of a detached local run: the id the detaching ferry printed.
     if let Some(run_id) = detach::run_id_from_env() {
         plan.run_id = run_id;
     }
-    let args = StartArgs {
-        detach,
-        on_interrupt,
-    };
     lifecycle::plan::keep(&stack.store, &plan)
         .with_context(|| format!("cannot store the plan of run {}", plan.run_id))?;
     let dim = Style::new().dim();
@@ -122,8 +123,8 @@ fn start(
             stack.store.url()
         )),
     );
-    // With --detach, stdout carries only the run id, for scripts.
-    if args.detach {
+    // With --detach or JSON, stdout carries only what scripts read.
+    if args.detach || args.json {
         eprintln!("{header}");
     } else {
         outln!("{header}");
@@ -148,7 +149,11 @@ fn start(
             .with_context(|| format!("cannot start pipeline `{}`", plan.pipeline.name))?;
         debug_assert_eq!(submitted, run_id, "orchestrators run a plan under its id");
         if args.detach {
-            outln!("{run_id}");
+            if args.json {
+                crate::output::json_line(&serde_json::json!({ "run_id": run_id }));
+            } else {
+                outln!("{run_id}");
+            }
             eprintln!(
                 "{}",
                 dim.apply_to(format!("detached; follow with `ferry logs -f {run_id}`, check with `ferry runs show {run_id}`"))
@@ -158,8 +163,13 @@ fn start(
         let followed = stack
             .orchestrator
             .stream_events(&run_id, None, true, |event| {
-                display.show(event);
-                true
+                if args.json {
+                    // A reader that went away (a closed pipe) stops the following, not the run.
+                    crate::output::json_line(&event)
+                } else {
+                    display.show(event);
+                    true
+                }
             })
             .with_context(|| format!("lost track of run {run_id}"));
         drop(done);
@@ -172,8 +182,12 @@ fn start(
         .orchestrator
         .status(&run_id)
         .with_context(|| format!("cannot read the result of run {run_id}"))?;
+    if args.json {
+        crate::output::json_line(&serde_json::json!({ "event": "result", "record": record }));
+        return Ok(ExitCode::from(lifecycle::exit_status(&record)));
+    }
     display.finish(&record);
-    if explain_cache {
+    if args.explain_cache {
         crate::output::cache_notes(&record);
     }
     Ok(ExitCode::from(lifecycle::exit_status(&record)))
@@ -183,18 +197,25 @@ fn start(
 struct StartArgs {
     detach: bool,
     on_interrupt: crate::args::OnInterrupt,
+    explain_cache: bool,
+    /// `--output json`: events as JSON lines, then the record, instead of the display.
+    json: bool,
 }
 
 /// `--detach` on the local stack: the plan is checked here, then a background ferry runs it
 /// under the same id; prints the run id once its record exists.
-fn detach_locally(ctx: &Context, plan: &RunPlan, stack: &Stack) -> Result<ExitCode> {
+fn detach_locally(ctx: &Context, plan: &RunPlan, stack: &Stack, json: bool) -> Result<ExitCode> {
     let run_id = plan.run_id.clone();
     let log = detach::log_file(&ctx.config.project_root, &run_id);
     let records = RunRecords::new(stack.store.clone());
     let pid = detach::spawn(&run_id, &log, || {
         records.get(&run_id).ok().flatten().is_some()
     })?;
-    outln!("{run_id}");
+    if json {
+        crate::output::json_line(&serde_json::json!({ "run_id": run_id, "pid": pid }));
+    } else {
+        outln!("{run_id}");
+    }
     eprintln!(
         "{}",
         Style::new().dim().apply_to(format!(
