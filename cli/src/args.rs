@@ -468,6 +468,8 @@ pub enum StackCommand {
 pub struct StackCheckArgs {
     /// Stack name (default: the current stack)
     pub name: Option<String>,
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 #[derive(Debug, Args)]

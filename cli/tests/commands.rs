@@ -507,4 +507,14 @@ fn every_reporting_command_speaks_json_for_scripts() {
     let digest = package["digest"].as_str().unwrap();
     assert_eq!(package["key"], format!("packages/{digest}.tar.zst"));
     assert!(package["files"].as_u64().unwrap() >= 1);
+
+    // `ferry stack check`: each operation with its latency.
+    let check = project.ferry(&["stack", "check", "--output", "json"]);
+    check.success();
+    let check: serde_json::Value = serde_json::from_str(&check.stdout()).unwrap();
+    assert_eq!(check["ok"], true, "{check:#}");
+    assert!(
+        check["operations"].as_array().unwrap().len() >= 3,
+        "{check:#}"
+    );
 }

@@ -51,7 +51,11 @@ pub fn run(ctx: &Context, command: StackCommand) -> Result<ExitCode> {
             outln!("{}", Style::new().dim().apply_to("* the default stack"));
             Ok(ExitCode::SUCCESS)
         }
-        StackCommand::Check(args) => check(ctx, args.name.as_deref()),
+        StackCommand::Check(args) => check(
+            ctx,
+            args.name.as_deref(),
+            args.output.output == OutputFormat::Json,
+        ),
         StackCommand::Show(args) => {
             let (name, config) = ctx.config.stack(args.name.as_deref())?;
             let stack = ctx.open_stack(Some(name))?;
@@ -99,9 +103,34 @@ pub fn run(ctx: &Context, command: StackCommand) -> Result<ExitCode> {
     }
 }
 
-fn check(ctx: &Context, name: Option<&str>) -> Result<ExitCode> {
+fn check(ctx: &Context, name: Option<&str>, json: bool) -> Result<ExitCode> {
     let (name, _) = ctx.config.stack(name)?;
     let stack = ctx.open_stack(Some(name))?;
+    if json {
+        // `{"stack", "store", "ok", "operations": [{"operation", "ms"}], "error", "hint"}`.
+        let (ok, operations, error, hint) =
+            match orchestrator_host::stack::check::probe(&stack.store) {
+                Ok(timings) => (
+                    true,
+                    timings
+                        .iter()
+                        .map(|t| serde_json::json!({ "operation": t.operation, "ms": t.took.as_secs_f64() * 1000.0 }))
+                        .collect(),
+                    None,
+                    None,
+                ),
+                Err(failure) => (false, Vec::new(), Some(failure.to_string()), Some(failure.hint.clone())),
+            };
+        output::json(&serde_json::json!({
+            "stack": name, "store": stack.store.url(), "ok": ok,
+            "operations": operations, "error": error, "hint": hint,
+        }))?;
+        return Ok(if ok {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        });
+    }
     outln!(
         "checking stack `{name}`: store {} ({})",
         stack.store.url(),
