@@ -1829,3 +1829,46 @@ fn a_schedule_runs_its_pipeline_when_triggered_and_when_its_cron_fires() {
         gone.stderr()
     );
 }
+
+#[test]
+fn a_retry_from_a_step_reuses_the_earlier_outputs_in_the_cluster_in_both_modes() {
+    let cluster = Cluster::start();
+    for mode in ["pipeline", "steps"] {
+        let project = cluster.project("hello", &mode_settings(&cluster, mode));
+        project.ferry(&["run", "hello"]).success();
+        let first = run_id_of(&project);
+        let retry = project.ferry(&["runs", "retry", &first, "--from", "report"]);
+        retry.success();
+        let again = run_id_of(&project);
+        assert_ne!(again, first);
+        let record: serde_json::Value = serde_json::from_str(
+            &project
+                .ferry(&["runs", "show", &again, "--output", "json"])
+                .stdout(),
+        )
+        .unwrap();
+        assert_eq!(record["status"], "succeeded", "{mode}: {record:#}");
+        assert_eq!(record["resumed_from"], first.as_str(), "{mode}: {record:#}");
+        for reused in ["fetch", "count-words", "count-lines", "shout"] {
+            assert_eq!(
+                record["steps"][reused]["status"], "cached",
+                "{mode} {reused}: {record:#}"
+            );
+            assert_eq!(
+                record["steps"][reused]["outputs_from"]["run_id"],
+                first.as_str()
+            );
+        }
+        assert_eq!(
+            record["steps"]["report"]["status"], "succeeded",
+            "{mode}: {record:#}"
+        );
+        let report = project.ferry(&["logs", &again, "report"]);
+        report.success();
+        assert!(
+            report.stdout().contains("hello"),
+            "{mode}: {}",
+            report.stdout()
+        );
+    }
+}
