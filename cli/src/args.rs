@@ -70,6 +70,8 @@ pub enum Command {
     /// Remove old finished runs, the cache entries only they back and the packages nothing
     /// uses any more
     Gc(GcArgs),
+    /// Serve a web dashboard of the stack's runs: their DAG, live logs, artifacts
+    Ui(UiArgs),
     /// Run a pipeline on a cron schedule, in the cluster (Kubernetes stacks)
     #[command(subcommand)]
     Schedule(ScheduleCommand),
@@ -510,4 +512,22 @@ pub struct PluginInspectArgs {
 #[derive(Debug, Args)]
 pub struct CompletionsArgs {
     pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+pub struct UiArgs {
+    /// Port to listen on (0: any free port)
+    #[arg(long, default_value_t = 8765)]
+    pub port: u16,
+    /// Address to listen on; anything but 127.0.0.1 requires a token
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: std::net::IpAddr,
+    /// The token a non-loopback dashboard requires (default: one is generated and printed)
+    #[arg(long, env = "FERRY_UI_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Open the dashboard in the default browser
+    #[arg(long)]
+    pub open: bool,
+    #[command(flatten)]
+    pub stack: StackArg,
 }

@@ -54,6 +54,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         // Deleting runs is retention, as `ferry gc` is.
         Command::Runs(args::RunsCommand::Delete(args)) => commands::gc::delete(&ctx, args),
         Command::Gc(args) => commands::gc::run(&ctx, args),
+        Command::Ui(args) => commands::ui::run(&ctx, args),
         Command::Runs(command) => commands::runs::run(&ctx, command),
         Command::Schedule(command) => commands::schedule::run(&ctx, command),
         Command::Logs(args) => commands::logs::run(&ctx, args),

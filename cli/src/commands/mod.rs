@@ -12,4 +12,5 @@ pub mod run;
 pub mod runs;
 pub mod schedule;
 pub mod stack;
+pub mod ui;
 pub mod validate;
