@@ -61,6 +61,8 @@ FERRY_KUBECTL_VERSION=1.37.1
 FERRY_KUBERNETES_VALIDATE_VERSION=1.37.0
 # Azure Blob emulator for the storage-azure plugin (npm; node and npm come with the machine).
 FERRY_AZURITE_VERSION=3.37.0
+# `ferry ui`'s browser tests: Debian's Chromium (apt, as root) driven by playwright-core (npm).
+FERRY_PLAYWRIGHT_VERSION=1.64.1
 
 _FERRY_SERVERS_SH="$(CDPATH='' cd -- "$(dirname -- "${BASH_SOURCE[0]}")" >/dev/null && pwd)/$(basename -- "${BASH_SOURCE[0]}")"
 
@@ -170,6 +172,38 @@ _ferry_do_install_azurite() (
         return 1
     fi
     printf '%s\n' "$FERRY_AZURITE_VERSION" >"$marker"
+)
+
+# Chromium from Debian's packages (skipped when /usr/bin/chromium is there) and playwright-core
+# into $FERRY_TOOLS_DIR/npm-browser (skipped when that version is there).
+_ferry_do_install_browser() (
+    local dir="$FERRY_TOOLS_DIR/npm-browser" log="$FERRY_TOOLS_DIR/browser-install.log" lock_fd
+    local marker="$dir/.ferry-playwright-installed"
+    mkdir -p "$dir"
+    exec {lock_fd}>"$FERRY_TOOLS_DIR/.install-browser.lock"
+    if command -v flock >/dev/null; then flock "$lock_fd"; fi
+    if [[ ! -x /usr/bin/chromium ]]; then
+        if [[ "$(id -u)" != 0 ]] || ! command -v apt-get >/dev/null; then
+            _ferry_log "install: the browser tests need Debian's chromium package; install it (apt-get install chromium) or run this as root"
+            return 1
+        fi
+        _ferry_log "installing Debian's chromium (apt)"
+        if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; } >"$log" 2>&1; then
+            _ferry_log "apt-get install chromium failed; log ($log):"
+            cat "$log" >&2
+            return 1
+        fi
+    fi
+    if [[ -f "$marker" && "$(cat "$marker")" == "$FERRY_PLAYWRIGHT_VERSION" && -f "$dir/node_modules/playwright-core/index.mjs" ]]; then
+        return 0
+    fi
+    _ferry_log "installing playwright-core@$FERRY_PLAYWRIGHT_VERSION into $dir"
+    if ! npm install --prefix "$dir" --no-audit --no-fund --silent "playwright-core@$FERRY_PLAYWRIGHT_VERSION" >>"$log" 2>&1; then
+        _ferry_log "npm install playwright-core failed; log ($log):"
+        cat "$log" >&2
+        return 1
+    fi
+    printf '%s\n' "$FERRY_PLAYWRIGHT_VERSION" >"$marker"
 )
 
 _ferry_azurite_dir() { printf '%s/run/azurite\n' "$FERRY_TOOLS_DIR"; }
@@ -484,7 +518,7 @@ _ferry_main() {
     FERRY_TOOLS_DIR="$(_ferry_tools_dir)"
     export FERRY_TOOLS_DIR
     case "${1:-}" in
-    install) _ferry_do_install && _ferry_do_install_azurite ;;
+    install) _ferry_do_install && _ferry_do_install_azurite && _ferry_do_install_browser ;;
     start) _ferry_do_start ;;
     stop) _ferry_do_stop ;;
     logs) _ferry_do_logs "${2:-80}" ;;

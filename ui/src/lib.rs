@@ -182,9 +182,10 @@ where
     let stream = futures::stream::unfold((look, None::<blake3::Hash>), |(look, last)| async move {
         loop {
             let now = blake3::hash(look().await.as_bytes());
+            // Browsers drop an event whose data is empty (the SSE rules), hence the `1`.
             if last.is_some_and(|l| l != now) {
                 return Some((
-                    Ok(SseEvent::default().event("changed").data("")),
+                    Ok(SseEvent::default().event("changed").data("1")),
                     (look, Some(now)),
                 ));
             }

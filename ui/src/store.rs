@@ -266,7 +266,7 @@ pub(crate) async fn follow_log(
                     Ok(SseEvent::default().event("line").data(line)),
                     Some(receiver),
                 )),
-                None => Some((Ok(SseEvent::default().event("end").data("")), None)),
+                None => Some((Ok(SseEvent::default().event("end").data("1")), None)),
             }
         },
     ))

@@ -1,0 +1,104 @@
+//! `ferry ui` in a real browser: Debian's headless Chromium driven by Playwright
+//! (`testing/browser/ui.mjs`), against a dashboard serving a local project's store while a
+//! run goes on. Both are installed by the README's test command (`scripts/servers.sh
+//! install`); a machine without them fails here and says so.
+
+mod support;
+
+use std::io::{BufRead as _, BufReader};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use support::Project;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn tools() -> PathBuf {
+    std::env::var_os("FERRY_TOOLS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join(".tools"))
+}
+
+/// Stops the dashboard when the test ends, however it ends.
+struct Server(std::process::Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn the_dashboard_shows_a_new_run_live_its_dag_its_log_an_output_and_cancels_it_in_chromium() {
+    let chromium = PathBuf::from(
+        std::env::var_os("FERRY_TEST_CHROMIUM").unwrap_or("/usr/bin/chromium".into()),
+    );
+    let playwright = tools().join("npm-browser/node_modules/playwright-core/index.mjs");
+    assert!(
+        chromium.exists() && playwright.exists(),
+        "the browser tests need Debian's Chromium ({}) and playwright-core ({}): run `scripts/servers.sh install` (as root, for the apt package) or scripts/test-all.sh",
+        chromium.display(),
+        playwright.display()
+    );
+    let project = Project::new();
+    project.write(
+        "pipeline.yaml",
+        concat!(
+            "name: ui-demo\nsteps:\n",
+            "  make:\n    run: mkdir -p \"$FERRY_OUTPUT_DIR/data\" && printf 'forty-two\\n' > \"$FERRY_OUTPUT_DIR/data/result.txt\"\n    outputs: [data/result.txt]\n",
+            "  slow:\n    inputs: [make]\n    run: for i in $(seq 1 300); do echo \"tick $i\"; sleep 0.2; done\n",
+            "  after:\n    needs: [slow]\n    run: echo done\n",
+        ),
+    );
+    let mut child = project
+        .command(&["ui", "--port", "0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let server = Server(child);
+    let mut first = String::new();
+    BufReader::new(stdout).read_line(&mut first).unwrap();
+    let url = first
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("ferry ui printed no address: {first}"))
+        .to_string();
+    let shots = repo().join("docs/screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let out = Command::new("node")
+        .arg(repo().join("testing/browser/ui.mjs"))
+        .env("UI_URL", &url)
+        .env("FERRY_BIN", support::FERRY)
+        .env("PROJECT_DIR", project.path())
+        .env("EXPECTED_OUTPUT", "forty-two\n")
+        .env("SCREENSHOTS", &shots)
+        .env("CHROMIUM", &chromium)
+        .env("PLAYWRIGHT", &playwright)
+        .envs(
+            project
+                .command(&[])
+                .get_envs()
+                .filter_map(|(k, v)| Some((k.to_owned(), v?.to_owned()))),
+        )
+        .output()
+        .unwrap();
+    drop(server);
+    assert!(
+        out.status.success(),
+        "the browser session failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("ok "));
+    for page in ["runs", "run", "step"] {
+        assert!(
+            shots.join(format!("{page}.png")).exists(),
+            "no screenshot of the {page} page"
+        );
+    }
+}
