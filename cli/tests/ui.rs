@@ -102,3 +102,50 @@ fn the_dashboard_shows_a_new_run_live_its_dag_its_log_an_output_and_cancels_it_i
         );
     }
 }
+
+/// One HTTP/1.0 GET over a plain socket: status line and body.
+fn http_get(address: &str, path: &str) -> String {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+}
+
+#[test]
+fn off_loopback_the_dashboard_makes_up_a_token_prints_it_and_requires_it() {
+    let project = Project::new();
+    let mut child = project
+        .command(&["ui", "--host", "0.0.0.0", "--port", "0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let _server = Server(child);
+    let mut first = String::new();
+    BufReader::new(stdout).read_line(&mut first).unwrap();
+    let url = first
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap();
+    let (address, query) = url
+        .trim_start_matches("http://")
+        .split_once('/')
+        .unwrap_or_else(|| panic!("{first}"));
+    let token = query
+        .strip_prefix("?token=")
+        .unwrap_or_else(|| panic!("no token in {url}"));
+    assert_eq!(token.len(), 32, "{token}");
+    let port = address.rsplit(':').next().unwrap();
+    let local = format!("127.0.0.1:{port}");
+    assert!(
+        http_get(&local, "/").starts_with("HTTP/1.0 401"),
+        "served without the token"
+    );
+    assert!(http_get(&local, "/?token=guess").starts_with("HTTP/1.0 401"));
+    let admitted = http_get(&local, &format!("/?token={token}"));
+    assert!(admitted.starts_with("HTTP/1.0 303"), "{admitted}");
+    assert!(admitted.contains("ferry_ui_token="), "{admitted}");
+}

@@ -280,3 +280,63 @@ fn no_page_shows_the_stores_settings() {
         }
     });
 }
+
+/// `n` more finished runs of pipeline `pipeline`, one second apart, older than the fixture's.
+fn more_runs(state: &Shared, n: usize, pipeline: &str) -> Vec<String> {
+    let store = &state.stack.store;
+    (0..n)
+        .map(|i| {
+            let id = format!("20250101-0000{:02}-000-{:06x}", i % 60, i);
+            let mut record: RunRecord =
+                serde_json::from_slice(&store.get_bytes(&layout::run_record(RUN)).unwrap())
+                    .unwrap();
+            record.run_id = id.clone();
+            record.pipeline = pipeline.into();
+            record.status = RunStatus::Succeeded;
+            store.put_json(&layout::run_record(&id), &record).unwrap();
+            id
+        })
+        .collect()
+}
+
+#[test]
+fn the_runs_list_pages_by_fifty_and_filters_by_pipeline_and_status() {
+    let f = fixture(None);
+    more_runs(&f.state, 59, "nightly");
+    block(async {
+        let (_, first, _) = get(&f.state, "/").await;
+        assert_eq!(first.matches("<tr data-run=").count(), 50);
+        assert!(first.contains("rel=\"next\""), "an older page: {first}");
+        assert!(first.contains(RUN), "the newest run comes first");
+        let (_, second, _) = get(&f.state, "/?page=2").await;
+        assert_eq!(second.matches("<tr data-run=").count(), 10);
+        assert!(!second.contains("rel=\"next\""));
+        let (_, train, _) = get(&f.state, "/?pipeline=train").await;
+        assert_eq!(train.matches("<tr data-run=").count(), 1);
+        let (_, failed, _) = get(&f.state, "/?status=failed").await;
+        assert_eq!(failed.matches("<tr data-run=").count(), 1);
+        let (_, fragment, _) = get(&f.state, "/fragment/runs?status=succeeded").await;
+        assert_eq!(fragment.matches("<tr data-run=").count(), 50);
+        assert!(!fragment.contains("<html"), "a fragment, not a page");
+    });
+}
+
+#[test]
+fn compare_puts_two_runs_side_by_side_and_marks_what_differs() {
+    let f = fixture(None);
+    let other = more_runs(&f.state, 1, "train").remove(0);
+    block(async {
+        let (status, body, _) = get(&f.state, &format!("/compare?a={RUN}&b={other}")).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert!(body.contains("step fit"), "{body}");
+        assert!(
+            body.contains("status-failed") && body.contains("status-succeeded"),
+            "{body}"
+        );
+        assert!(!body.contains("<script>alert"), "escaped");
+        let (status, _, _) = get(&f.state, &format!("/compare?a={RUN}&b=nope")).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let (status, _, _) = get(&f.state, &format!("/compare?a={RUN}&b=..%2Fcache")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+    });
+}
