@@ -34,15 +34,15 @@ try {
     encoding: "utf8",
   }).trim();
   const row = page.locator(`tr[data-run="${run}"]`);
-  await row.waitFor({ timeout: 15000 });
+  await row.waitFor({ timeout: 45000 });
   assert.equal(await page.evaluate(() => window.notReloaded), true, "the page reloaded");
   await page.screenshot({ path: `${shots}/runs.png` });
 
   // Its page: the DAG, with the slow step running (live), the quick one done.
   await row.locator("a").click();
   await page.waitForURL(`**/runs/${run}`);
-  await page.locator('g.node[data-step="slow"].status-running').waitFor({ timeout: 15000 });
-  await page.locator('g.node[data-step="make"].status-succeeded').waitFor({ timeout: 15000 });
+  await page.locator('g.node[data-step="slow"].status-running').waitFor({ timeout: 45000 });
+  await page.locator('g.node[data-step="make"].status-succeeded').waitFor({ timeout: 45000 });
   assert.equal(await page.locator("g.node").count(), 3);
   assert.equal(await page.locator("svg.dag path.edge").count(), 2);
   await page.screenshot({ path: `${shots}/run.png` });
@@ -50,9 +50,9 @@ try {
   // The running step's log, lines arriving.
   await page.locator('g.node[data-step="slow"]').click();
   await page.waitForURL(`**/runs/${run}/steps/slow`);
-  await page.waitForFunction(() => (document.getElementById("log")?.textContent || "").includes("tick 3"), null, { timeout: 15000 });
+  await page.waitForFunction(() => (document.getElementById("log")?.textContent || "").includes("tick 3"), null, { timeout: 45000 });
   const before = Number(await page.locator("#log").getAttribute("data-lines"));
-  await page.waitForFunction((n) => Number(document.getElementById("log").dataset.lines) > n, before, { timeout: 10000 });
+  await page.waitForFunction((n) => Number(document.getElementById("log").dataset.lines) > n, before, { timeout: 30000 });
   await page.screenshot({ path: `${shots}/step.png` });
 
   // An output of the finished step downloads with its bytes.
@@ -67,8 +67,8 @@ try {
   // Cancel from the run's page, confirmed; the page shows it cancelled by itself.
   await page.goto(`${url.replace(/\/$/, "")}/runs/${run}`);
   await page.locator("button.danger").click();
-  await page.locator(".facts .status-cancelled").waitFor({ timeout: 20000 });
-  await page.locator('g.node[data-step="after"].status-cancelled').waitFor({ timeout: 20000 });
+  await page.locator(".facts .status-cancelled").waitFor({ timeout: 60000 });
+  await page.locator('g.node[data-step="after"].status-cancelled').waitFor({ timeout: 60000 });
   console.log(`ok ${run}`);
 } finally {
   await browser.close();

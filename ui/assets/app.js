@@ -7,13 +7,16 @@
 
   function watch(events, fragment, target) {
     const source = new EventSource(events);
-    source.addEventListener("changed", async function () {
+    async function refresh() {
       const response = await fetch(fragment, { credentials: "same-origin" });
       if (response.ok) {
         document.getElementById(target).innerHTML = await response.text();
         bindConfirms();
       }
-    });
+    }
+    // `ready`: the server has looked; what changed since this page was rendered shows now.
+    source.addEventListener("ready", refresh);
+    source.addEventListener("changed", refresh);
   }
 
   function bindConfirms() {

@@ -173,31 +173,32 @@ async fn run_events(
     })
 }
 
-/// A stream that says `changed` whenever `look()` gives another answer than last time.
+/// A stream that says `ready` once it has looked (the page then fetches its fragment again,
+/// so that nothing that changed between its rendering and this look is missed), then
+/// `changed` whenever `look()` gives another answer than last time.
 fn changes<F, Fut>(look: F) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>>
 where
     F: Fn() -> Fut + Send + 'static,
     Fut: std::future::Future<Output = String> + Send,
 {
+    // Browsers drop an event whose data is empty (the SSE rules), hence the `1`s.
     let stream = futures::stream::unfold((look, None::<blake3::Hash>), |(look, last)| async move {
+        let Some(last) = last else {
+            let first = blake3::hash(look().await.as_bytes());
+            return Some((
+                Ok(SseEvent::default().event("ready").data("1")),
+                (look, Some(first)),
+            ));
+        };
         loop {
+            tokio::time::sleep(POLL).await;
             let now = blake3::hash(look().await.as_bytes());
-            // Browsers drop an event whose data is empty (the SSE rules), hence the `1`.
-            if last.is_some_and(|l| l != now) {
+            if now != last {
                 return Some((
                     Ok(SseEvent::default().event("changed").data("1")),
                     (look, Some(now)),
                 ));
             }
-            if last.is_none() {
-                // The page was rendered from this state: only later changes matter.
-                tokio::time::sleep(POLL).await;
-                return Some((
-                    Ok(SseEvent::default().comment("watching")),
-                    (look, Some(now)),
-                ));
-            }
-            tokio::time::sleep(POLL).await;
         }
     });
     Sse::new(stream).keep_alive(KeepAlive::default())
