@@ -40,8 +40,26 @@ impl PipelineFile {
         }
     }
 
-    /// Reads and validates the pipeline file [`PipelineFile::path`] names.
+    /// Reads and validates the pipeline file [`PipelineFile::path`] names; `-` reads it from
+    /// stdin (a pipeline compiled by the Python SDK, in the same schema, YAML or JSON), and
+    /// its steps run in the working directory.
     pub fn resolve(ctx: &Context, arg: Option<&Path>) -> Result<Self> {
+        if arg == Some(Path::new("-")) {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+                .context("cannot read the pipeline from stdin")?;
+            let path = ctx.cwd.join("<stdin>");
+            let pipeline =
+                Pipeline::from_yaml_str(&text, Some(Path::new("<stdin>"))).map_err(|e| {
+                    let count = e.diagnostics.len();
+                    let noun = if count == 1 { "problem" } else { "problems" };
+                    hint(
+                        format!("{e}"),
+                        format!("fix the {count} {noun} above in the pipeline read from stdin"),
+                    )
+                })?;
+            return Ok(Self { path, pipeline });
+        }
         let path = Self::path(ctx, arg);
         if !path.exists() {
             return Err(hint(
