@@ -54,4 +54,7 @@ if ! cargo test --workspace --locked --no-fail-fast; then
     scripts/kube-cluster.sh logs 40 >&2 || true
     exit 1
 fi
+step "pytest (the Python SDK, against the ferry just built)"
+FERRY_BIN="$PWD/target/debug/ferry" PYTHONPATH="$PWD/python" \
+    "$FERRY_TOOLS_DIR/venv/bin/python" -m pytest -q python/tests
 step "done"
