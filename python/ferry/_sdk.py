@@ -280,7 +280,9 @@ class Pipeline:
         recording = self.record()
         module = module or _module_of(self.function)
         attribute = self.function.__name__
-        python = python or sys.executable
+        # The interpreter the steps run with: this one, where they run on this machine; in a
+        # container image, the image's (FERRY_PYTHON=python3, found on the image's PATH).
+        python = python or os.environ.get("FERRY_PYTHON") or sys.executable
         params = {}
         for name, (_, default) in self.parameters().items():
             params[name] = {} if default is inspect.Parameter.empty else {"default": _param_text(default)}
@@ -326,7 +328,7 @@ class Pipeline:
             command.append("--no-cache")
         for name, value in values.items():
             command += ["--param", f"{name}={_param_text(value)}"]
-        return _run(command, json.dumps(compiled))
+        return _run(command, json.dumps(compiled), width=max(len(n) for n in compiled["steps"]))
 
 
 def _module_of(function: Callable) -> str:
@@ -377,22 +379,21 @@ class PipelineRun:
         return load_artifact(self.run_id, step, name, kind)
 
 
-def _run(command: List[str], compiled: str) -> PipelineRun:
+def _run(command: List[str], compiled: str, width: int = 0) -> PipelineRun:
     process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert process.stdin is not None and process.stdout is not None
     process.stdin.write(compiled)
     process.stdin.close()
     record = None
-    width = 0
     for line in process.stdout:
         event = json.loads(line)
         kind = event.get("event")
         if kind == "log":
-            width = max(width, len(event["step"]))
             print(f"{event['step']:<{width}} │ {event['line']}", flush=True)
         elif kind == "step_status" and event["status"] not in ("pending", "running"):
             print(f"{event['step']:<{width}} │ {event['status']}", flush=True)
-        elif kind == "notice" and event.get("step"):
+        elif kind == "notice" and event.get("step") and not event["text"].startswith("cached:"):
+            # A cache hit's notice is the `cached` status line that follows.
             print(f"{event['step']:<{width}} │ {event['text']}", flush=True)
         elif kind == "result":
             record = event["record"]
