@@ -1872,3 +1872,57 @@ fn a_retry_from_a_step_reuses_the_earlier_outputs_in_the_cluster_in_both_modes()
         );
     }
 }
+
+#[test]
+fn the_python_sdk_example_runs_on_kubernetes_in_both_modes() {
+    let cluster = Cluster::start();
+    let sdk = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../python");
+    for mode in ["pipeline", "steps"] {
+        // The test node runs pods on this machine: the image's python is this machine's, and
+        // the SDK comes from the repository (an image would have it installed).
+        let settings = format!(
+            "{}\nenv = {{ PYTHONPATH = {:?} }}",
+            mode_settings(&cluster, mode),
+            sdk.display().to_string()
+        );
+        let project = cluster.project("ml-python", &settings);
+        let compiled = Command::new("/usr/bin/python3")
+            .args(["-m", "ferry", "compile", "training:training"])
+            .current_dir(project.path().join("ml-python"))
+            .env("PYTHONPATH", &sdk)
+            .env("FERRY_PYTHON", "/usr/bin/python3")
+            .output()
+            .unwrap();
+        assert!(
+            compiled.status.success(),
+            "{}",
+            String::from_utf8_lossy(&compiled.stderr)
+        );
+        project.write(
+            "ml-python/pipeline.json",
+            &String::from_utf8_lossy(&compiled.stdout),
+        );
+        let run = project.ferry(&["run", "ml-python/pipeline.json", "--param", "epochs=60"]);
+        run.success();
+        let id = run_id_of(&project);
+        let record: serde_json::Value = serde_json::from_str(
+            &project
+                .ferry(&["runs", "show", &id, "--output", "json"])
+                .stdout(),
+        )
+        .unwrap();
+        assert_eq!(record["status"], "succeeded", "{mode}: {record:#}");
+        for step in ["load", "split", "train", "evaluate"] {
+            assert_eq!(
+                record["steps"][step]["status"], "succeeded",
+                "{mode} {step}: {record:#}"
+            );
+        }
+        let log = project.ferry(&["logs", &id, "evaluate"]);
+        assert!(
+            log.stdout().contains("test accuracy"),
+            "{mode}: {}",
+            log.stdout()
+        );
+    }
+}
