@@ -65,42 +65,89 @@ impl Ended {
     }
 }
 
-/// Ends a step's process group if ferry itself dies without doing so (SIGKILL, a crash), so that
-/// no step outlives the ferry that ran it. A tiny `sh`, outside the group, waits on a pipe only
-/// ferry holds: the kernel closes it when ferry dies, and end of file without a `done` line
-/// means ferry is gone.
-struct Watchdog {
-    stdin: tokio::process::ChildStdin,
-    process: tokio::process::Child,
+/// Ends the run's step process groups if ferry itself dies without doing so (SIGKILL, a
+/// crash), so that no step outlives the ferry that ran it. One tiny `sh` per run, outside every
+/// group, reads a pipe only ferry holds: `+PGID` and `-PGID` lines say which groups are
+/// running; the kernel closes the pipe when ferry dies, and end of file without a `done` line
+/// means ferry is gone, so it kills the groups still listed. One per run, not one per step:
+/// a spawn is the largest part of a short step's cost.
+pub(super) struct Watchdog {
+    stdin: tokio::sync::Mutex<Option<tokio::process::ChildStdin>>,
+    process: tokio::sync::Mutex<Option<tokio::process::Child>>,
 }
 
 impl Watchdog {
     // No `--` before the group: dash's `kill` does not take it.
-    const SCRIPT: &str = r#"read -r line; [ "$line" = done ] || kill -KILL "-$1""#;
+    const SCRIPT: &str = r#"groups=""
+while read -r line; do
+  case "$line" in
+    done) exit 0 ;;
+    +*) groups="$groups ${line#+}" ;;
+    -*) keep=""; for g in $groups; do [ "$g" = "${line#-}" ] || keep="$keep $g"; done; groups="$keep" ;;
+  esac
+done
+for g in $groups; do kill -KILL "-$g"; done"#;
 
-    fn start(pgid: i32) -> Option<Watchdog> {
+    pub(super) fn new() -> Self {
+        Watchdog {
+            stdin: tokio::sync::Mutex::new(None),
+            process: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    fn spawn() -> Option<(tokio::process::Child, tokio::process::ChildStdin)> {
         let mut process = Command::new("sh")
-            .args(["-c", Self::SCRIPT, "ferry-step-watchdog", &pgid.to_string()])
+            .args(["-c", Self::SCRIPT, "ferry-run-watchdog"])
             .env_clear()
             .env("PATH", "/usr/bin:/bin")
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
-            // Not in the step's group (it outlives it) nor in ferry's (a Ctrl-C is for ferry).
+            // Not in a step's group (it outlives them) nor in ferry's (a Ctrl-C is for ferry).
             .process_group(0)
             .spawn()
-            .map_err(|e| tracing::debug!("cannot start a step watchdog: {e}"))
+            .map_err(|e| tracing::debug!("cannot start the run's step watchdog: {e}"))
             .ok()?;
         let stdin = process.stdin.take()?;
-        Some(Watchdog { stdin, process })
+        Some((process, stdin))
     }
 
-    /// The step's group is stopped: the watchdog may go.
-    async fn release(mut self) {
+    async fn say(&self, line: String) {
         use tokio::io::AsyncWriteExt as _;
-        let _ = self.stdin.write_all(b"done\n").await;
-        drop(self.stdin);
-        let _ = self.process.wait().await;
+        let mut stdin = self.stdin.lock().await;
+        if stdin.is_none() {
+            // Started with the run's first step.
+            if let Some((process, pipe)) = Self::spawn() {
+                *self.process.lock().await = Some(process);
+                *stdin = Some(pipe);
+            }
+        }
+        if let Some(pipe) = stdin.as_mut()
+            && pipe.write_all(line.as_bytes()).await.is_err()
+        {
+            *stdin = None;
+        }
+    }
+
+    /// A step's group runs: kill it if ferry dies.
+    async fn watch(&self, pgid: i32) {
+        self.say(format!("+{pgid}\n")).await;
+    }
+
+    /// A step's group is stopped.
+    async fn forget(&self, pgid: i32) {
+        self.say(format!("-{pgid}\n")).await;
+    }
+
+    /// The run is over: the watchdog may go.
+    pub(super) async fn release(&self) {
+        use tokio::io::AsyncWriteExt as _;
+        if let Some(mut pipe) = self.stdin.lock().await.take() {
+            let _ = pipe.write_all(b"done\n").await;
+        }
+        if let Some(mut process) = self.process.lock().await.take() {
+            let _ = process.wait().await;
+        }
     }
 }
 
@@ -173,7 +220,9 @@ async fn supervise(
     if let Some(pgid) = pgid {
         ctx.state.add_process_group(pgid);
     }
-    let watchdog = pgid.and_then(Watchdog::start);
+    if let Some(pgid) = pgid {
+        ctx.watchdog.watch(pgid).await;
+    }
     let readers = [
         child.stdout.take().map(|out| {
             tokio::spawn(forward_lines(
@@ -217,9 +266,7 @@ async fn supervise(
     if let Some(pgid) = pgid {
         signal_group(pgid, libc::SIGKILL);
         ctx.state.remove_process_group(pgid);
-    }
-    if let Some(watchdog) = watchdog {
-        watchdog.release().await;
+        ctx.watchdog.forget(pgid).await;
     }
     // A process that escaped the group (setsid, a double fork) may hold the pipes open; it
     // must not keep the step running.

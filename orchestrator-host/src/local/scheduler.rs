@@ -40,6 +40,8 @@ pub(super) struct Context {
     pub(super) budget: Budget,
     /// This pipeline's newest earlier runs, read once on the first cache miss to explain it.
     pub(super) earlier_runs: tokio::sync::OnceCell<Vec<orchestrator_core::run::RunRecord>>,
+    /// Kills the steps' process groups if this ferry dies (`process::Watchdog`).
+    pub(super) watchdog: super::process::Watchdog,
 }
 
 /// Run a whole plan; always leaves a finished record behind.
@@ -54,6 +56,7 @@ pub(super) async fn execute(
         slots: Semaphore::new(settings.parallelism),
         budget: Budget::new(settings.cpu_budget, settings.memory_budget),
         earlier_runs: tokio::sync::OnceCell::new(),
+        watchdog: super::process::Watchdog::new(),
         plan,
         state,
         store,
@@ -63,6 +66,7 @@ pub(super) async fn execute(
     let signals = tokio::spawn(cancel_on_signals(Arc::clone(&ctx.state)));
     let heartbeat = tokio::spawn(liveness::heartbeat(Arc::clone(&ctx)));
     let error = schedule(&ctx).await.err();
+    ctx.watchdog.release().await;
     heartbeat.abort();
     signals.abort();
 
