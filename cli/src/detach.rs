@@ -18,11 +18,25 @@ const DETACHED_RUN_ENV: &str = "FERRY_DETACHED_RUN";
 /// How long the detaching ferry waits for the background one to record its run.
 const STARTUP_WAIT: Duration = Duration::from_secs(30);
 
+static DETACHED_RUN: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+
+/// Takes the detaching ferry's run id out of the environment, so that a step of the run (a
+/// `ferry run` inside a step, say) does not inherit it. `main` calls it before anything else,
+/// while the process has one thread.
+pub fn take_from_env() {
+    let id = std::env::var(DETACHED_RUN_ENV)
+        .ok()
+        .filter(|id| orchestrator_core::run::is_valid_run_id(id));
+    if std::env::var_os(DETACHED_RUN_ENV).is_some() {
+        // SAFETY: single-threaded at this point (see above).
+        unsafe { std::env::remove_var(DETACHED_RUN_ENV) };
+    }
+    let _ = DETACHED_RUN.set(id);
+}
+
 /// In the background ferry: the run id the detaching ferry chose (and printed).
 pub fn run_id_from_env() -> Option<String> {
-    std::env::var(DETACHED_RUN_ENV)
-        .ok()
-        .filter(|id| orchestrator_core::run::is_valid_run_id(id))
+    DETACHED_RUN.get().cloned().flatten()
 }
 
 /// Where a background ferry's own output goes (the steps' logs go to the store as always).

@@ -17,6 +17,8 @@ use args::{Cli, Command};
 use context::Context;
 
 fn main() -> ExitCode {
+    // Before any thread exists: it changes the environment.
+    detach::take_from_env();
     let cli = Cli::parse();
     // console already limits colour to terminals; NO_COLOR (no-color.org) turns it off there too.
     if std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty()) {
