@@ -58,6 +58,18 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// `127.0.0.1:8765`, `localhost`, `[::1]:8765`: names of this machine only.
+fn is_loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 fn cookie_token(headers: &HeaderMap) -> Option<&str> {
     headers
         .get_all(header::COOKIE)
@@ -82,6 +94,23 @@ pub(crate) async fn require(
 ) -> Response {
     let access = &state.access;
     if access.token.is_none() {
+        // Without a token the dashboard is for this machine only; a page elsewhere that
+        // rebinds its own name to 127.0.0.1 (DNS rebinding) still sends its own Host.
+        if let Some(host) = request.headers().get(header::HOST)
+            && !is_loopback_host(host.to_str().unwrap_or_default())
+        {
+            return (
+                StatusCode::FORBIDDEN,
+                Html(
+                    crate::pages::error(
+                        StatusCode::FORBIDDEN,
+                        "this dashboard answers only to 127.0.0.1 and localhost; to reach it from elsewhere, start it with --host (and a token)",
+                    )
+                    .into_string(),
+                ),
+            )
+                .into_response();
+        }
         return next.run(request).await;
     }
     let headers = request.headers();

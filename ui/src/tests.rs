@@ -340,3 +340,35 @@ fn compare_puts_two_runs_side_by_side_and_marks_what_differs() {
         assert_eq!(status, StatusCode::BAD_REQUEST);
     });
 }
+
+#[test]
+fn on_loopback_a_request_naming_another_host_is_refused() {
+    let f = fixture(None);
+    block(async {
+        for host in [
+            "127.0.0.1:8765",
+            "localhost:8765",
+            "[::1]:8765",
+            "localhost",
+        ] {
+            let request = Request::get("/")
+                .header(header::HOST, host)
+                .body(Body::empty())
+                .unwrap();
+            assert_eq!(send(&f.state, request).await.0, StatusCode::OK, "{host}");
+        }
+        for host in [
+            "evil.example:8765",
+            "evil.example",
+            "127.0.0.1.evil.example",
+        ] {
+            let request = Request::get("/")
+                .header(header::HOST, host)
+                .body(Body::empty())
+                .unwrap();
+            let (status, body, _) = send(&f.state, request).await;
+            assert_eq!(status, StatusCode::FORBIDDEN, "{host}");
+            assert!(body.contains("answers only to 127.0.0.1"), "{body}");
+        }
+    });
+}
