@@ -274,18 +274,8 @@ async fn try_run_step(
     let cache_key = (step.cache && !plan.no_cache)
         .then(|| cache::cache_key(&step, &basis, &plan.working_dir, &inputs_for_key));
     if let Some(key) = &cache_key
-        && let Some(outcome) = reuse_cached(ctx, name, key, &dirs).await?
+        && let Some(outcome) = reuse_cached(ctx, name, key, &basis, &dirs).await?
     {
-        ctx.state.update(|r| {
-            if let Some(s) = r.steps.get_mut(name) {
-                s.cache_note = s
-                    .outputs_from
-                    .as_ref()
-                    .map(|from| format!("hit: the outputs of run {}", from.run_id));
-                s.cache_basis = Some(basis.clone());
-            }
-        });
-        write_record(ctx).await?;
         return Ok(outcome);
     }
     let note = match &cache_key {
@@ -358,31 +348,24 @@ async fn reuse_cached(
     ctx: &Arc<Context>,
     name: &str,
     key: &str,
+    basis: &orchestrator_core::run::CacheBasis,
     dirs: &StepDirs,
 ) -> Result<Option<Outcome>, PluginError> {
     let Some(entry) = restore_cached(ctx, name, key, dirs).await? else {
         return Ok(None);
     };
-    ctx.state.emit(notice(
-        Some(name),
-        format!(
-            "cached: reusing the outputs of run {} (use --no-cache to run it)",
-            entry.source.run_id
-        ),
-    ));
-    ctx.state.update(|r| {
-        if let Some(s) = r.steps.get_mut(name) {
-            s.cache_key = Some(key.to_string());
-            s.outputs_from = Some(entry.source.clone());
-            s.outputs = entry.outputs.clone();
-        }
-    });
-    set_step_status(ctx, name, StepStatus::Cached, None);
-    write_record(ctx).await?;
-    Ok(Some(Outcome {
-        status: StepStatus::Cached,
-        outputs: entry.outputs,
-    }))
+    let text = format!(
+        "cached: reusing the outputs of run {} (use --no-cache to run it)",
+        entry.source.run_id
+    );
+    let note = format!("hit: the outputs of run {}", entry.source.run_id);
+    record_reused(ctx, name, entry, text, |s| {
+        s.cache_key = Some(key.to_string());
+        s.cache_note = Some(note);
+        s.cache_basis = Some(basis.clone());
+    })
+    .await
+    .map(Some)
 }
 
 /// A step of a resumed run that does not run again: the earlier run's outputs, restored and
@@ -409,17 +392,28 @@ async fn reuse_earlier(
                 reused.source.step, reused.source.run_id
             ))
         })?;
-    ctx.state.emit(notice(
-        Some(name),
-        format!(
-            "reused: the outputs of run {} (this run resumes it)",
-            entry.source.run_id
-        ),
-    ));
+    let text = format!(
+        "reused: the outputs of run {} (this run resumes it)",
+        entry.source.run_id
+    );
+    record_reused(ctx, name, entry, text, |_| {}).await
+}
+
+/// A step that takes earlier outputs instead of running (a cache hit, a resumed run): says so,
+/// records where its outputs are (and what `also` adds) and writes the record once.
+async fn record_reused(
+    ctx: &Arc<Context>,
+    name: &str,
+    entry: CacheEntry,
+    text: String,
+    also: impl FnOnce(&mut orchestrator_core::run::StepRecord),
+) -> Result<Outcome, PluginError> {
+    ctx.state.emit(notice(Some(name), text));
     ctx.state.update(|r| {
         if let Some(s) = r.steps.get_mut(name) {
             s.outputs_from = Some(entry.source.clone());
             s.outputs = entry.outputs.clone();
+            also(s);
         }
     });
     set_step_status(ctx, name, StepStatus::Cached, None);
