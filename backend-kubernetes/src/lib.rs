@@ -295,14 +295,9 @@ impl OrchestratorPlugin for KubernetesOrchestrator {
     fn render(&self, plan: &RunPlan) -> Result<String, PluginError> {
         let namespace = client::namespace_offline(&self.settings);
         let mut objects = self.objects(plan, &namespace)?;
-        // What `run` would create, except the store's credentials: render output gets pasted
-        // into tickets and chats.
-        if let Some(secret) = objects.secret.as_mut()
-            && let Some(data) = secret.string_data.as_mut()
-        {
-            for value in data.values_mut() {
-                *value = "<the stack's store settings, credentials included; not shown>".into();
-            }
+        // What `run` would create, except the store's credentials.
+        if let Some(secret) = objects.secret.as_mut() {
+            manifest::mask(secret);
         }
         Ok(objects.to_yaml())
     }

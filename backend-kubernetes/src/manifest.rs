@@ -65,22 +65,35 @@ impl RunObjects {
     /// Every object as one multi-document YAML stream (`ferry render`, which masks the
     /// Secret's value first).
     pub fn to_yaml(&self) -> String {
-        let mut docs: Vec<Value> = Vec::new();
-        docs.push(serde_json::to_value(&self.config_map).expect("objects serialise"));
-        if let Some(secret) = &self.secret {
-            docs.push(serde_json::to_value(secret).expect("objects serialise"));
-        }
-        for job in self.jobs.iter().chain(&self.step_jobs) {
-            docs.push(serde_json::to_value(job).expect("objects serialise"));
-        }
-        docs.iter()
-            .map(|d| {
-                format!(
-                    "---\n{}",
-                    serde_saphyr::to_string(d).expect("JSON values serialise as YAML")
-                )
-            })
-            .collect()
+        let docs = std::iter::once(serde_json::to_value(&self.config_map))
+            .chain(self.secret.iter().map(serde_json::to_value))
+            .chain(
+                self.jobs
+                    .iter()
+                    .chain(&self.step_jobs)
+                    .map(serde_json::to_value),
+            );
+        yaml_stream(docs.map(|d| d.expect("objects serialise")))
+    }
+}
+
+/// Objects as one multi-document YAML stream.
+pub(crate) fn yaml_stream(docs: impl IntoIterator<Item = Value>) -> String {
+    docs.into_iter()
+        .map(|d| {
+            format!(
+                "---\n{}",
+                serde_saphyr::to_string(&d).expect("JSON values serialise as YAML")
+            )
+        })
+        .collect()
+}
+
+/// A Secret as `ferry render` shows it: its keys, not its values (render output gets pasted
+/// into tickets and chats).
+pub(crate) fn mask(secret: &mut Secret) {
+    for value in secret.string_data.iter_mut().flat_map(|d| d.values_mut()) {
+        *value = "<the stack's store settings, credentials included; not shown>".into();
     }
 }
 

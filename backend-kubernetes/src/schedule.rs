@@ -47,25 +47,14 @@ pub struct ScheduleObjects {
 impl ScheduleObjects {
     /// Every object as one YAML stream, the Secret's value masked (`ferry render`).
     pub fn to_masked_yaml(&self) -> String {
-        let mut docs = vec![serde_json::to_value(&self.config_map).expect("objects serialise")];
-        if let Some(secret) = &self.secret {
-            let mut secret = serde_json::to_value(secret).expect("objects serialise");
-            if let Some(data) = secret["stringData"].as_object_mut() {
-                for value in data.values_mut() {
-                    *value = json!("<the stack's store settings, credentials included; not shown>");
-                }
-            }
-            docs.push(secret);
-        }
-        docs.push(serde_json::to_value(&self.cron_job).expect("objects serialise"));
-        docs.iter()
-            .map(|d| {
-                format!(
-                    "---\n{}",
-                    serde_saphyr::to_string(d).expect("JSON values serialise as YAML")
-                )
-            })
-            .collect()
+        let secret = self.secret.clone().map(|mut secret| {
+            manifest::mask(&mut secret);
+            secret
+        });
+        let docs = std::iter::once(serde_json::to_value(&self.config_map))
+            .chain(secret.iter().map(serde_json::to_value))
+            .chain(std::iter::once(serde_json::to_value(&self.cron_job)));
+        manifest::yaml_stream(docs.map(|d| d.expect("objects serialise")))
     }
 }
 

@@ -8,6 +8,8 @@ use chrono::{DateTime, Utc};
 use maud::{DOCTYPE, Markup, html};
 use orchestrator_core::run::{RunRecord, StepRecord};
 
+use orchestrator_host::package::human_size;
+
 use crate::AppState;
 use crate::store::{LOG_TAIL, Listing, LogTail, RunView};
 use crate::{ListQuery, dag};
@@ -306,7 +308,7 @@ pub(crate) fn step(
                         @for output in &step.outputs {
                             tr {
                                 td { a href=(format!("{step_url}/outputs/{}", encode(&output.path))) download { (output.path) } }
-                                td { (size(output.size)) }
+                                td { (human_size(output.size)) }
                                 td class="mono note" { (&output.digest[..output.digest.len().min(16)]) }
                             }
                         }
@@ -316,7 +318,7 @@ pub(crate) fn step(
             h2 { "Log" }
             @if tail.stored {
                 @if tail.cut > 0 {
-                    p class="note" { "the last " (size(LOG_TAIL)) " of " (size(tail.cut + tail.text.len() as u64)) "; " a href=(format!("{step_url}/log")) { "the whole log" } }
+                    p class="note" { "the last " (human_size(LOG_TAIL)) " of " (human_size(tail.cut + tail.text.len() as u64)) "; " a href=(format!("{step_url}/log")) { "the whole log" } }
                 } @else {
                     p class="note" { a href=(format!("{step_url}/log")) { "download" } }
                 }
@@ -329,21 +331,6 @@ pub(crate) fn step(
             }
         },
     )
-}
-
-fn size(bytes: u64) -> String {
-    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
 }
 
 pub(crate) fn compare(a: &RunView, b: &RunView) -> Markup {
