@@ -406,11 +406,7 @@ fn image_pull_failures_pending_pods_and_oom_kills_end_the_run_with_the_reason() 
     assert_ne!(run.code(), 0, "an OOM kill is a failure");
     let out = format!("{}{}", run.stdout(), run.stderr());
     assert!(out.contains("OOMKilled"), "{out}");
-    let record: serde_json::Value = serde_json::from_str(
-        &oom.ferry(&["runs", "show", &run_id_of(&oom), "--output", "json"])
-            .stdout(),
-    )
-    .unwrap();
+    let record = oom.record(&run_id_of(&oom));
     assert_eq!(record["status"], "failed");
     // The kernel killed the largest process in the pod's memory cgroup: the step, not the
     // agent, which names the reason in the step's record.
@@ -440,12 +436,7 @@ fn an_oom_killed_step_is_retried_with_backoff_and_its_log_up_to_the_kill_is_kept
         run.stdout()
     );
     let id = run_id_of(&project);
-    let record: serde_json::Value = serde_json::from_str(
-        &project
-            .ferry(&["runs", "show", &id, "--output", "json"])
-            .stdout(),
-    )
-    .unwrap();
+    let record = project.record(&id);
     let hog = &record["steps"]["hog"];
     assert_eq!(hog["attempts"], 2, "{record:#}");
     let history = hog["attempt_history"].as_array().expect("attempt history");
@@ -573,12 +564,7 @@ fn cancel_in_mode(cluster: &Cluster, mode: &str) {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let record: serde_json::Value = serde_json::from_str(
-        &project
-            .ferry(&["runs", "show", &id, "--output", "json"])
-            .stdout(),
-    )
-    .unwrap();
+    let record = project.record(&id);
     assert_eq!(record["status"], "cancelled", "{mode}: {record:#}");
     assert_eq!(
         record["steps"]["nap"]["status"], "cancelled",
@@ -722,12 +708,7 @@ fn the_ml_example_runs_on_kubernetes_in_both_modes() {
         let project = cluster.project("ml", &mode_settings(&cluster, mode));
         let run = project.ferry(&["run", "ml"]);
         run.success();
-        let record: serde_json::Value = serde_json::from_str(
-            &project
-                .ferry(&["runs", "show", &run_id_of(&project), "--output", "json"])
-                .stdout(),
-        )
-        .unwrap();
+        let record = project.record(&run_id_of(&project));
         assert_eq!(record["status"], "succeeded", "{mode}: {record:#}");
         let steps = record["steps"].as_object().unwrap();
         assert!(steps.len() >= 3, "{record:#}");
@@ -759,9 +740,7 @@ fn wait_for_pod(
 
 /// `ferry run hello --detach`, which must succeed; the run's id.
 fn start_detached(project: &Project) -> String {
-    let started = project.ferry(&["run", "hello", "--detach"]);
-    started.success();
-    started.stdout().trim().to_string()
+    project.run_id_from(&["run", "hello", "--detach"])
 }
 
 #[test]
@@ -787,12 +766,7 @@ fn ctrl_c_cancels_or_detaches_as_on_interrupt_says() {
         let expected = if policy == "cancel" { 130 } else { 0 };
         assert_eq!(out.status.code(), Some(expected), "{stderr}");
         let id = run_id_of(&project);
-        let record: serde_json::Value = serde_json::from_str(
-            &project
-                .ferry(&["runs", "show", &id, "--output", "json"])
-                .stdout(),
-        )
-        .unwrap();
+        let record = project.record(&id);
         if policy == "cancel" {
             assert!(stderr.contains("cancelled run"), "{stderr}");
             assert_eq!(record["status"], "cancelled");
@@ -843,12 +817,7 @@ fn a_reader_with_another_namespace_sees_a_live_run_as_running_and_touches_nothin
     assert_eq!(cluster.jobs().len(), 1, "the reader deleted nothing");
     // What the store holds is untouched: the owner still sees it running, and it has a
     // placement naming this namespace.
-    let stored: serde_json::Value = serde_json::from_str(
-        &project
-            .ferry(&["runs", "show", &id, "--output", "json"])
-            .stdout(),
-    )
-    .unwrap();
+    let stored = project.record(&id);
     assert_eq!(stored["status"], "running", "{stored:#}");
     assert_eq!(stored["placement"]["namespace"], cluster.ns(), "{stored:#}");
     project.ferry(&["runs", "cancel", &id]).success();
@@ -1133,12 +1102,7 @@ fn steps_mode_fails_a_step_alone_skips_what_needs_it_and_honours_step_images() {
         stdout.contains("fine"),
         "an input read from the store:\n{stdout}"
     );
-    let record: serde_json::Value = serde_json::from_str(
-        &project
-            .ferry(&["runs", "show", &run_id_of(&project), "--output", "json"])
-            .stdout(),
-    )
-    .unwrap();
+    let record = project.record(&run_id_of(&project));
     let steps = &record["steps"];
     assert_eq!(record["status"], "failed", "{record:#}");
     assert_eq!(steps["ok"]["status"], "succeeded");
@@ -1591,12 +1555,7 @@ fn api_errors_lost_replies_and_dropped_watches_give_one_job_and_a_finished_run()
             expected,
             "{mode}: no duplicate Jobs: {jobs}"
         );
-        let record: serde_json::Value = serde_json::from_str(
-            &project
-                .ferry(&["runs", "show", &id, "--output", "json"])
-                .stdout(),
-        )
-        .unwrap();
+        let record = project.record(&id);
         assert_eq!(record["status"], "succeeded", "{mode}: {record:#}");
     }
 }
@@ -1841,12 +1800,7 @@ fn a_retry_from_a_step_reuses_the_earlier_outputs_in_the_cluster_in_both_modes()
         retry.success();
         let again = run_id_of(&project);
         assert_ne!(again, first);
-        let record: serde_json::Value = serde_json::from_str(
-            &project
-                .ferry(&["runs", "show", &again, "--output", "json"])
-                .stdout(),
-        )
-        .unwrap();
+        let record = project.record(&again);
         assert_eq!(record["status"], "succeeded", "{mode}: {record:#}");
         assert_eq!(record["resumed_from"], first.as_str(), "{mode}: {record:#}");
         for reused in ["fetch", "count-words", "count-lines", "shout"] {
@@ -1905,12 +1859,7 @@ fn the_python_sdk_example_runs_on_kubernetes_in_both_modes() {
         let run = project.ferry(&["run", "ml-python/pipeline.json", "--param", "epochs=60"]);
         run.success();
         let id = run_id_of(&project);
-        let record: serde_json::Value = serde_json::from_str(
-            &project
-                .ferry(&["runs", "show", &id, "--output", "json"])
-                .stdout(),
-        )
-        .unwrap();
+        let record = project.record(&id);
         assert_eq!(record["status"], "succeeded", "{mode}: {record:#}");
         for step in ["load", "split", "train", "evaluate"] {
             assert_eq!(

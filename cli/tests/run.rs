@@ -661,18 +661,11 @@ fn hostile_parameter_values_reach_steps_byte_for_byte() {
     assert!(!project.path().join("pwned2").exists());
 }
 
-/// `ferry runs show RUN --output json`, parsed.
-fn shown(project: &Project, id: &str) -> serde_json::Value {
-    let show = project.ferry(&["runs", "show", id, "--output", "json"]);
-    show.success();
-    serde_json::from_str(&show.stdout()).unwrap()
-}
-
 /// Polls until run `id` has ended (at most `within`).
 fn wait_until_ended(project: &Project, id: &str, within: Duration) -> serde_json::Value {
     let deadline = Instant::now() + within;
     loop {
-        let record = shown(project, id);
+        let record = project.record(id);
         if !matches!(record["status"].as_str(), Some("pending" | "running")) {
             return record;
         }
@@ -709,7 +702,7 @@ fn a_detached_local_run_outlives_its_terminal_and_is_followed_cancelled_or_judge
         "{}",
         started.stderr()
     );
-    let record = shown(&project, &id);
+    let record = project.record(&id);
     assert_eq!(record["status"], "running", "{record:#}");
     let pid = record["pid"].as_i64().unwrap();
     // A session of its own: the terminal's hangup never reaches it.
@@ -725,22 +718,14 @@ fn a_detached_local_run_outlives_its_terminal_and_is_followed_cancelled_or_judge
         "pipeline.yaml",
         "name: bg\nsteps:\n  nap:\n    run: sleep 60\n",
     );
-    let id = project
-        .ferry(&["run", "--detach"])
-        .stdout()
-        .trim()
-        .to_string();
+    let id = project.run_id_from(&["run", "--detach"]);
     project.ferry(&["runs", "cancel", &id]).success();
     let record = wait_until_ended(&project, &id, Duration::from_secs(20));
     assert_eq!(record["status"], "cancelled", "{record:#}");
 
     // A background ferry that dies is shown failed, never running forever.
-    let id = project
-        .ferry(&["run", "--detach"])
-        .stdout()
-        .trim()
-        .to_string();
-    let pid = shown(&project, &id)["pid"].as_i64().unwrap();
+    let id = project.run_id_from(&["run", "--detach"]);
+    let pid = project.record(&id)["pid"].as_i64().unwrap();
     // SAFETY: kill(2) on the background ferry this test started.
     unsafe {
         libc::kill(pid as i32, libc::SIGKILL);
@@ -750,7 +735,7 @@ fn a_detached_local_run_outlives_its_terminal_and_is_followed_cancelled_or_judge
         assert!(Instant::now() < deadline, "pid {pid} survived SIGKILL");
         std::thread::sleep(Duration::from_millis(20));
     }
-    let record = shown(&project, &id);
+    let record = project.record(&id);
     assert_eq!(record["status"], "failed", "{record:#}");
     assert!(
         record["error"].as_str().unwrap().starts_with("interrupted"),
@@ -973,11 +958,7 @@ fn gc_and_runs_delete_remove_old_runs_with_sizes_and_leave_a_concurrent_run_whol
         "pipeline.yaml",
         "name: keep\nsteps:\n  a:\n    run: sleep 2; echo late > \"$FERRY_OUTPUT_DIR/o.txt\"\n    outputs: [o.txt]\n    cache: false\n",
     );
-    let live = project
-        .ferry(&["run", "--detach"])
-        .stdout()
-        .trim()
-        .to_string();
+    let live = project.run_id_from(&["run", "--detach"]);
 
     let refused = project.ferry(&["gc"]);
     refused.failure(1);

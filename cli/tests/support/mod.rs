@@ -110,6 +110,21 @@ impl Project {
         command
     }
 
+    /// `ferry runs show RUN --output json`, which must succeed, parsed.
+    pub fn record(&self, run_id: &str) -> serde_json::Value {
+        let show = self.ferry(&["runs", "show", run_id, "--output", "json"]);
+        show.success();
+        serde_json::from_str(&show.stdout()).unwrap()
+    }
+
+    /// `ferry ARGS` that prints a run id (`run --detach`, `schedule trigger`), which must
+    /// succeed; the id.
+    pub fn run_id_from(&self, args: &[&str]) -> String {
+        let started = self.ferry(args);
+        started.success();
+        started.stdout().trim().to_string()
+    }
+
     pub fn ferry(&self, args: &[&str]) -> Run {
         Run {
             output: self.command(args).output().unwrap(),
