@@ -238,6 +238,56 @@ impl ScheduleRequest {
 }
 
 impl ScheduleReply {
+    fn name(&self) -> &'static str {
+        match self {
+            ScheduleReply::Checked => "checked",
+            ScheduleReply::Rendered { .. } => "rendered",
+            ScheduleReply::Schedule { .. } => "schedule",
+            ScheduleReply::Schedules { .. } => "schedules",
+            ScheduleReply::Triggered { .. } => "triggered",
+            ScheduleReply::Deleted { .. } => "deleted",
+        }
+    }
+
+    fn wrong(&self, wanted: &str) -> PluginError {
+        PluginError::other(format!(
+            "the orchestrator answered `{}` where `{wanted}` was due; upgrade the plugin",
+            self.name()
+        ))
+    }
+
+    /// The answer to `Create`, `Show`, `Suspend`, `Resume`.
+    pub fn into_schedule(self) -> Result<ScheduleInfo, PluginError> {
+        match self {
+            ScheduleReply::Schedule { schedule } => Ok(*schedule),
+            other => Err(other.wrong("schedule")),
+        }
+    }
+
+    /// The answer to `List`.
+    pub fn into_schedules(self) -> Result<Vec<ScheduleInfo>, PluginError> {
+        match self {
+            ScheduleReply::Schedules { schedules } => Ok(schedules),
+            other => Err(other.wrong("schedules")),
+        }
+    }
+
+    /// The answer to `Render`.
+    pub fn into_rendered(self) -> Result<String, PluginError> {
+        match self {
+            ScheduleReply::Rendered { text } => Ok(text),
+            other => Err(other.wrong("rendered")),
+        }
+    }
+
+    /// The answer to `Trigger`: the run id and what started it.
+    pub fn into_triggered(self) -> Result<(String, String), PluginError> {
+        match self {
+            ScheduleReply::Triggered { run_id, launched } => Ok((run_id, launched)),
+            other => Err(other.wrong("triggered")),
+        }
+    }
+
     pub fn to_json(&self) -> String {
         to_json(self)
     }

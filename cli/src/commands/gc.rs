@@ -4,7 +4,7 @@
 
 use std::process::ExitCode;
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result};
 use orchestrator_core::ErrorKind;
 use orchestrator_core::schedule::{ScheduleReply, ScheduleRequest};
 use orchestrator_host::package::human_size;
@@ -45,15 +45,15 @@ pub fn delete(ctx: &Context, args: RunsDeleteArgs) -> Result<ExitCode> {
 /// The code of the stack's schedules: their packages stay whatever runs remain. A stack that
 /// keeps no schedules pins nothing; one whose schedules cannot be listed stops the removal.
 fn schedule_packages(stack: &Stack) -> Result<Vec<String>> {
-    match stack.orchestrator.schedules(&ScheduleRequest::List) {
-        Ok(ScheduleReply::Schedules { schedules }) => Ok(schedules
+    match stack
+        .orchestrator
+        .schedules(&ScheduleRequest::List)
+        .and_then(ScheduleReply::into_schedules)
+    {
+        Ok(schedules) => Ok(schedules
             .into_iter()
             .filter_map(|s| s.code_digest)
             .collect()),
-        Ok(_) => bail!(
-            "orchestrator `{}` answered a schedule request with the wrong kind of reply; upgrade the plugin",
-            stack.orchestrator.name()
-        ),
         Err(e) if e.kind == ErrorKind::UNSUPPORTED => Ok(Vec::new()),
         Err(e) => Err(hint(
             format!(

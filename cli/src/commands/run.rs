@@ -242,19 +242,17 @@ pub fn render(ctx: &Context, args: RenderArgs) -> Result<ExitCode> {
                 spec,
                 plan: resolve::into_template(plan, name),
             };
-            match stack.orchestrator.schedules(&request).with_context(|| {
-                format!(
-                    "cannot render schedule `{name}` on stack `{}` (orchestrator `{}`)",
-                    stack.name,
-                    stack.orchestrator.name()
-                )
-            })? {
-                ScheduleReply::Rendered { text } => text,
-                _ => anyhow::bail!(
-                    "orchestrator `{}` answered a render request with the wrong kind of reply; upgrade the plugin",
-                    stack.orchestrator.name()
-                ),
-            }
+            stack
+                .orchestrator
+                .schedules(&request)
+                .and_then(ScheduleReply::into_rendered)
+                .with_context(|| {
+                    format!(
+                        "cannot render schedule `{name}` on stack `{}` (orchestrator `{}`)",
+                        stack.name,
+                        stack.orchestrator.name()
+                    )
+                })?
         }
         _ => stack
             .orchestrator

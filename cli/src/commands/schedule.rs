@@ -5,7 +5,7 @@
 
 use std::process::ExitCode;
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result};
 use console::Style;
 use orchestrator_core::run::{RunRecord, new_run_id};
 use orchestrator_core::schedule::{ScheduleInfo, ScheduleReply, ScheduleRequest};
@@ -26,10 +26,11 @@ pub fn run(ctx: &Context, command: ScheduleCommand) -> Result<ExitCode> {
         ScheduleCommand::Create(args) => create(ctx, args),
         ScheduleCommand::List(args) => {
             let stack = ctx.open_stack(args.stack.stack.as_deref())?;
-            let ScheduleReply::Schedules { schedules } = ask(&stack, &ScheduleRequest::List)?
-            else {
-                bail!(unexpected(&stack))
-            };
+            let schedules = ask(
+                &stack,
+                &ScheduleRequest::List,
+                ScheduleReply::into_schedules,
+            )?;
             if args.output.output == OutputFormat::Json {
                 output::json(&schedules)?;
                 return Ok(ExitCode::SUCCESS);
@@ -100,6 +101,7 @@ pub fn run(ctx: &Context, command: ScheduleCommand) -> Result<ExitCode> {
                 &ScheduleRequest::Delete {
                     name: args.name.clone(),
                 },
+                Ok,
             )?;
             outln!(
                 "schedule {} deleted; the records of its runs stay in {}",
@@ -114,9 +116,7 @@ pub fn run(ctx: &Context, command: ScheduleCommand) -> Result<ExitCode> {
                 name: args.name.clone(),
                 run_id: new_run_id(),
             };
-            let ScheduleReply::Triggered { run_id, launched } = ask(&stack, &request)? else {
-                bail!(unexpected(&stack))
-            };
+            let (run_id, launched) = ask(&stack, &request, ScheduleReply::into_triggered)?;
             outln!("{run_id}");
             eprintln!(
                 "{}",
@@ -138,6 +138,7 @@ fn create(ctx: &Context, args: ScheduleCreateArgs) -> Result<ExitCode> {
     ask(
         &options.stack,
         &ScheduleRequest::Check { spec: spec.clone() },
+        Ok,
     )?;
     let package = if options.stack.orchestrator.wants_code_package() {
         Some(ctx.build_package()?)
@@ -154,6 +155,7 @@ fn create(ctx: &Context, args: ScheduleCreateArgs) -> Result<ExitCode> {
             spec: spec.clone(),
             plan: plan.clone(),
         },
+        ScheduleReply::into_rendered,
     )?;
     if let Some(package) = &package {
         ctx.upload_package(&stack.store, package)?;
@@ -180,30 +182,28 @@ fn create(ctx: &Context, args: ScheduleCreateArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Asks the stack's orchestrator; an orchestrator that keeps no schedules (the local one)
-/// answers in one line.
-fn ask(stack: &Stack, request: &ScheduleRequest) -> Result<ScheduleReply> {
-    stack.orchestrator.schedules(request).with_context(|| {
-        format!(
-            "stack `{}` (orchestrator `{}`)",
-            stack.name,
-            stack.orchestrator.name()
-        )
-    })
+/// Asks the stack's orchestrator and takes the reply `expect` wants; an orchestrator that
+/// keeps no schedules (the local one) answers in one line.
+fn ask<T>(
+    stack: &Stack,
+    request: &ScheduleRequest,
+    expect: impl FnOnce(ScheduleReply) -> Result<T, orchestrator_core::PluginError>,
+) -> Result<T> {
+    stack
+        .orchestrator
+        .schedules(request)
+        .and_then(expect)
+        .with_context(|| {
+            format!(
+                "stack `{}` (orchestrator `{}`)",
+                stack.name,
+                stack.orchestrator.name()
+            )
+        })
 }
 
 fn one(stack: &Stack, request: &ScheduleRequest) -> Result<ScheduleInfo> {
-    match ask(stack, request)? {
-        ScheduleReply::Schedule { schedule } => Ok(*schedule),
-        _ => bail!(unexpected(stack)),
-    }
-}
-
-fn unexpected(stack: &Stack) -> String {
-    format!(
-        "orchestrator `{}` answered a schedule request with the wrong kind of reply; upgrade the plugin",
-        stack.orchestrator.name()
-    )
+    ask(stack, request, ScheduleReply::into_schedule)
 }
 
 fn next_firing(info: &ScheduleInfo) -> String {
