@@ -113,12 +113,18 @@ pub fn next_firings(spec: &ScheduleSpec, after: DateTime<Utc>) -> Vec<DateTime<U
     }
 }
 
+/// ferry's concurrency choices and the CronJob `concurrencyPolicy` each one is.
+const CONCURRENCY_POLICIES: [(Concurrency, &str); 3] = [
+    (Concurrency::Allow, "Allow"),
+    (Concurrency::Forbid, "Forbid"),
+    (Concurrency::Replace, "Replace"),
+];
+
 fn concurrency_policy(concurrency: Concurrency) -> &'static str {
-    match concurrency {
-        Concurrency::Allow => "Allow",
-        Concurrency::Forbid => "Forbid",
-        Concurrency::Replace => "Replace",
-    }
+    CONCURRENCY_POLICIES
+        .iter()
+        .find(|(c, _)| *c == concurrency)
+        .map_or("Forbid", |(_, policy)| policy)
 }
 
 /// The schedule's objects; `plan` is its template (no run id, `schedule` set).
@@ -183,26 +189,26 @@ pub fn info(cron_job: &CronJob, namespace: &str) -> ScheduleInfo {
     let annotation = |key: &str| meta.annotations.as_ref().and_then(|a| a.get(key)).cloned();
     let cron_spec = cron_job.spec.clone();
     let status = cron_job.status.clone().unwrap_or_default();
+    let defaults = ScheduleSpec::new("", "");
     let spec = ScheduleSpec {
         name: label(SCHEDULE_LABEL).unwrap_or_default(),
         cron: cron_spec.schedule.clone(),
         timezone: cron_spec.time_zone.clone(),
-        concurrency: match cron_spec.concurrency_policy.as_deref() {
-            Some("Allow") => Concurrency::Allow,
-            Some("Replace") => Concurrency::Replace,
-            _ => Concurrency::Forbid,
-        },
+        concurrency: CONCURRENCY_POLICIES
+            .iter()
+            .find(|(_, policy)| cron_spec.concurrency_policy.as_deref() == Some(*policy))
+            .map_or(defaults.concurrency, |(c, _)| *c),
         starting_deadline_seconds: cron_spec
             .starting_deadline_seconds
             .and_then(|s| u64::try_from(s).ok()),
         successful_history: cron_spec
             .successful_jobs_history_limit
             .and_then(|n| u32::try_from(n).ok())
-            .unwrap_or(3),
+            .unwrap_or(defaults.successful_history),
         failed_history: cron_spec
             .failed_jobs_history_limit
             .and_then(|n| u32::try_from(n).ok())
-            .unwrap_or(1),
+            .unwrap_or(defaults.failed_history),
         suspend: cron_spec.suspend.unwrap_or(false),
     };
     let next_fire_times = if spec.suspend {
