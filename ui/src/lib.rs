@@ -282,7 +282,7 @@ struct CompareQuery {
 async fn compare(State(state): State<Shared>, Query(query): Query<CompareQuery>) -> PageResult {
     let a = store::run(&state, &query.a).await?;
     let b = store::run(&state, &query.b).await?;
-    Ok(Html(pages::compare(&a, &b).into_string()).into_response())
+    Ok(Html(pages::compare(&state, &a, &b).into_string()).into_response())
 }
 
 async fn css() -> impl IntoResponse {

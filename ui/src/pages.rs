@@ -333,7 +333,7 @@ pub(crate) fn step(
     )
 }
 
-pub(crate) fn compare(a: &RunView, b: &RunView) -> Markup {
+pub(crate) fn compare(state: &AppState, a: &RunView, b: &RunView) -> Markup {
     let (ra, rb) = (&a.record, &b.record);
     let params: BTreeSet<&String> = ra.params.keys().chain(rb.params.keys()).collect();
     let steps: Vec<&str> = {
@@ -353,35 +353,31 @@ pub(crate) fn compare(a: &RunView, b: &RunView) -> Markup {
             None => html! { span class="note" { "-" } },
         }
     };
-    html! {
-        (DOCTYPE)
-        html lang="en" {
-            head { meta charset="utf-8"; title { "compare · ferry" } link rel="stylesheet" href="/assets/app.css"; }
-            body {
-                header { a href="/" { "ferry" } }
-                main {
-                    h1 { "Compare" }
-                    table {
-                        thead { tr { th {} th { a href=(format!("/runs/{}", encode(&ra.run_id))) { (ra.run_id) } } th { a href=(format!("/runs/{}", encode(&rb.run_id))) { (rb.run_id) } } } }
-                        tbody {
-                            tr { th { "status" } td { (status(ra.status.as_str())) } td { (status(rb.status.as_str())) } }
-                            tr { th { "duration" } td { (duration(ra.duration())) } td { (duration(rb.duration())) } }
-                            tr { th { "code" } td class="mono" { (ra.code_digest.as_deref().map(|d| &d[..d.len().min(12)]).unwrap_or("-")) } td class="mono" { (rb.code_digest.as_deref().map(|d| &d[..d.len().min(12)]).unwrap_or("-")) } }
-                            @for key in params {
-                                @let (va, vb) = (ra.params.get(key), rb.params.get(key));
-                                tr class=(if va == vb { "same" } else { "differs" }) {
-                                    th { "param " (key) }
-                                    td { (va.map(String::as_str).unwrap_or("-")) }
-                                    td { (vb.map(String::as_str).unwrap_or("-")) }
-                                }
-                            }
-                            @for step in steps {
-                                tr { th { "step " (step) } td { (cell(ra, step)) } td { (cell(rb, step)) } }
-                            }
+    layout(
+        state,
+        "compare",
+        Live::default(),
+        html! {
+            h1 { "Compare" }
+            table {
+                thead { tr { th {} th { a href=(format!("/runs/{}", encode(&ra.run_id))) { (ra.run_id) } } th { a href=(format!("/runs/{}", encode(&rb.run_id))) { (rb.run_id) } } } }
+                tbody {
+                    tr { th { "status" } td { (status(ra.status.as_str())) } td { (status(rb.status.as_str())) } }
+                    tr { th { "duration" } td { (duration(ra.duration())) } td { (duration(rb.duration())) } }
+                    tr { th { "code" } td class="mono" { (ra.code_digest.as_deref().map(|d| &d[..d.len().min(12)]).unwrap_or("-")) } td class="mono" { (rb.code_digest.as_deref().map(|d| &d[..d.len().min(12)]).unwrap_or("-")) } }
+                    @for key in params {
+                        @let (va, vb) = (ra.params.get(key), rb.params.get(key));
+                        tr class=(if va == vb { "same" } else { "differs" }) {
+                            th { "param " (key) }
+                            td { (va.map(String::as_str).unwrap_or("-")) }
+                            td { (vb.map(String::as_str).unwrap_or("-")) }
                         }
+                    }
+                    @for step in steps {
+                        tr { th { "step " (step) } td { (cell(ra, step)) } td { (cell(rb, step)) } }
                     }
                 }
             }
-        }
-    }
+        },
+    )
 }
