@@ -333,18 +333,18 @@ fn host_path_volume(spec: &Value) -> Result<PathBuf, String> {
 
 /// An emptyDir: a 0777 directory, with a tmpfs over it for `medium: Memory`.
 fn set_up_empty_dir(pod: &Value, spec: &Value, dir: &Path, node: &NodeFacts) -> Result<(), String> {
+    let medium = spec["medium"].as_str().unwrap_or_default();
+    if medium == "Memory" && is_mount_point(dir) {
+        // Set up by an earlier pass over this pod: a chmod now would reach the tmpfs root and
+        // drop its sticky bit (what made the mode flap between 1777 and 0777).
+        return Ok(());
+    }
     // As a kubelet: 0777, so that any user the containers run as may use it.
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777))
         .map_err(|e| format!("chmod {}: {e}", dir.display()))?;
-    match spec["medium"].as_str().unwrap_or_default() {
+    match medium {
         "" => Ok(()),
-        "Memory" => {
-            if is_mount_point(dir) {
-                // Mounted by an earlier attempt of this pod.
-                return Ok(());
-            }
-            mount_tmpfs(dir, memory_volume_size(pod, spec, node.memory_bytes))
-        }
+        "Memory" => mount_tmpfs(dir, memory_volume_size(pod, spec, node.memory_bytes)),
         m if m.starts_with("HugePages") => Err(format!(
             "emptyDir medium {m:?} is not supported by this node (it has no huge pages)"
         )),
@@ -399,9 +399,7 @@ fn mount_tmpfs(dir: &Path, size: u64) -> Result<(), String> {
     let c = |s: &[u8]| std::ffi::CString::new(s).map_err(|e| e.to_string());
     use std::os::unix::ffi::OsStrExt as _;
     let target = c(dir.as_os_str().as_bytes())?;
-    // `mode=1777` is what Linux gives a tmpfs root by default and so what a kubelet's pods
-    // see; it is spelled out because not every kernel this node runs on (a sandboxed one in
-    // CI gave 0777) has that default.
+    // `mode=1777`: what Linux gives a tmpfs root by default, and so what a kubelet's pods see.
     let options = c(format!("size={size},mode=1777").as_bytes())?;
     // SAFETY: mount(2) with NUL-terminated strings that outlive the call.
     let rc = unsafe {
