@@ -25,10 +25,11 @@
 
 use std::collections::HashSet;
 use std::fs::{self, OpenOptions};
-use std::io::{self, BufReader, Read, Seek, Write};
+use std::io::{self, BufReader, Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock, PoisonError, mpsc};
 
 /// What was wrong with a path in an entry (its own path or a link target).
 #[non_exhaustive]
@@ -184,8 +185,7 @@ pub fn unpack_file_with_limits(
         });
     }
     // Pass 1 decompresses once, into a private temporary file beside the target, hashing as
-    // it goes; pass 2 extracts from that file (hashing again), so the archive is decompressed
-    // once instead of twice. Nothing from the archive is looked at before the digest matches.
+    // it goes. Nothing from the archive is looked at before the digest matches.
     let scratch_dir = target
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -199,47 +199,109 @@ pub fn unpack_file_with_limits(
             ),
         })?;
     let file = fs::File::open(archive).map_err(|source| UnpackError::Open { source })?;
-    let mut tap = Tap::new(decoder(file)?, limits.max_bytes);
-    copy_out(&mut tap, &mut tar, scratch_dir)?;
-    let actual = tap.digest();
+    let actual = decompress_into(decoder(file)?, &mut tar, scratch_dir, limits)?;
     if actual != expected_digest {
         return Err(UnpackError::DigestMismatch {
             expected: expected_digest.to_string(),
             actual,
         });
     }
-    tar.seek(io::SeekFrom::Start(0))
-        .map_err(|source| UnpackError::Open { source })?;
+    // Pass 2 extracts from that file, mapped into memory, so file data goes from the page
+    // cache to the new files with no copy in between and no second hash: the temporary file
+    // has no name (it is unlinked, or O_TMPFILE), so nothing but this process can reach it
+    // between the passes, unlike an archive that `unpack_with` opens twice.
+    let map = if tar.metadata().map(|m| m.len()).unwrap_or(0) == 0 {
+        None
+    } else {
+        // SAFETY: the mapping is read-only and the file is this process's own unnamed
+        // temporary file, which nothing truncates or writes while the map lives.
+        Some(
+            unsafe { memmap2::Mmap::map(&tar) }.map_err(|source| UnpackError::Target {
+                path: scratch_dir.to_path_buf(),
+                reason: format!("cannot map the decompressed package: {source}"),
+            })?,
+        )
+    };
+    let data: &[u8] = map.as_deref().unwrap_or_default();
     let created = prepare_target(target)?;
-    let result = extract_tar(
-        io::BufReader::with_capacity(1 << 20, tar),
-        Some(expected_digest),
-        target,
-        limits,
-    );
+    let result = extract_mapped(data, target, limits);
     if result.is_err() {
         clean(target, created);
     }
     result
 }
 
-/// Like [`drain`], keeping what is read in `out`.
-fn copy_out<R: Read>(tap: &mut Tap<R>, out: &mut fs::File, dir: &Path) -> Result<()> {
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = match tap.read(&mut buf) {
-            Ok(0) => return Ok(()),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(_) if tap.over => return Err(UnpackError::TooLarge { limit: tap.limit }),
-            Err(source) => return Err(UnpackError::Corrupt { source }),
+/// Decompress `decoder` into `out` and return the blake3 of what was written. Decompressing
+/// runs on this thread while another hashes and writes the previous chunk, so the two halves
+/// of pass 1 overlap on two cores.
+fn decompress_into<R: Read + Send>(
+    mut decoder: R,
+    out: &mut fs::File,
+    dir: &Path,
+    limits: UnpackLimits,
+) -> Result<String> {
+    const CHUNK: usize = 1 << 20;
+    let write_error = |source: io::Error| UnpackError::Target {
+        path: dir.to_path_buf(),
+        reason: format!("cannot write the decompressed package: {source}"),
+    };
+    let (full, filled) = mpsc::sync_channel::<Vec<u8>>(4);
+    let (give_back, spare) = mpsc::channel::<Vec<u8>>();
+    std::thread::scope(|scope| {
+        let sink = scope.spawn(move || -> io::Result<blake3::Hasher> {
+            let mut hasher = blake3::Hasher::new();
+            for chunk in filled {
+                hasher.update(&chunk);
+                out.write_all(&chunk)?;
+                // The reader may be gone already (it stops at an error); nothing to recycle then.
+                let _ = give_back.send(chunk);
+            }
+            Ok(hasher)
+        });
+        let mut total = 0u64;
+        let read = loop {
+            let mut chunk = spare.try_recv().unwrap_or_else(|_| vec![0; CHUNK]);
+            chunk.resize(CHUNK, 0);
+            let mut len = 0;
+            let ended = loop {
+                match decoder.read(&mut chunk[len..]) {
+                    Ok(0) => break Ok(true),
+                    Ok(n) => {
+                        len += n;
+                        if len == CHUNK {
+                            break Ok(false);
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(source) => break Err(UnpackError::Corrupt { source }),
+                }
+            };
+            // No `return` in this loop: `full` must be dropped below, or the writer waits for
+            // more chunks forever and the scope never ends.
+            let ended = match ended {
+                Ok(ended) => ended,
+                Err(error) => break Err(error),
+            };
+            total += len as u64;
+            if total > limits.max_bytes {
+                break Err(UnpackError::TooLarge {
+                    limit: limits.max_bytes,
+                });
+            }
+            chunk.truncate(len);
+            // A send fails only when the writer stopped at an error, which its join reports.
+            if full.send(chunk).is_err() || ended {
+                break Ok(());
+            }
         };
-        out.write_all(&buf[..n])
-            .map_err(|source| UnpackError::Target {
-                path: dir.to_path_buf(),
-                reason: format!("cannot write the decompressed package: {source}"),
-            })?;
-    }
+        drop(full);
+        let written = sink
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        let hasher = written.map_err(write_error)?;
+        read?;
+        Ok(hasher.finalize().to_hex().to_string())
+    })
 }
 
 /// The same from any reader factory (for tests/fuzzing): `open` is called once to verify the
@@ -503,8 +565,37 @@ struct Extraction<'a> {
     /// Symlinks whose target has a `..` after a name (`sub/../x`), created once every other
     /// entry is out: see [`Extraction::check_symlink_target`].
     deferred: Vec<Deferred>,
+    /// Directories known to be real ones: checked or created by this unpack (see `prepare`).
+    directories: HashSet<String>,
+    /// Set when the package was decompressed whole ([`extract_mapped`]).
+    mapped: Option<Mapped<'a>>,
+    /// Hard links of a mapped extraction, created after the writers are done.
+    hard_links: Vec<HardLink>,
     entries: u64,
     stats: UnpackStats,
+}
+
+/// The decompressed package, and the threads that write its files.
+struct Mapped<'a> {
+    data: &'a [u8],
+    writers: Writers<'a>,
+}
+
+impl<'a> Extraction<'a> {
+    fn new(root: &'a Path, limits: UnpackLimits) -> Self {
+        Self {
+            root,
+            limits,
+            seen: HashSet::new(),
+            files: HashSet::new(),
+            deferred: Vec::new(),
+            directories: HashSet::new(),
+            mapped: None,
+            hard_links: Vec::new(),
+            entries: 0,
+            stats: UnpackStats::default(),
+        }
+    }
 }
 
 fn extract<R: Read>(
@@ -524,16 +615,14 @@ fn extract_tar<R: Read>(
     limits: UnpackLimits,
 ) -> Result<UnpackStats> {
     let mut tap = Tap::new(tar, limits.max_bytes);
-    let mut state = Extraction {
-        root: target,
-        limits,
-        seen: HashSet::new(),
-        files: HashSet::new(),
-        deferred: Vec::new(),
-        entries: 0,
-        stats: UnpackStats::default(),
-    };
-    let walked = walk(&mut tap, &mut state);
+    let mut state = Extraction::new(target, limits);
+    let walked = tar::Archive::new(&mut tap)
+        .entries()
+        .map_err(|e| UnpackError::Tar {
+            position: "before its first entry".to_string(),
+            source: e,
+        })
+        .and_then(|entries| walk(entries, &mut state));
     if tap.over {
         // Whatever error the tar crate or a file write reported, the cause was the limit.
         return Err(UnpackError::TooLarge {
@@ -563,8 +652,7 @@ struct Deferred {
     name: String,
 }
 
-fn walk<R: Read>(tap: &mut Tap<R>, state: &mut Extraction<'_>) -> Result<()> {
-    let mut archive = tar::Archive::new(tap);
+fn walk<R: Read>(entries: tar::Entries<'_, R>, state: &mut Extraction<'_>) -> Result<()> {
     let mut last: Option<String> = None;
     let tar_error = |last: &Option<String>, source| UnpackError::Tar {
         position: match last {
@@ -573,7 +661,6 @@ fn walk<R: Read>(tap: &mut Tap<R>, state: &mut Extraction<'_>) -> Result<()> {
         },
         source,
     };
-    let entries = archive.entries().map_err(|e| tar_error(&last, e))?;
     for entry in entries {
         let mut entry = entry.map_err(|e| tar_error(&last, e))?;
         let name = show(&entry.path_bytes());
@@ -653,7 +740,18 @@ impl Extraction<'_> {
     /// Check every existing parent component (none may be a symlink or a non-directory), then
     /// create the missing ones, then check the leaf. Returns the leaf's full path and whether
     /// it already exists as a directory.
-    fn prepare(&self, parts: &[String], name: &str) -> Result<(PathBuf, bool)> {
+    ///
+    /// A parent this unpack already checked or created is not looked at again: nothing is
+    /// ever removed or replaced while unpacking, so a real directory stays one, and in a
+    /// target that started empty every directory is one of those. That saves a `stat` per
+    /// path component of every file.
+    fn prepare(&mut self, parts: &[String], name: &str) -> Result<(PathBuf, bool)> {
+        let parent_key = parts[..parts.len() - 1].join("/");
+        if parent_key.is_empty() || self.directories.contains(&parent_key) {
+            let key = parts.join("/");
+            let is_dir = self.directories.contains(&key);
+            return Ok((self.root.join(key), is_dir));
+        }
         let io_error = |path: &Path, source| UnpackError::Io {
             entry: name.to_string(),
             path: path.to_path_buf(),
@@ -681,8 +779,11 @@ impl Extraction<'_> {
                 Err(e) => return Err(io_error(&path, e)),
             }
         }
-        let parent = self.root.join(parts[..parts.len() - 1].join("/"));
+        let parent = self.root.join(&parent_key);
         fs::create_dir_all(&parent).map_err(|e| io_error(&parent, e))?;
+        for depth in 1..parts.len() {
+            self.directories.insert(parts[..depth].join("/"));
+        }
         let leaf = parent.join(&parts[parts.len() - 1]);
         match fs::symlink_metadata(&leaf) {
             Ok(meta) if meta.file_type().is_symlink() => {
@@ -712,7 +813,9 @@ impl Extraction<'_> {
             return Err(refused(name, Refusal::AlreadyExists));
         }
         // The header's mode is ignored: a 0000 directory would make the rest unextractable.
-        fs::create_dir(&leaf).map_err(|e| Self::io_error(name, &leaf, e))
+        fs::create_dir(&leaf).map_err(|e| Self::io_error(name, &leaf, e))?;
+        self.directories.insert(parts.join("/"));
+        Ok(())
     }
 
     fn file<R: Read>(
@@ -736,30 +839,42 @@ impl Extraction<'_> {
         if is_dir {
             return Err(refused(name, Refusal::AlreadyExists));
         }
-        // `create_new` is O_CREAT|O_EXCL: it never follows or truncates whatever is there, even
-        // a dangling symlink. 0600 until written; the final mode is set on the handle below.
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&leaf)
-            .map_err(|e| match e.kind() {
-                io::ErrorKind::AlreadyExists => refused(name, Refusal::AlreadyExists),
-                _ => Self::io_error(name, &leaf, e),
-            })?;
-        let got = io::copy(&mut Read::take(&mut *entry, size), &mut file)
-            .map_err(|e| Self::io_error(name, &leaf, e))?;
-        // The tar crate reads entry data through `Take`, which ends quietly at a short stream.
-        if got != size {
-            return Err(refused(name, Refusal::Truncated { got, size }));
-        }
-        // Only the exec bit is kept; setuid, sticky, group/other write never are. Set on the
-        // handle (fchmod) so the umask does not matter and no path is followed.
+        // Only the exec bit is kept; setuid, sticky, group/other write never are.
         let perm = if mode & 0o111 != 0 { 0o755 } else { 0o644 };
-        file.set_permissions(fs::Permissions::from_mode(perm))
-            .map_err(|e| Self::io_error(name, &leaf, e))?;
+        if let Some(mapped) = &self.mapped {
+            // The data is a slice of the verified, decompressed package: hand it to a writer.
+            let all = mapped.data;
+            let start = entry.raw_file_position().min(all.len() as u64);
+            let available = all.len() as u64 - start;
+            if size > available {
+                return Err(refused(
+                    name,
+                    Refusal::Truncated {
+                        got: available,
+                        size,
+                    },
+                ));
+            }
+            let data = &all[start as usize..(start + size) as usize];
+            mapped.writers.write(FileWrite {
+                leaf,
+                data,
+                perm,
+                name: name.to_string(),
+            })?;
+        } else {
+            let mut file = create_file(&leaf, perm, name)?;
+            let got = io::copy(&mut Read::take(&mut *entry, size), &mut file)
+                .map_err(|e| Self::io_error(name, &leaf, e))?;
+            // The tar crate reads entry data through `Take`, which ends quietly at a short
+            // stream.
+            if got != size {
+                return Err(refused(name, Refusal::Truncated { got, size }));
+            }
+            finish_file(&file, perm).map_err(|e| Self::io_error(name, &leaf, e))?;
+        }
         self.stats.files += 1;
-        self.stats.bytes += got;
+        self.stats.bytes += size;
         self.files.insert(key);
         Ok(())
     }
@@ -917,15 +1032,207 @@ impl Extraction<'_> {
         }
         // The source is a regular file this unpack created, under real directories that cannot
         // have been replaced since; link(2) does not follow a symlink at the source anyway.
-        let from = self.root.join(&source_key);
-        fs::hard_link(&from, &leaf).map_err(|e| match e.kind() {
-            io::ErrorKind::AlreadyExists => refused(name, Refusal::AlreadyExists),
-            _ => Self::io_error(name, &leaf, e),
-        })?;
+        let link = HardLink {
+            from: self.root.join(&source_key),
+            leaf,
+            name: name.to_string(),
+        };
+        if self.mapped.is_some() {
+            // The source may still be in a writer's queue: link once every file is out.
+            self.hard_links.push(link);
+        } else {
+            link.create()?;
+        }
         self.stats.files += 1;
         self.files.insert(key.to_string());
         Ok(())
     }
+}
+
+/// A hard link whose entry was checked, to create once its source exists.
+struct HardLink {
+    from: PathBuf,
+    leaf: PathBuf,
+    name: String,
+}
+
+impl HardLink {
+    fn create(&self) -> Result<()> {
+        fs::hard_link(&self.from, &self.leaf).map_err(|e| match e.kind() {
+            io::ErrorKind::AlreadyExists => refused(&self.name, Refusal::AlreadyExists),
+            _ => Extraction::io_error(&self.name, &self.leaf, e),
+        })
+    }
+}
+
+/// Create a regular file that must not exist yet. `create_new` is O_CREAT|O_EXCL: it never
+/// follows or truncates whatever is there, even a dangling symlink.
+fn create_file(leaf: &Path, perm: u32, name: &str) -> Result<fs::File> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(perm)
+        .open(leaf)
+        .map_err(|e| match e.kind() {
+            io::ErrorKind::AlreadyExists => match fs::symlink_metadata(leaf) {
+                Ok(meta) if meta.file_type().is_symlink() => {
+                    refused(name, Refusal::OverwritesSymlink)
+                }
+                _ => refused(name, Refusal::AlreadyExists),
+            },
+            _ => Extraction::io_error(name, leaf, e),
+        })
+}
+
+/// Give a freshly written file its exact mode. `open` applied the process umask to `perm`;
+/// only when that took bits away is a `fchmod` (on the handle, so no path is followed) needed.
+fn finish_file(file: &fs::File, perm: u32) -> io::Result<()> {
+    match process_umask() {
+        Some(mask) if mask & perm == 0 => Ok(()),
+        _ => file.set_permissions(fs::Permissions::from_mode(perm)),
+    }
+}
+
+/// The process umask, from /proc (reading it with umask(2) means setting it, which races with
+/// other threads creating files); `None` where /proc does not say.
+fn process_umask() -> Option<u32> {
+    static UMASK: OnceLock<Option<u32>> = OnceLock::new();
+    *UMASK.get_or_init(|| {
+        let status = fs::read_to_string("/proc/self/status").ok()?;
+        let line = status.lines().find_map(|l| l.strip_prefix("Umask:"))?;
+        u32::from_str_radix(line.trim(), 8).ok()
+    })
+}
+
+/// One regular file for a writer thread: its data is a slice of the mapped package.
+struct FileWrite<'d> {
+    leaf: PathBuf,
+    data: &'d [u8],
+    perm: u32,
+    name: String,
+}
+
+impl FileWrite<'_> {
+    fn write(&self) -> Result<()> {
+        let mut file = create_file(&self.leaf, self.perm, &self.name)?;
+        file.write_all(self.data)
+            .and_then(|()| finish_file(&file, self.perm))
+            .map_err(|e| Extraction::io_error(&self.name, &self.leaf, e))
+    }
+}
+
+/// The first error a writer thread met; the walk stops at its next file.
+#[derive(Default)]
+struct WriteFailure {
+    failed: AtomicBool,
+    error: Mutex<Option<UnpackError>>,
+}
+
+impl WriteFailure {
+    fn set(&self, error: UnpackError) {
+        let mut slot = self.error.lock().unwrap_or_else(PoisonError::into_inner);
+        slot.get_or_insert(error);
+        self.failed.store(true, Ordering::Release);
+    }
+
+    fn take(&self) -> Option<UnpackError> {
+        if !self.failed.load(Ordering::Acquire) {
+            return None;
+        }
+        self.error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+    }
+}
+
+/// Where a mapped extraction's regular files go: a few threads that create and write them
+/// while the walk goes on. Creating thousands of small files is bound by system calls, which
+/// spread over cores; the walk itself (checks, directories, links) stays on one thread, so
+/// every check sees the tree as the archive's order left it.
+struct Writers<'d> {
+    jobs: mpsc::SyncSender<FileWrite<'d>>,
+    failure: &'d WriteFailure,
+}
+
+impl<'d> Writers<'d> {
+    fn write(&self, job: FileWrite<'d>) -> Result<()> {
+        if let Some(error) = self.failure.take() {
+            return Err(error);
+        }
+        let name = job.name.clone();
+        let leaf = job.leaf.clone();
+        self.jobs.send(job).map_err(|_| {
+            Extraction::io_error(&name, &leaf, io::Error::other("the writer threads stopped"))
+        })
+    }
+}
+
+/// How many threads write files: one per core, at most 8 (past that the file system's own
+/// locks, not the cores, are the limit).
+fn writer_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(8))
+}
+
+/// Extract the decompressed, verified tar in `data` into `target`.
+fn extract_mapped(data: &[u8], target: &Path, limits: UnpackLimits) -> Result<UnpackStats> {
+    let failure = WriteFailure::default();
+    let (jobs, queue) = mpsc::sync_channel::<FileWrite<'_>>(1024);
+    let queue = Mutex::new(queue);
+    let (walked, hard_links, stats) = std::thread::scope(|scope| {
+        for _ in 0..writer_threads() {
+            scope.spawn(|| {
+                loop {
+                    // The guard is dropped before the write, so writers only queue for the
+                    // next job, never behind another's write.
+                    let next = queue.lock().unwrap_or_else(PoisonError::into_inner).recv();
+                    let Ok(job) = next else { break };
+                    if failure.failed.load(Ordering::Acquire) {
+                        continue;
+                    }
+                    if let Err(error) = job.write() {
+                        failure.set(error);
+                    }
+                }
+            });
+        }
+        let mut state = Extraction::new(target, limits);
+        state.mapped = Some(Mapped {
+            data,
+            writers: Writers {
+                jobs,
+                failure: &failure,
+            },
+        });
+        let mut archive = tar::Archive::new(io::Cursor::new(data));
+        let walked = archive
+            .entries_with_seek()
+            .map_err(|e| UnpackError::Tar {
+                position: "before its first entry".to_string(),
+                source: e,
+            })
+            .and_then(|entries| walk(entries, &mut state));
+        let Extraction {
+            mapped,
+            hard_links,
+            stats,
+            ..
+        } = state;
+        // Closing the queue lets the writers finish what is queued and stop; the scope then
+        // waits for them.
+        drop(mapped);
+        (walked, hard_links, stats)
+    });
+    // An error of the walk names the first bad entry in archive order; a writer's error only
+    // counts when the walk had none.
+    walked?;
+    if let Some(error) = failure.take() {
+        return Err(error);
+    }
+    for link in &hard_links {
+        link.create()?;
+    }
+    Ok(stats)
 }
 
 #[cfg(test)]
