@@ -94,7 +94,14 @@ pub struct ProjectFile {
     pub relative: String,
     pub absolute: PathBuf,
     pub kind: FileKind,
+    /// When and where the file last changed, as the walk saw it: modification and change
+    /// times (seconds, nanoseconds) and inode. The package index fingerprints these; `None`
+    /// for symbolic links and where the platform has no such fields.
+    pub stamp: Option<Stamp>,
 }
+
+/// `(mtime, mtime_nsec, ctime, ctime_nsec, inode)` of a file.
+pub type Stamp = (i64, i64, i64, i64, u64);
 
 impl ProjectFile {
     pub fn size(&self) -> u64 {
@@ -162,8 +169,13 @@ fn walker(root: &Path, start: &Path, ignore_rules: bool) -> ignore::WalkBuilder 
 pub fn select(root: &Path, include: &[String]) -> Result<Selection> {
     let mut found: BTreeMap<String, ProjectFile> = BTreeMap::new();
     let mut selection = Selection::default();
-    let walk = walker(root, root, true).build();
-    collect(root, walk, &mut found, &mut selection, |_| true)?;
+    collect(
+        root,
+        walk_parallel(walker(root, root, true)),
+        &mut found,
+        &mut selection,
+        |_| true,
+    )?;
     if !include.is_empty() {
         // Patterns name paths inside the project; anything else could ship files from
         // elsewhere on the machine.
@@ -214,7 +226,11 @@ pub fn select(root: &Path, include: &[String]) -> Result<Selection> {
         starts.sort();
         starts.dedup();
         for start in starts.iter().filter(|s| s.exists()) {
-            let walk = walker(root, start, false).build();
+            let walk = walker(root, start, false).build().map(|entry| {
+                let entry = entry?;
+                let metadata = with_metadata(&entry)?;
+                Ok((entry, metadata))
+            });
             collect(root, walk, &mut found, &mut selection, |path| {
                 overrides.matched(path, false).is_whitelist()
             })?;
@@ -242,15 +258,50 @@ fn literal_prefix(pattern: &str) -> PathBuf {
     prefix
 }
 
+/// A walked entry with the metadata of a regular file (the one `lstat` the walk needs).
+type Walked = (ignore::DirEntry, Option<std::fs::Metadata>);
+
+fn with_metadata(entry: &ignore::DirEntry) -> Result<Option<std::fs::Metadata>, ignore::Error> {
+    match entry.file_type() {
+        Some(kind) if kind.is_file() => entry.metadata().map(Some),
+        _ => Ok(None),
+    }
+}
+
+/// Walk with one thread per core (at most 4): the walk is a `getdents` per directory and an
+/// `lstat` per file, and on a large tree it is most of what packaging does before the first
+/// byte is compressed. The order entries arrive in does not matter: `select` sorts by path.
+fn walk_parallel(mut builder: ignore::WalkBuilder) -> Vec<Result<Walked, ignore::Error>> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+    let found = std::sync::Mutex::new(Vec::new());
+    builder.threads(threads).build_parallel().run(|| {
+        let found = &found;
+        Box::new(move |entry| {
+            let walked = entry.and_then(|entry| {
+                let metadata = with_metadata(&entry)?;
+                Ok((entry, metadata))
+            });
+            found
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(walked);
+            ignore::WalkState::Continue
+        })
+    });
+    found
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn collect(
     root: &Path,
-    walk: ignore::Walk,
+    walk: impl IntoIterator<Item = Result<Walked, ignore::Error>>,
     found: &mut BTreeMap<String, ProjectFile>,
     selection: &mut Selection,
     wanted: impl Fn(&Path) -> bool,
 ) -> Result<()> {
-    for entry in walk {
-        let entry = entry.map_err(|source| Error::Walk {
+    for walked in walk {
+        let (entry, metadata) = walked.map_err(|source| Error::Walk {
             root: root.to_path_buf(),
             source,
         })?;
@@ -286,16 +337,13 @@ fn collect(
                         relative,
                         absolute,
                         kind: FileKind::Symlink { target },
+                        stamp: None,
                     },
                 );
             } else {
                 selection.outside_links.push((relative, target));
             }
-        } else if file_type.is_file() {
-            let metadata = entry.metadata().map_err(|source| Error::Walk {
-                root: root.to_path_buf(),
-                source,
-            })?;
+        } else if let Some(metadata) = metadata {
             let kind = FileKind::File {
                 size: metadata.len(),
                 executable: is_executable(&metadata),
@@ -306,6 +354,7 @@ fn collect(
                     relative,
                     absolute,
                     kind,
+                    stamp: stamp(&metadata),
                 },
             );
         } else {
@@ -358,6 +407,23 @@ pub fn stays_inside(link: &Path, target: &Path) -> bool {
 fn is_executable(metadata: &std::fs::Metadata) -> bool {
     use std::os::unix::fs::PermissionsExt;
     metadata.permissions().mode() & 0o111 != 0
+}
+
+#[cfg(unix)]
+fn stamp(metadata: &std::fs::Metadata) -> Option<Stamp> {
+    use std::os::unix::fs::MetadataExt;
+    Some((
+        metadata.mtime(),
+        metadata.mtime_nsec(),
+        metadata.ctime(),
+        metadata.ctime_nsec(),
+        metadata.ino(),
+    ))
+}
+
+#[cfg(not(unix))]
+fn stamp(_metadata: &std::fs::Metadata) -> Option<Stamp> {
+    None
 }
 
 #[cfg(not(unix))]

@@ -11,7 +11,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::archive::Archive;
-use super::files::{FileKind, Selection};
+use super::files::{FileKind, Selection, Stamp};
 use crate::config::PackageConfig;
 
 const INDEX_FILE: &str = "index.json";
@@ -44,7 +44,6 @@ pub(super) fn fingerprint(selection: &Selection, config: &PackageConfig) -> (Str
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as i128);
     let mut settled = true;
-    use std::os::unix::fs::MetadataExt;
     let mut hasher = blake3::Hasher::new();
     hasher.update(
         format!(
@@ -61,22 +60,12 @@ pub(super) fn fingerprint(selection: &Selection, config: &PackageConfig) -> (Str
                 hasher.update(target.to_string_lossy().as_bytes());
             }
             FileKind::File { size, executable } => {
-                let meta = std::fs::symlink_metadata(&file.absolute).ok();
-                if meta
-                    .as_ref()
-                    .is_none_or(|m| changed_at(m) > now - RACY_NANOS)
-                {
+                // The walk's own `lstat`, not a second one: the times are those the walk saw
+                // just before the files are read.
+                let stamp = file.stamp;
+                if stamp.is_none_or(|s| changed_at(s) > now - RACY_NANOS) {
                     settled = false;
                 }
-                let stamp = meta.map(|m| {
-                    (
-                        m.mtime(),
-                        m.mtime_nsec(),
-                        m.ctime(),
-                        m.ctime_nsec(),
-                        m.ino(),
-                    )
-                });
                 hasher.update(format!("\0f{size} {executable} {stamp:?}").as_bytes());
             }
         }
@@ -86,10 +75,9 @@ pub(super) fn fingerprint(selection: &Selection, config: &PackageConfig) -> (Str
 }
 
 /// The later of a file's modification and change times, in nanoseconds since the epoch.
-fn changed_at(meta: &std::fs::Metadata) -> i128 {
-    use std::os::unix::fs::MetadataExt;
-    let ctime = meta.ctime() as i128 * 1_000_000_000 + meta.ctime_nsec() as i128;
-    let mtime = meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128;
+fn changed_at((mtime, mtime_nsec, ctime, ctime_nsec, _): Stamp) -> i128 {
+    let ctime = ctime as i128 * 1_000_000_000 + ctime_nsec as i128;
+    let mtime = mtime as i128 * 1_000_000_000 + mtime_nsec as i128;
     ctime.max(mtime)
 }
 
