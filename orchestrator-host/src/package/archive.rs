@@ -8,7 +8,6 @@
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
 
 use thiserror::Error;
 
@@ -168,25 +167,12 @@ pub fn write(selection: &Selection, compression: Compression, out: &Path) -> Res
     // compression see large buffers.
     let mut builder = tar::Builder::new(BufWriter::with_capacity(1 << 20, tee));
     builder.mode(tar::HeaderMode::Deterministic);
-    // A reader thread opens and reads the small files ahead of the writer, so their system
-    // calls overlap hashing and compression instead of stalling them; a few MiB in flight.
-    let (ahead, read) = mpsc::sync_channel::<Result<Option<Vec<u8>>>>(READ_AHEAD_FILES);
-    std::thread::scope(|scope| {
-        scope.spawn(move || {
-            for file in &selection.files {
-                if ahead.send(read_small(file)).is_err() {
-                    // The writer stopped at an error.
-                    return;
-                }
-            }
-        });
-        // `read` moves into `append_all`, so an early error drops it there and the reader's
-        // next send fails instead of blocking the scope forever.
-        append_all(&mut builder, &selection.files, read).map_err(|e| match e {
+    for file in &selection.files {
+        append(&mut builder, file).map_err(|e| match e {
             Error::Write { source, .. } => write_error(source),
             other => other,
-        })
-    })?;
+        })?;
+    }
     let tee = builder
         .into_inner()
         .map_err(write_error)?
@@ -211,58 +197,7 @@ pub fn write(selection: &Selection, compression: Compression, out: &Path) -> Res
     })
 }
 
-/// Files up to this size are read whole by the reader thread; larger ones are streamed by the
-/// writer, so the memory in flight stays under `READ_AHEAD_FILES` times this.
-const SMALL_FILE: u64 = 256 * 1024;
-const READ_AHEAD_FILES: usize = 64;
-
-/// The contents of `file` if it is a small regular file (`None` for others), exactly as large
-/// as the selection said: a file that changed size since the walk must not make a corrupt
-/// entry.
-fn read_small(file: &ProjectFile) -> Result<Option<Vec<u8>>> {
-    let FileKind::File { size, .. } = file.kind else {
-        return Ok(None);
-    };
-    if size > SMALL_FILE {
-        return Ok(None);
-    }
-    let read_error = |source| Error::Read {
-        path: file.absolute.clone(),
-        source,
-    };
-    let mut contents = Vec::with_capacity(size as usize + 1);
-    File::open(&file.absolute)
-        .and_then(|f| f.take(size + 1).read_to_end(&mut contents))
-        .map_err(read_error)?;
-    if contents.len() as u64 != size {
-        return Err(Error::Changed {
-            path: file.absolute.clone(),
-        });
-    }
-    Ok(Some(contents))
-}
-
-/// Append every file, taking small files' contents from the reader thread, in order.
-fn append_all<W: Write>(
-    builder: &mut tar::Builder<W>,
-    files: &[ProjectFile],
-    read: mpsc::Receiver<Result<Option<Vec<u8>>>>,
-) -> Result<()> {
-    for file in files {
-        let contents = read.recv().map_err(|_| Error::Read {
-            path: file.absolute.clone(),
-            source: io::Error::other("the file reader thread stopped"),
-        })??;
-        append(builder, file, contents)?;
-    }
-    Ok(())
-}
-
-fn append<W: Write>(
-    builder: &mut tar::Builder<W>,
-    file: &ProjectFile,
-    contents: Option<Vec<u8>>,
-) -> Result<()> {
+fn append<W: Write>(builder: &mut tar::Builder<W>, file: &ProjectFile) -> Result<()> {
     let write_error = |source| Error::Write {
         path: PathBuf::new(),
         source,
@@ -271,11 +206,6 @@ fn append<W: Write>(
         FileKind::File { size, executable } => {
             let mode = if *executable { 0o755 } else { 0o644 };
             let mut header = header(tar::EntryType::Regular, mode, *size);
-            if let Some(contents) = contents {
-                return builder
-                    .append_data(&mut header, &file.relative, contents.as_slice())
-                    .map_err(write_error);
-            }
             let source = File::open(&file.absolute).map_err(|source| Error::Read {
                 path: file.absolute.clone(),
                 source,
