@@ -11,7 +11,8 @@
 # (b) one 500 MB random file + a few small files. Needs ~5 GB free in BENCH_DIR, GNU tar,
 # zstd, gzip, bash, /usr/bin/time and python3 (standard library only). The unpack rows use
 # target/release/examples/unpack next to FERRY and say "n/a (binary missing)" without it.
-# Build first: cargo build --release -p cli -p orchestrator-host --example unpack.
+# Build first: cargo build --release -p cli && cargo build --release -p orchestrator-host --example unpack
+# (one command with both -p and --example builds only the example).
 set -eu
 
 clean=
