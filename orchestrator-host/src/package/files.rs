@@ -169,13 +169,12 @@ fn walker(root: &Path, start: &Path, ignore_rules: bool) -> ignore::WalkBuilder 
 pub fn select(root: &Path, include: &[String]) -> Result<Selection> {
     let mut found: BTreeMap<String, ProjectFile> = BTreeMap::new();
     let mut selection = Selection::default();
-    collect(
-        root,
-        walk_parallel(walker(root, root, true)),
-        &mut found,
-        &mut selection,
-        |_| true,
-    )?;
+    let walk = walker(root, root, true).build().map(|entry| {
+        let entry = entry?;
+        let metadata = with_metadata(&entry)?;
+        Ok((entry, metadata))
+    });
+    collect(root, walk, &mut found, &mut selection, |_| true)?;
     if !include.is_empty() {
         // Patterns name paths inside the project; anything else could ship files from
         // elsewhere on the machine.
@@ -266,31 +265,6 @@ fn with_metadata(entry: &ignore::DirEntry) -> Result<Option<std::fs::Metadata>, 
         Some(kind) if kind.is_file() => entry.metadata().map(Some),
         _ => Ok(None),
     }
-}
-
-/// Walk with one thread per core (at most 4): the walk is a `getdents` per directory and an
-/// `lstat` per file, and on a large tree it is most of what packaging does before the first
-/// byte is compressed. The order entries arrive in does not matter: `select` sorts by path.
-fn walk_parallel(mut builder: ignore::WalkBuilder) -> Vec<Result<Walked, ignore::Error>> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
-    let found = std::sync::Mutex::new(Vec::new());
-    builder.threads(threads).build_parallel().run(|| {
-        let found = &found;
-        Box::new(move |entry| {
-            let walked = entry.and_then(|entry| {
-                let metadata = with_metadata(&entry)?;
-                Ok((entry, metadata))
-            });
-            found
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .push(walked);
-            ignore::WalkState::Continue
-        })
-    });
-    found
-        .into_inner()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn collect(
