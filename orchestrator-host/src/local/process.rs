@@ -176,7 +176,8 @@ async fn supervise(
 ) -> Ended {
     let mut command = match &step.action {
         Action::Shell(script) => {
-            let mut c = Command::new("sh");
+            let path = env.iter().rev().find(|(k, _)| k == "PATH").map(|(_, v)| v);
+            let mut c = Command::new(shell(path));
             c.arg("-c").arg(script);
             c
         }
@@ -279,6 +280,45 @@ async fn supervise(
         }
     }
     ended
+}
+
+/// The `sh` that a `PATH` search would find, searched once per distinct `PATH` and
+/// remembered, as a shell's command hash does. Spawning plain `sh` makes the spawn try
+/// `execve` in every `PATH` folder before the right one: ten failed calls per step on a
+/// typical developer `PATH`. A `PATH` with an empty or relative entry (which means the
+/// step's working folder) is left to the normal search.
+fn shell(step_path: Option<&String>) -> std::ffi::OsString {
+    use std::collections::HashMap;
+    use std::os::unix::fs::PermissionsExt;
+    static FOUND: Mutex<Option<HashMap<std::ffi::OsString, std::path::PathBuf>>> = Mutex::new(None);
+    let Some(path) = step_path
+        .map(std::ffi::OsString::from)
+        .or_else(|| std::env::var_os("PATH"))
+    else {
+        return "sh".into();
+    };
+    let mut found = FOUND
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let found = found.get_or_insert_with(HashMap::new);
+    if let Some(shell) = found.get(&path) {
+        return shell.clone().into();
+    }
+    let dirs: Vec<std::path::PathBuf> = std::env::split_paths(&path).collect();
+    if dirs.iter().any(|d| !d.is_absolute()) {
+        return "sh".into();
+    }
+    let hit = dirs.into_iter().map(|d| d.join("sh")).find(|candidate| {
+        std::fs::metadata(candidate)
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    });
+    match hit {
+        Some(shell) => {
+            found.insert(path, shell.clone());
+            shell.into()
+        }
+        None => "sh".into(),
+    }
 }
 
 async fn wait_cancelled(cancel: &mut tokio::sync::watch::Receiver<bool>) {

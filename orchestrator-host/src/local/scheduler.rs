@@ -42,6 +42,8 @@ pub(super) struct Context {
     pub(super) earlier_runs: tokio::sync::OnceCell<Vec<orchestrator_core::run::RunRecord>>,
     /// Kills the steps' process groups if this ferry dies (`process::Watchdog`).
     pub(super) watchdog: super::process::Watchdog,
+    /// Record writes nothing waits for ([`write_record_soon`]), awaited before the last one.
+    pub(super) background_writes: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 /// Run a whole plan; always leaves a finished record behind.
@@ -57,6 +59,7 @@ pub(super) async fn execute(
         budget: Budget::new(settings.cpu_budget, settings.memory_budget),
         earlier_runs: tokio::sync::OnceCell::new(),
         watchdog: super::process::Watchdog::new(),
+        background_writes: std::sync::Mutex::new(Vec::new()),
         plan,
         state,
         store,
@@ -70,6 +73,15 @@ pub(super) async fn execute(
     heartbeat.abort();
     signals.abort();
 
+    let pending = std::mem::take(
+        &mut *ctx
+            .background_writes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    );
+    for write in pending {
+        let _ = write.await;
+    }
     let status = ctx.state.update(|record| {
         record.finish_from_steps(Utc::now());
         if let Some(error) = &error {
@@ -111,6 +123,28 @@ pub(super) async fn write_record(ctx: &Arc<Context>) -> Result<(), PluginError> 
     tokio::task::spawn_blocking(move || ctx.state.write_record(&ctx.store))
         .await
         .map_err(|e| PluginError::other(format!("record writer failed: {e}")))?
+}
+
+/// Save the record on the blocking pool without waiting for it: for a change nothing waits
+/// on, such as a step starting, so that its process starts meanwhile. Each write takes the
+/// newest state when it runs (`RunState::write_record` snapshots under its lock), so a late
+/// one never puts an older state back. A failure is a notice; the step's result, written
+/// with [`write_record`], still fails the step if the store stays unwritable.
+pub(super) fn write_record_soon(ctx: &Arc<Context>) {
+    let writer = Arc::clone(ctx);
+    let write = tokio::task::spawn_blocking(move || {
+        if let Err(e) = writer.state.write_record(&writer.store) {
+            writer
+                .state
+                .emit(notice(None, format!("could not save the run record: {e}")));
+        }
+    });
+    let mut pending = ctx
+        .background_writes
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    pending.retain(|w| !w.is_finished());
+    pending.push(write);
 }
 
 /// Ctrl-C (or SIGTERM) cancels the run gracefully; a second one exits at once.
