@@ -4,13 +4,19 @@
 //! signal 9".
 
 /// How many processes the OOM killer has killed in this process's memory cgroup so far, or
-/// `None` where that cannot be read (no cgroup memory controller, another OS).
+/// `None` where that cannot be read (no cgroup memory controller, another OS). Read before
+/// and after every step, so the counter's file is found once: a process stays in its cgroup.
 pub(super) fn kills() -> Option<u64> {
-    let cgroups = std::fs::read_to_string("/proc/self/cgroup").ok()?;
-    kills_in(&cgroups, |path| std::fs::read_to_string(path).ok())
+    static COUNTER: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    let file = COUNTER.get_or_init(|| {
+        let cgroups = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+        counter_file(&cgroups)
+    });
+    read_kills(&std::fs::read_to_string(file.as_ref()?).ok()?)
 }
 
-fn kills_in(cgroups: &str, read: impl Fn(&str) -> Option<String>) -> Option<u64> {
+/// The file holding the OOM kill counter of the memory cgroup named in `/proc/self/cgroup`.
+fn counter_file(cgroups: &str) -> Option<String> {
     // cgroup v1: `N:memory:/path` → memory.oom_control; v2: `0::/path` → memory.events.
     let file = cgroups
         .lines()
@@ -26,10 +32,18 @@ fn kills_in(cgroups: &str, read: impl Fn(&str) -> Option<String>) -> Option<u64>
             let path = cgroups.lines().find_map(|l| l.strip_prefix("0::"))?;
             Some(format!("/sys/fs/cgroup{path}/memory.events"))
         })?;
-    let text = read(&file.replace("//", "/"))?;
+    Some(file.replace("//", "/"))
+}
+
+fn read_kills(text: &str) -> Option<u64> {
     text.lines()
         .find_map(|l| l.strip_prefix("oom_kill "))
         .and_then(|n| n.trim().parse().ok())
+}
+
+#[cfg(test)]
+fn kills_in(cgroups: &str, read: impl Fn(&str) -> Option<String>) -> Option<u64> {
+    read_kills(&read(&counter_file(cgroups)?)?)
 }
 
 #[cfg(test)]
