@@ -49,7 +49,7 @@ apiVersion: v1
 kind: ServiceAccount
 metadata: { name: ferry-coordinator, namespace: default }
 ---
-$(sed -n '/^apiVersion: rbac.authorization.k8s.io\/v1$/,/^```$/p' README.md | sed '$d' | sed 's/namespace: ml/namespace: default/')
+$(awk '/^apiVersion: rbac.authorization.k8s.io\/v1$/ { p = 1 } p && /^```$/ { exit } p' README.md | sed 's/namespace: ml/namespace: default/')
 ---
 apiVersion: rbac.authorization.k8s.io/v1
 kind: RoleBinding
@@ -98,7 +98,17 @@ for _ in range(rounds):
     latency.append(returned - finished)
 steps_rounds = max(3, rounds // 4)
 run("run", "wide", cwd=steps_project)  # warm
-wide, chain, gaps = [], [], []
+wide, chain, gaps, command_gaps = [], [], [], []
+# Who spends each stretch between one step's command exiting and the next one's starting.
+phase_names = [
+    "ferry: the agent stores the step's log, outputs and result",
+    "cluster: the agent's last record write and exit, the pod and Job completing, the coordinator's watch",
+    "ferry: the coordinator reads the result, records it and decides the next step",
+    "ferry + API server: the next step's Job built and created",
+    "cluster: Job controller creates the pod, scheduler binds it, the node starts `ferry agent`",
+    "ferry: the agent starts (store, package fetched and unpacked, plan) up to the command",
+]
+phases = {name: [] for name in phase_names}
 for _ in range(steps_rounds):
     t = time.perf_counter(); run("run", "wide", cwd=steps_project); wide.append(time.perf_counter() - t)
 for _ in range(steps_rounds):
@@ -106,7 +116,17 @@ for _ in range(steps_rounds):
     runs = json.loads(run("runs", "list", "--output", "json", cwd=steps_project).stdout)
     steps = json.loads(run("runs", "show", runs[0]["run_id"], "--output", "json", cwd=steps_project).stdout)["steps"]
     for i in range(2, 11):
-        gaps.append(when(steps[f"c{i:02d}"]["started_at"]) - when(steps[f"c{i - 1:02d}"]["finished_at"]))
+        a, b = steps[f"c{i - 1:02d}"], steps[f"c{i:02d}"]
+        gaps.append(when(b["started_at"]) - when(a["finished_at"]))
+        # The same gap from the command's exit to the next command's start, split by who
+        # spent it (StepTimings and the attempts' times; one machine, so one clock).
+        marks = [when(a["attempt_history"][-1]["finished_at"]), when(a["finished_at"]),
+                 when(a["timings"]["seen_finished_at"]), when(b["timings"]["scheduled_at"]),
+                 when(b["timings"]["submitted_at"]), when(b["timings"]["agent_started_at"]),
+                 when(b["attempt_history"][-1]["started_at"])]
+        for name, start, end in zip(phase_names, marks, marks[1:]):
+            phases[name].append(end - start)
+        command_gaps.append(marks[-1] - marks[0])
 ms = lambda xs: f"{statistics.median(xs) * 1000:.0f} ms (min {min(xs) * 1000:.0f}, max {max(xs) * 1000:.0f})"
 print(f"| measure ({rounds} rounds, median) | time |")
 print("| --- | --- |")
@@ -116,4 +136,12 @@ print(f"| one-step pipeline, `ferry run` start → return | {ms(end_to_end)} |")
 print(f"| steps mode, 50 independent steps at once: `ferry run` start → return ({steps_rounds} rounds) | {ms(wide)} |")
 print(f"| steps mode, chain of 10: `ferry run` start → return ({steps_rounds} rounds) | {ms(chain)} |")
 print(f"| steps mode: one step's end → the next step's start, in the chain ({len(gaps)} gaps) | {ms(gaps)} |")
+print(f"| steps mode: one command's exit → the next command's start ({len(command_gaps)} gaps) | {ms(command_gaps)} |")
+print()
+print("| where a gap between dependent steps goes (median of each stretch) | ms |")
+print("| --- | ---: |")
+for name in phase_names:
+    print(f"| {name} | {statistics.median(phases[name]) * 1000:.1f} |")
+own = [sum(v) for v in zip(*(phases[n] for n in phase_names if n.startswith("ferry:")))]
+print(f"| **ferry's own time per gap** (the three `ferry:` stretches; sum per gap, median) | **{statistics.median(own) * 1000:.1f}** |")
 PY

@@ -103,6 +103,7 @@ impl Shared<'_> {
     /// (evicted, OOM-killed as a whole), after the step's backoff. The new pod's agent gets
     /// the earlier attempts, so that they count against the retries and stay in the record.
     async fn run_step(&self, step: &Step) -> StepRecord {
+        let scheduled_at = Utc::now();
         let run_id = &self.plan.run_id;
         // A restarted coordinator must not run a finished step again.
         if let Some(result) = stored_result(self.store, run_id, &step.name).await
@@ -115,7 +116,8 @@ impl Shared<'_> {
         loop {
             let attempt = prior.len() as u32 + 1;
             let started_at = Utc::now();
-            let (result, pod_died) = self.run_attempt(step, attempt, &prior).await;
+            let (mut result, pod_died) = self.run_attempt(step, attempt, &prior).await;
+            result.timings.scheduled_at = Some(scheduled_at);
             let used = attempt.max(result.attempts);
             if !pod_died || result.status.is_success() || used >= backoff.attempts() {
                 return with_prior_attempts(result, prior);
@@ -186,6 +188,7 @@ impl Shared<'_> {
                 false,
             );
         }
+        let submitted_at = Utc::now();
         let selector = manifest::attempt_selector(run_id, &step.name, attempt);
         let options = FollowOptions {
             selector: selector.clone(),
@@ -201,9 +204,12 @@ impl Shared<'_> {
             event => events.send(event).is_ok(),
         })
         .await;
-        let result = stored_result(self.store, run_id, &step.name)
+        let seen_finished_at = Utc::now();
+        let mut result = stored_result(self.store, run_id, &step.name)
             .await
             .unwrap_or_else(StepRecord::pending);
+        result.timings.submitted_at = Some(submitted_at);
+        result.timings.seen_finished_at = Some(seen_finished_at);
         // The agent had started the step and never finished it (killed with its pod), or
         // stopped it on a SIGTERM nobody in the run sent (an eviction deletes the pod).
         let cut_short = matches!(result.status, StepStatus::Running | StepStatus::Cancelled);

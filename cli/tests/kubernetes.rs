@@ -1002,6 +1002,30 @@ fn steps_mode_runs_one_job_per_step_and_a_detached_run_finishes_by_itself() {
     assert_eq!(record["status"], "succeeded", "{record:#}");
     for step in ["fetch", "count-words", "count-lines", "shout", "report"] {
         assert_eq!(record["steps"][step]["status"], "succeeded", "{record:#}");
+        // Where the step's time went outside its command, in the order it happened (one
+        // machine, one clock): bench/k8s-bench.sh splits the gaps between steps with these.
+        let step_record = &record["steps"][step];
+        let at = |value: &serde_json::Value| {
+            let text = value
+                .as_str()
+                .unwrap_or_else(|| panic!("step `{step}` lacks a time: {step_record:#}"));
+            chrono::DateTime::parse_from_rfc3339(text).unwrap()
+        };
+        let timings = &step_record["timings"];
+        let attempt = &step_record["attempt_history"][0];
+        let order = [
+            at(&timings["scheduled_at"]),
+            at(&timings["submitted_at"]),
+            at(&timings["agent_started_at"]),
+            at(&attempt["started_at"]),
+            at(&attempt["finished_at"]),
+            at(&step_record["finished_at"]),
+            at(&timings["seen_finished_at"]),
+        ];
+        assert!(
+            order.windows(2).all(|w| w[0] <= w[1]),
+            "step `{step}`'s times are out of order: {step_record:#}"
+        );
     }
     // The step Jobs were created by the coordinator as its service account, with nothing but
     // the token the node mounted (its pod has no kubeconfig).

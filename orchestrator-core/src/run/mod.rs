@@ -19,5 +19,6 @@ pub use id::{is_valid_run_id, new_run_id};
 pub use plan::{CodeInfo, ReusedOutputs, RunPlan};
 pub use record::{
     AttemptRecord, CacheBasis, OutputFile, RunRecord, RunStatus, StepRecord, StepRef, StepStatus,
+    StepTimings,
 };
 pub use records::RunRecords;

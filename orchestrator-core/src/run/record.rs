@@ -139,6 +139,36 @@ pub struct StepRecord {
     /// Why the step was a cache hit or a miss, for people (`ferry run --explain-cache`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_note: Option<String>,
+    /// When ferry itself did what it does around the step's command, for a step run by a
+    /// remote backend (interface 0.1.5): with `attempt_history` it splits the time between
+    /// dependent steps into ferry's and the cluster's.
+    #[serde(default, skip_serializing_if = "StepTimings::is_empty")]
+    pub timings: StepTimings,
+}
+
+/// Moments in a remotely run step's life outside its command, each taken by the ferry
+/// process involved on its own clock (on different machines they are only as close as the
+/// clocks are). Local steps leave them empty.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepTimings {
+    /// The coordinator began to start the step: its dependencies had all ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled_at: Option<DateTime<Utc>>,
+    /// The cluster had accepted the step's Job (the create call returned).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub submitted_at: Option<DateTime<Utc>>,
+    /// The step's agent started in its pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_started_at: Option<DateTime<Utc>>,
+    /// The coordinator learned that the step's Job had ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seen_finished_at: Option<DateTime<Utc>>,
+}
+
+impl StepTimings {
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 /// What a step's cache key is computed from, kept apart so that two keys can be compared.
@@ -186,6 +216,7 @@ impl StepRecord {
             attempt_history: Vec::new(),
             cache_basis: None,
             cache_note: None,
+            timings: StepTimings::default(),
         }
     }
 

@@ -97,10 +97,20 @@ pub struct Agent {
     launch: bool,
 }
 
+/// When this process's agent began, as a step's record gives it
+/// (`StepTimings::agent_started_at`): set first thing by [`Agent::from_env`].
+static STARTED_AT: std::sync::OnceLock<chrono::DateTime<chrono::Utc>> = std::sync::OnceLock::new();
+
+/// When the agent in this process started, if this process is one.
+pub(crate) fn started_at() -> Option<chrono::DateTime<chrono::Utc>> {
+    STARTED_AT.get().copied()
+}
+
 impl Agent {
     /// Reads the plan and the store settings the submitting orchestrator put in the
     /// environment, and opens the store. `only_step` runs one step of the run.
     pub fn from_env(search: SearchPath, only_step: Option<String>) -> Result<Self> {
+        STARTED_AT.get_or_init(chrono::Utc::now);
         // Before anything else reads the environment or starts a thread (see take_secret_env).
         let store_settings = take_secret_env(FERRY_AGENT_STORE)?;
         let mut plan = RunPlan::from_json(&env(FERRY_AGENT_PLAN)?).map_err(AgentError::Plan)?;

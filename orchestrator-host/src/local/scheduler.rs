@@ -198,6 +198,10 @@ async fn schedule(ctx: &Arc<Context>) -> Result<(), PluginError> {
         r.status = RunStatus::Running;
         r.started_at = Some(Utc::now());
         r.heartbeat_at = r.started_at;
+        // One step in a remote backend's pod: when its agent began is part of the step's time.
+        if let Some(step) = ctx.plan.only_step.as_ref().and_then(|s| r.steps.get_mut(s)) {
+            step.timings.agent_started_at = crate::lifecycle::agent::started_at();
+        }
     });
     write_record(ctx).await?;
     ctx.state.emit(Event::RunStatus {
