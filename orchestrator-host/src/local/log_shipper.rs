@@ -69,24 +69,39 @@ impl LogShipper {
         }
     }
 
-    /// The step ended: the whole log is stored and the parts removed.
-    pub(super) async fn finish(mut self) -> Result<(), PluginError> {
+    /// The step ended: stops shipping parts and returns the last thing to do, storing the
+    /// whole log and removing the parts, for the caller to run on a blocking thread together
+    /// with the step's other stores (one hand-off instead of one each).
+    pub(super) async fn stop(mut self) -> WholeLog {
         self.task.abort();
         let _ = (&mut self.task).await;
-        let key = layout::step_log(&self.run_id, &self.step);
-        let store = self.store.clone();
-        let path = self.path.clone();
-        let shipped = Arc::clone(&self.shipped);
-        blocking(move || {
-            store.put_file(&key, &path)?;
-            shipped
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .writer
-                .finish();
-            Ok(())
-        })
-        .await
+        WholeLog {
+            store: self.store.clone(),
+            key: layout::step_log(&self.run_id, &self.step),
+            path: self.path.clone(),
+            shipped: Arc::clone(&self.shipped),
+        }
+    }
+}
+
+/// A finished step's log, still to be stored whole ([`LogShipper::stop`]).
+pub(super) struct WholeLog {
+    store: Store,
+    key: String,
+    path: PathBuf,
+    shipped: Arc<Mutex<Shipped>>,
+}
+
+impl WholeLog {
+    /// Stores the whole log and removes its parts. Blocks: call it off the async workers.
+    pub(super) fn store(self) -> Result<(), PluginError> {
+        self.store.put_file(&self.key, &self.path)?;
+        self.shipped
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .writer
+            .finish();
+        Ok(())
     }
 }
 

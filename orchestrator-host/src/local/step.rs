@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use chrono::Utc;
 
 use super::cache::{self, CacheEntry};
-use super::log_shipper::LogShipper;
+use super::log_shipper::{LogShipper, WholeLog};
 use super::process::{Ended, run_process};
 use super::scheduler::{Context, notice, set_step_status, write_record, write_record_soon};
 use orchestrator_core::PluginError;
@@ -305,8 +305,8 @@ async fn try_run_step(
     let shipper = LogShipper::start(&ctx.store, &plan.run_id, name, &dirs.log);
     let attempts = run_attempts(ctx, &step, &env, &dirs).await?;
     // The log is saved whatever happened: it is what explains a failure.
-    shipper.finish().await?;
-    record_result(ctx, name, &dirs, attempts, cache_key).await
+    let log = shipper.stop().await;
+    record_result(ctx, name, &dirs, attempts, cache_key, log).await
 }
 
 /// How many of the store's newest runs a miss looks through for the same step's last basis.
@@ -534,13 +534,16 @@ async fn run_attempts(
 }
 
 /// The step's status from its attempts; on success its outputs are uploaded and, for a cached
-/// step, made the cache's entry for `cache_key`.
+/// step, made the cache's entry for `cache_key`. The log, the outputs and the record are stored
+/// in one trip to the blocking pool: between dependent steps, each hand-off is time no step
+/// runs.
 async fn record_result(
     ctx: &Arc<Context>,
     name: &str,
     dirs: &StepDirs,
     attempts: Attempts,
     cache_key: Option<String>,
+    log: WholeLog,
 ) -> Result<Outcome, PluginError> {
     let Attempts {
         result,
@@ -553,39 +556,42 @@ async fn record_result(
         Err(_) if ctx.state.is_cancelled() => StepStatus::Cancelled,
         Err(_) => StepStatus::Failed,
     };
-    let mut outputs = Vec::new();
-    if status == StepStatus::Succeeded {
-        outputs = store_outputs(ctx, name, &dirs.out, cache_key.as_deref()).await?;
-    }
-    ctx.state.update(|r| {
-        if let Some(s) = r.steps.get_mut(name) {
-            s.attempts = count;
-            s.attempt_history = history.clone();
-            s.exit_code = exit_code;
-            s.cache_key = cache_key.clone();
-            s.outputs = outputs.clone();
+    let (ctx, name, out_dir) = (Arc::clone(ctx), name.to_string(), dirs.out.clone());
+    blocking(move || {
+        log.store()?;
+        let mut outputs = Vec::new();
+        if status == StepStatus::Succeeded {
+            outputs = store_outputs(&ctx, &name, &out_dir, cache_key.as_deref())?;
         }
-    });
-    if let Err(reason) = &result {
-        ctx.state.emit(notice(Some(name), reason.clone()));
-    }
-    set_step_status(ctx, name, status, result.err());
-    write_record(ctx).await?;
-    Ok(Outcome { status, outputs })
+        ctx.state.update(|r| {
+            if let Some(s) = r.steps.get_mut(&name) {
+                s.attempts = count;
+                s.attempt_history = history.clone();
+                s.exit_code = exit_code;
+                s.cache_key = cache_key.clone();
+                s.outputs = outputs.clone();
+            }
+        });
+        if let Err(reason) = &result {
+            ctx.state.emit(notice(Some(&name), reason.clone()));
+        }
+        set_step_status(&ctx, &name, status, result.err());
+        ctx.state.write_record(&ctx.store)?;
+        Ok(Outcome { status, outputs })
+    })
+    .await
 }
 
-/// Upload a succeeded step's outputs, and record them in the cache under `cache_key`.
-async fn store_outputs(
+/// Upload a succeeded step's outputs, and record them in the cache under `cache_key`. Blocks.
+fn store_outputs(
     ctx: &Context,
     name: &str,
     out_dir: &Path,
     cache_key: Option<&str>,
 ) -> Result<Vec<OutputFile>, PluginError> {
     let plan = &ctx.plan;
-    let store = ctx.store.clone();
     let prefix = layout::step_outputs(&plan.run_id, name);
-    let dir = out_dir.to_path_buf();
-    let outputs = blocking(move || upload_outputs(&store, &dir, &prefix)).await?;
+    let outputs = upload_outputs(&ctx.store, out_dir, &prefix)?;
     if let Some(key) = cache_key {
         let entry = CacheEntry {
             source: StepRef {
@@ -595,9 +601,7 @@ async fn store_outputs(
             outputs: outputs.clone(),
             created_at: Utc::now(),
         };
-        let store = ctx.store.clone();
-        let key = key.to_string();
-        blocking(move || cache::record(&store, &key, &entry)).await?;
+        cache::record(&ctx.store, key, &entry)?;
     }
     Ok(outputs)
 }
