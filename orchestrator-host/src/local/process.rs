@@ -391,3 +391,42 @@ async fn forward_lines(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::shell;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn put(dir: &std::path::Path, mode: u32) -> std::path::PathBuf {
+        let sh = dir.join("sh");
+        std::fs::write(&sh, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&sh, std::fs::Permissions::from_mode(mode)).unwrap();
+        sh
+    }
+
+    #[test]
+    fn the_shell_is_the_first_executable_sh_on_the_path_as_a_search_would_find() {
+        let (a, b, c) = (
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+        );
+        put(a.path(), 0o644); // not executable: skipped, as execvp skips it
+        let found = put(b.path(), 0o755);
+        put(c.path(), 0o755);
+        let path = std::env::join_paths([a.path(), b.path(), c.path()])
+            .unwrap()
+            .into_string()
+            .unwrap();
+        assert_eq!(shell(Some(&path)), found.into_os_string());
+        // Remembered per PATH: asking again gives the same answer without a search.
+        assert_eq!(shell(Some(&path)), b.path().join("sh").into_os_string());
+        // A relative entry means the step's working folder: left to the normal search.
+        let relative = format!("bin:{path}");
+        assert_eq!(shell(Some(&relative)), std::ffi::OsString::from("sh"));
+        // Nowhere on the PATH: the spawn fails with the usual error.
+        let empty = tempfile::tempdir().unwrap();
+        let nowhere = empty.path().display().to_string();
+        assert_eq!(shell(Some(&nowhere)), std::ffi::OsString::from("sh"));
+    }
+}
