@@ -1569,6 +1569,35 @@ mod tests {
     }
 
     #[test]
+    fn a_file_a_writer_thread_cannot_create_fails_the_unpack_and_leaves_nothing() {
+        // Many good files, then one whose name the file system refuses (a component over
+        // 255 bytes), then more: the writer's error stops the walk, names the entry, and
+        // everything written before it, by either writer, is removed.
+        let long = "n".repeat(300);
+        let mut tar = Tar::new();
+        for i in 0..200 {
+            tar = tar.file(&format!("d{}/f{i}", i % 7), 0o644, b"data");
+        }
+        let tar = tar
+            .gnu_long_name(format!("d1/{long}").as_bytes())
+            .raw(b"placeholder", EntryType::Regular, None, b"x")
+            .file("z/after", 0o644, b"after")
+            .finish();
+        let run = run(&tar);
+        let message = run
+            .result
+            .expect_err("a name too long was written")
+            .to_string();
+        assert!(message.contains(&long), "{message}");
+        assert!(!run.target.exists(), "target left behind: {message}");
+        assert_eq!(
+            listing(run.parent.path()),
+            Vec::<String>::new(),
+            "{message}"
+        );
+    }
+
+    #[test]
     fn refuses_gnu_long_name_tricks() {
         let long = format!("{}/../../evil", "a".repeat(120));
         let tar = Tar::new()
