@@ -1160,10 +1160,13 @@ impl<'d> Writers<'d> {
         if let Some(error) = self.failure.take() {
             return Err(error);
         }
-        let name = job.name.clone();
-        let leaf = job.leaf.clone();
-        self.jobs.send(job).map_err(|_| {
-            Extraction::io_error(&name, &leaf, io::Error::other("the writer threads stopped"))
+        // A failed send hands the job back, so the error can name it without a copy per file.
+        self.jobs.send(job).map_err(|mpsc::SendError(job)| {
+            Extraction::io_error(
+                &job.name,
+                &job.leaf,
+                io::Error::other("the writer threads stopped"),
+            )
         })
     }
 }
