@@ -419,7 +419,9 @@ mod tests {
             .into_string()
             .unwrap();
         assert_eq!(shell(Some(&path)), found.into_os_string());
-        // Remembered per PATH: asking again gives the same answer without a search.
+        // Remembered per PATH: with that `sh` gone, a search would now find c's; the
+        // remembered answer is still b's.
+        std::fs::remove_file(b.path().join("sh")).unwrap();
         assert_eq!(shell(Some(&path)), b.path().join("sh").into_os_string());
         // A relative entry means the step's working folder: left to the normal search.
         let relative = format!("bin:{path}");
