@@ -68,8 +68,10 @@ fn the_dashboard_shows_a_new_run_live_its_dag_its_log_an_output_and_cancels_it_i
         .find(|w| w.starts_with("http://"))
         .unwrap_or_else(|| panic!("ferry ui printed no address: {first}"))
         .to_string();
-    let shots = repo().join("docs/screenshots");
-    std::fs::create_dir_all(&shots).unwrap();
+    // Into a folder of this run's own, so the checks below see what this run wrote; the
+    // README's copies in docs/screenshots are refreshed only when asked.
+    let shots_dir = tempfile::tempdir().unwrap();
+    let shots = shots_dir.path().to_path_buf();
     let out = Command::new("node")
         .arg(repo().join("testing/browser/ui.mjs"))
         .env("UI_URL", &url)
@@ -100,6 +102,14 @@ fn the_dashboard_shows_a_new_run_live_its_dag_its_log_an_output_and_cancels_it_i
             shots.join(format!("{page}.png")).exists(),
             "no screenshot of the {page} page"
         );
+    }
+    if std::env::var_os("FERRY_UPDATE_SCREENSHOTS").is_some() {
+        let docs = repo().join("docs/screenshots");
+        std::fs::create_dir_all(&docs).unwrap();
+        for page in ["runs", "run", "step"] {
+            let name = format!("{page}.png");
+            std::fs::copy(shots.join(&name), docs.join(&name)).unwrap();
+        }
     }
 }
 

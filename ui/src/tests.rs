@@ -218,8 +218,9 @@ fn cancel_needs_the_pages_csrf_token() {
         assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
         // The page's own token goes through to the orchestrator (the run is finished: it says so).
         let csrf = f.state.access.csrf().to_string();
-        let (status, _, _) = send(&f.state, post(&csrf)).await;
-        assert_ne!(status, StatusCode::FORBIDDEN);
+        let (status, body, _) = send(&f.state, post(&csrf)).await;
+        assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
+        assert!(body.contains("already ended"), "{body}");
         // GET cannot cancel.
         assert_eq!(
             get(&f.state, &format!("/runs/{RUN}/cancel")).await.0,
