@@ -3,7 +3,8 @@
 //! a deadline), the log up to the last few seconds is in the store.
 //!
 //! The shipper reads what the step's log file gained every [`INTERVAL`] and stores it as the
-//! next part; [`LogShipper::finish`] stores the whole file and removes the parts.
+//! next part; [`LogShipper::stop`] ends that and hands back a [`WholeLog`], whose `store`
+//! stores the whole file and removes the parts.
 
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};

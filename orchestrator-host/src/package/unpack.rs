@@ -4,9 +4,11 @@
 //! proven otherwise:
 //!
 //! 1. **Verify first.** A first pass decompresses the whole stream and hashes the uncompressed
-//!    tar with blake3; nothing touches the disk unless the digest matches the content address.
-//!    The second pass hashes again while extracting, so a file swapped between the two passes is
-//!    caught too (and what was extracted is removed).
+//!    tar with blake3, into an unnamed temporary file; nothing touches the target unless the
+//!    digest matches the content address. The second pass extracts from that file, which no
+//!    other process can open, so it is not hashed again. `unpack_with` opens its source twice
+//!    and does hash again, so a source swapped between the passes is caught (and what was
+//!    extracted is removed).
 //! 2. **Refuse, never sanitise.** An entry that could land outside the target (absolute path,
 //!    `..`, NUL, Windows prefix, escaping symlink or hard link, writing through a symlink,
 //!    overwriting, duplicates) or that a package never holds (devices, FIFOs, sparse files,
