@@ -1223,6 +1223,12 @@ fn extract_mapped(data: &[u8], target: &Path, limits: UnpackLimits) -> Result<Un
             stats,
             ..
         } = state;
+        // A refused entry fails the unpack: the writers skip what is still queued (it would
+        // only be cleaned up) instead of writing it. The flag alone carries no error, so the
+        // walk's error is the one reported.
+        if walked.is_err() {
+            failure.failed.store(true, Ordering::Release);
+        }
         // Closing the queue lets the writers finish what is queued and stop; the scope then
         // waits for them.
         drop(mapped);
